@@ -1,0 +1,53 @@
+"""GNDL (Wu et al. 2023) configs.
+
+  --config=configs/gndl.py            synthetic set, trains on 2 CPU cores in minutes
+  --config=configs/gndl.py:ckplus     the paper's CK+ setting (also :oulu_casia, :mmi)
+"""
+
+from fer_jax.config_lib import base_config
+
+# Paper settings (section 4.2): ResNet-18, 224x224, batch 128, Adam 1e-3,
+# 150 epochs, lambda 5, 10-fold subject-independent, 3 peak frames + neutral.
+PAPER_DATA = {
+    "ckplus": "basic6+contempt",
+    "oulu_casia": "basic6",
+    "mmi": "basic6",
+}
+
+
+def get_config(arg: str = ""):
+  c = base_config()
+  c.method = "gndl"
+  # l_neu_reduction 'mean' = nn.L1Loss (see fer_jax.losses.neutral_feature_loss).
+  c.gndl = dict(lam=5.0, negative_slope=0.01, l_neu_reduction="mean")
+  if arg in PAPER_DATA:
+    c.data.name = arg
+    c.data.classes = PAPER_DATA[arg]
+    c.data.resize = c.data.crop = 224
+    c.data.noise_std = 0.02
+    c.data.num_folds = 10
+    c.model.base_width = 64
+    c.train.batch_size = 128
+    c.train.num_epochs = 150
+    return c
+  if arg:
+    raise ValueError(f"configs/gndl.py has no preset {arg!r}; presets: "
+                     f"{', '.join(PAPER_DATA)} or none (synthetic)")
+  return cpu_synthetic(c)
+
+
+def cpu_synthetic(c):
+  """The embedded default: small synthetic faces, a narrow ResNet-18."""
+  c.data.synth.update(num_subjects=24, num_frames=10, image_size=64)
+  c.data.resize, c.data.crop = 64, 56
+  c.data.noise_std = 0.02
+  c.data.num_folds = 4
+  c.model.base_width = 16
+  c.train.batch_size = 32
+  c.train.eval_batch_size = 64
+  c.train.num_epochs = 0
+  c.train.num_steps = 300
+  c.train.log_every = 25
+  c.train.checkpoint_every = 100
+  c.train.eval_every = 100
+  return c

@@ -1,0 +1,17 @@
+"""fer_synth: procedural face-expression sequences, the default data set.
+
+``generator`` makes the frames (numpy + PIL only); ``FerSynth`` is the TFDS
+builder over it; ``python -m data_builders.fer_synth.contact_sheet`` draws a
+preview.
+"""
+
+from data_builders.fer_synth.fer_synth import FerSynth, FerSynthConfig
+from data_builders.fer_synth.generator import (
+    EXPRESSIONS, SynthSpec, generate_frames, generate_sequence, mean_shape,
+    sequence_expression, sequence_landmarks)
+
+__all__ = [
+    "EXPRESSIONS", "FerSynth", "FerSynthConfig", "SynthSpec", "generate_frames",
+    "generate_sequence", "mean_shape", "sequence_expression",
+    "sequence_landmarks",
+]

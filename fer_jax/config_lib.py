@@ -1,0 +1,153 @@
+"""The shared config schema, its validation, and workdir checks.
+
+``base_config()`` holds every field the trainer and the data layer read, with
+the embedded-default values; each ``configs/<method>.py`` starts from it and
+overrides. Validation runs before any data is read or any array is built, so a
+wrong field fails in a second with its name in the message.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from fer_jax.data import classes as classes_lib
+from fer_jax.data import protocols
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.method = ""
+  c.seed = 0
+
+  c.data = d = ml_collections.ConfigDict()
+  d.name = "fer_synth"
+  d.data_dir = ""  # "" = $FER_JAX_DATA_DIR or ~/tensorflow_datasets
+  d.builder_config = ""
+  # Only read for fer_synth: the procedural set's size (built on first use).
+  d.synth = ml_collections.ConfigDict(dict(
+      num_subjects=24, sequences_per_subject=7, num_frames=12,
+      image_size=128, seed=0))
+  d.in_memory = True  # decode every frame once into host memory
+  d.classes = "basic6+contempt"  # a named set or comma-separated names
+  d.role = "peak"  # frames trained and evaluated on: peak | weak | all
+  d.peak_frames = 3  # last k frames of a sequence are 'peak'
+  d.weak_frames = (6, 8)  # 1-based inclusive range of 'weak' frames
+  d.num_folds = 10
+  d.fold = 0
+  d.val_folds = 0
+  d.all_folds = False  # run every fold in turn, write cv_report.json
+  d.split_seed = 0
+  d.resize = 128  # frames are scaled to this, then cropped to `crop`
+  d.crop = 112
+  d.flip = True
+  d.rotate_deg = 0.0
+  d.noise_std = 0.0
+  d.grey = False
+  d.num_threads = 2  # Grain reader threads
+
+  c.model = m = ml_collections.ConfigDict()
+  m.arch = "resnet18"
+  m.base_width = 64
+  m.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay fp32)
+
+  c.optim = o = ml_collections.ConfigDict()
+  o.name = "adam"
+  o.lr = 1e-3
+  o.b1 = 0.9
+  o.b2 = 0.999
+  o.momentum = 0.9
+  o.weight_decay = 0.0
+  o.schedule = "constant"  # constant | step | cosine
+  o.decay_epochs = 10.0
+  o.decay_factor = 0.1
+
+  c.train = t = ml_collections.ConfigDict()
+  t.batch_size = 128
+  t.eval_batch_size = 128
+  t.num_epochs = 150.0
+  t.num_steps = 0  # > 0 overrides num_epochs
+  t.log_every = 50
+  t.checkpoint_every = 500
+  t.eval_every = 0  # 0 = only the final test evaluation
+  t.max_to_keep = 3
+  t.async_checkpoint = True
+  t.nonfinite = "stop"  # stop | skip
+  t.progress_bar = True
+  return c
+
+
+def _require(cond: bool, field: str, message: str) -> None:
+  if not cond:
+    raise ValueError(f"config.{field}: {message}")
+
+
+def validate(config) -> None:
+  """Raises ValueError naming the first bad field."""
+  from fer_jax.data import registry  # pylint: disable=import-outside-toplevel
+  from fer_jax.methods import METHODS  # pylint: disable=import-outside-toplevel
+  _require(config.method in METHODS, "method",
+           f"{config.method!r} is not one of {', '.join(sorted(METHODS))}")
+  d, t = config.data, config.train
+  _require(d.name in registry.BUILDERS, "data.name",
+           f"{d.name!r} is not one of {', '.join(sorted(registry.BUILDERS))}")
+  _require(d.num_folds >= 2, "data.num_folds",
+           f"{d.num_folds} must be >= 2")
+  _require(0 <= d.fold < d.num_folds, "data.fold",
+           f"{d.fold} is out of range 0..{d.num_folds - 1}")
+  _require(0 <= d.val_folds <= d.num_folds - 2, "data.val_folds",
+           f"{d.val_folds} must be in 0..{d.num_folds - 2}")
+  _require(d.role in protocols.ROLES, "data.role",
+           f"{d.role!r} is not one of {protocols.ROLES}")
+  _require(0 < d.crop <= d.resize, "data.crop",
+           f"{d.crop} must be in 1..data.resize={d.resize}")
+  _require(len(d.weak_frames) == 2 and 1 <= d.weak_frames[0]
+           <= d.weak_frames[1], "data.weak_frames",
+           f"{tuple(d.weak_frames)} must be a 1-based range (first, last)")
+  try:
+    classes_lib.resolve_class_set(d.classes)
+  except ValueError as e:
+    raise ValueError(f"config.data.classes: {e}") from None
+  _require(t.batch_size > 0, "train.batch_size", "must be positive")
+  _require(t.eval_batch_size > 0, "train.eval_batch_size", "must be positive")
+  _require(t.log_every > 0, "train.log_every", "must be positive")
+  _require(t.checkpoint_every > 0, "train.checkpoint_every",
+           "must be positive")
+  _require(t.num_steps > 0 or t.num_epochs > 0, "train.num_epochs",
+           "give num_epochs > 0 or num_steps > 0")
+  _require(t.nonfinite in ("stop", "skip"), "train.nonfinite",
+           f"{t.nonfinite!r} is not 'stop' or 'skip'")
+  _require(config.model.dtype in ("float32", "bfloat16"), "model.dtype",
+           f"{config.model.dtype!r} is not 'float32' or 'bfloat16'")
+
+
+def check_workdir(workdir: str) -> None:
+  """Creates ``workdir`` and proves it writable, or says why it is not."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".fer_jax_write_probe")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise ValueError(f"--workdir={workdir} is not a writable directory: "
+                     f"{e.strerror or e}") from None
+
+
+def with_fold(config, fold: int):
+  c = config.copy_and_resolve_references()
+  with c.unlocked():
+    c.data.fold = fold
+    c.data.all_folds = False
+  return c
+
+
+def load_config_module(path: str):
+  """Imports a config file by path (for one config file building on another)."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  spec = importlib.util.spec_from_file_location(
+      "fer_jax_config_" + os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

@@ -1,0 +1,156 @@
+"""A built TFDS data set as one table of frames: numpy columns plus images.
+
+Every face data set (sequences or stills) is read into the same columns, so
+protocols select and pair rows by plain numpy indexing. Images are decoded once
+and held in host memory when the split is small (``data.in_memory``); larger
+sets keep only the columns and read images through the TFDS data source inside
+the Grain workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from fer_jax.data import registry
+
+COLUMNS = ("label", "subject_id", "sequence_id", "frame_index", "num_frames",
+           "intensity")
+
+
+class DataError(ValueError):
+  """A data set is missing or malformed; the message names what and where."""
+
+
+class SourceImages:
+  """Images read on demand from a TFDS data source (for sets too big to hold)."""
+
+  def __init__(self, source: Sequence[dict[str, Any]], shape: tuple[int, ...]):
+    self._source = source
+    self.shape = (len(source),) + tuple(shape)
+    self.dtype = np.dtype(np.uint8)
+
+  def __len__(self) -> int:
+    return self.shape[0]
+
+  def __getitem__(self, index):
+    if np.ndim(index) == 0:
+      return np.asarray(self._source[int(index)]["image"])
+    return np.stack([np.asarray(self._source[int(i)]["image"])
+                     for i in np.asarray(index).ravel()]).reshape(
+                         np.shape(index) + self.shape[1:])
+
+
+@dataclasses.dataclass
+class FrameTable:
+  """Columns of one split; row i of every column describes frame i."""
+  name: str
+  images: np.ndarray | SourceImages  # (N, H, W, C) uint8
+  label: np.ndarray  # canonical class index
+  subject_id: np.ndarray
+  sequence_id: np.ndarray
+  frame_index: np.ndarray
+  num_frames: np.ndarray
+  intensity: np.ndarray
+  landmarks: np.ndarray | None  # (N, 68, 2) float32, pixel coordinates
+
+  def __len__(self) -> int:
+    return len(self.label)
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return tuple(self.images.shape[1:])
+
+  @property
+  def is_sequential(self) -> bool:
+    """True for sequence data sets (CK+, Oulu, MMI, synthetic)."""
+    return bool(np.any(self.num_frames > 1))
+
+
+def _synth_builder(data_cfg, data_dir: str):
+  from data_builders import fer_synth  # pylint: disable=import-outside-toplevel
+  spec = fer_synth.SynthSpec(**dict(data_cfg.synth))
+  return fer_synth.FerSynth(config=fer_synth.FerSynthConfig.from_spec(spec),
+                            data_dir=data_dir)
+
+
+def get_builder(data_cfg) -> tfds.core.DatasetBuilder:
+  """The configured builder; the synthetic set is built on first use."""
+  data_dir = data_cfg.get("data_dir") or registry.default_data_dir()
+  name = data_cfg.name
+  if name == "fer_synth":
+    builder = _synth_builder(data_cfg, data_dir)
+    if not builder.is_prepared():
+      print(f"fer_jax: building the synthetic set {builder.info.full_name} "
+            f"into {data_dir} (once)", flush=True)
+      builder.download_and_prepare(file_format="array_record")
+    return builder
+  cls = registry.builder_class(name)
+  kwargs = {"data_dir": data_dir}
+  if data_cfg.get("builder_config"):
+    kwargs["config"] = data_cfg.builder_config
+  builder = cls(**kwargs)
+  if not builder.is_prepared():
+    raise DataError(
+        f"no built data set {builder.info.full_name!r} under {data_dir}; "
+        f"build it first with:\n  {registry.build_command(name, data_dir)}")
+  return builder
+
+
+def load_frames(data_cfg, split: str = "train") -> FrameTable:
+  """Reads every record of ``split`` into a FrameTable."""
+  builder = get_builder(data_cfg)
+  if split not in builder.info.splits:
+    raise DataError(f"data set {builder.info.full_name} has no split "
+                    f"{split!r}; it has {', '.join(builder.info.splits)}")
+  source = builder.as_data_source(split=split)
+  n = len(source)
+  if n == 0:
+    raise DataError(f"split {split!r} of {builder.info.full_name} is empty")
+  has_landmarks = "landmarks" in builder.info.features
+  # Defaults for stills: each image its own one-frame sequence, at full
+  # intensity, subject unknown (-1) unless the data set records it.
+  cols = {"label": np.zeros(n, np.int32),
+          "subject_id": np.full(n, -1, np.int32),
+          "sequence_id": np.arange(n, dtype=np.int32),
+          "frame_index": np.zeros(n, np.int32),
+          "num_frames": np.ones(n, np.int32),
+          "intensity": np.ones(n, np.float32)}
+  landmarks = np.zeros((n, 68, 2), np.float32) if has_landmarks else None
+  image_shape = None
+  images = None
+  in_memory = data_cfg.get("in_memory", True)
+  for start in range(0, n, 256):
+    idx = list(range(start, min(n, start + 256)))
+    for i, ex in zip(idx, source.__getitems__(idx)):
+      for c in COLUMNS:
+        if c in ex:
+          cols[c][i] = ex[c]
+      if has_landmarks:
+        landmarks[i] = ex["landmarks"]
+      img = np.asarray(ex["image"])
+      if img.ndim == 2:
+        img = img[..., None]
+      if image_shape is None:
+        image_shape = img.shape
+        if in_memory:
+          images = np.zeros((n,) + image_shape, np.uint8)
+      elif img.shape != image_shape:
+        raise DataError(
+            f"{builder.info.full_name}/{split} record {i} has image shape "
+            f"{img.shape}, expected {image_shape} like the first record; "
+            f"rebuild the data set with a fixed output size")
+      if in_memory:
+        images[i] = img
+  if not in_memory:
+    images = SourceImages(source, image_shape)
+  return FrameTable(name=builder.info.full_name, images=images,
+                    landmarks=landmarks, **cols)
+
+
+def data_dir_of(data_cfg) -> str:
+  return os.fspath(data_cfg.get("data_dir") or registry.default_data_dir())

@@ -1,0 +1,39 @@
+"""Where each data set's TFDS builder lives, and how to build it.
+
+Builders live under ``data_builders/<name>/`` (outside the ``fer_jax``
+package so ``tfds build data_builders/<name>`` works too). Only the synthetic
+set builds itself; the licensed sets need the user's archive (``--manual_dir``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+# name -> "module:Class". Later builders register here.
+BUILDERS: dict[str, str] = {
+    "fer_synth": "data_builders.fer_synth:FerSynth",
+}
+
+DEFAULT_DATA_DIR_ENV = "FER_JAX_DATA_DIR"
+
+
+def default_data_dir() -> str:
+  """$FER_JAX_DATA_DIR, else ~/tensorflow_datasets (TFDS's own default)."""
+  return os.environ.get(DEFAULT_DATA_DIR_ENV,
+                        os.path.join(os.path.expanduser("~"),
+                                     "tensorflow_datasets"))
+
+
+def builder_class(name: str):
+  if name not in BUILDERS:
+    raise ValueError(f"config.data.name={name!r} is not a known data set; "
+                     f"known: {', '.join(sorted(BUILDERS))}")
+  module, cls = BUILDERS[name].split(":")
+  return getattr(importlib.import_module(module), cls)
+
+
+def build_command(name: str, data_dir: str) -> str:
+  """The command that builds ``name`` into ``data_dir``, for error messages."""
+  return (f"python -m fer_jax.data.build {name} --manual_dir=PATH/TO/ARCHIVE "
+          f"--data_dir={data_dir}")

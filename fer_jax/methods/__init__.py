@@ -1,0 +1,19 @@
+"""Registry of methods: ``config.method`` -> Method class."""
+
+from __future__ import annotations
+
+import importlib
+
+# name -> "module:Class"; imported lazily so one method's deps stay its own.
+METHODS = {
+    "baseline": "fer_jax.methods.baseline:Baseline",
+    "gndl": "fer_jax.methods.gndl:GNDL",
+}
+
+
+def method_class(name: str):
+  if name not in METHODS:
+    raise ValueError(f"config.method={name!r} is not a known method; known: "
+                     f"{', '.join(sorted(METHODS))}")
+  module, cls = METHODS[name].split(":")
+  return getattr(importlib.import_module(module), cls)

@@ -1,0 +1,106 @@
+"""The Method protocol: what ``train.py`` knows about a paper's method.
+
+A method owns its networks and optimizers (static: built from the config) and
+exposes pure functions over one state pytree: ``init_state``, the ``step`` of
+each :class:`Phase`, and ``predict``. State is plain nested dicts of arrays
+(params, batch statistics, optimizer states of every network), so Orbax
+saves and restores it bit for bit and ``jax.jit`` shards it without help.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Callable, ClassVar
+
+import jax
+import jax.numpy as jnp
+
+State = dict[str, Any]
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+StepFn = Callable[[State, Batch, jax.Array], tuple[State, Metrics]]
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(name: str):
+  if name not in DTYPES:
+    raise ValueError(f"config.model.dtype={name!r}; choose one of "
+                     f"{', '.join(DTYPES)}")
+  return DTYPES[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  """One stage of a method's training (pre-training, main run, refinement).
+
+  ``example_kind`` and ``role`` say which examples feed it (see
+  ``fer_jax.data.protocols``); ``step(state, batch, rng)`` is one iteration of
+  the paper's algorithm for this stage and is jitted once by the trainer.
+  """
+  name: str
+  num_steps: int
+  batch_size: int
+  step: StepFn
+  example_kind: str = "single"
+  role: str = "peak"
+
+
+class Method(abc.ABC):
+  """Base of every method; subclasses set ``name`` and the four functions."""
+
+  name: ClassVar[str]
+  # Examples evaluation runs on: the examined image alone for every method.
+  eval_kind: ClassVar[str] = "single"
+
+  def __init__(self, config, *, num_classes: int,
+               count_examples: Callable[[str, str], int]):
+    """``count_examples(kind, role)``: training examples a phase would see."""
+    self.config = config
+    self.num_classes = num_classes
+    self.count_examples = count_examples
+    self.dtype = compute_dtype(config.model.dtype)
+
+  @abc.abstractmethod
+  def init_state(self, rng: jax.Array, batch: Batch) -> State:
+    """Every network's variables and optimizer state, from an example batch."""
+
+  @abc.abstractmethod
+  def phases(self) -> list[Phase]:
+    """The ordered stages of training."""
+
+  @abc.abstractmethod
+  def predict(self, state: State, batch: Batch) -> jax.Array:
+    """Class logits (B, num_classes) for a uint8 evaluation batch."""
+
+  def total_steps(self) -> int:
+    return sum(p.num_steps for p in self.phases())
+
+  def steps_per_epoch(self, batch_size: int, kind: str = "single",
+                      role: str = "peak") -> int:
+    return max(1, self.count_examples(kind, role) // batch_size)
+
+  def phase_steps(self, train_cfg, batch_size: int, kind: str = "single",
+                  role: str = "peak") -> int:
+    """``train_cfg.num_steps`` if set (> 0), else ``num_epochs`` epochs."""
+    if train_cfg.get("num_steps", 0):
+      return int(train_cfg.num_steps)
+    return max(1, int(round(train_cfg.num_epochs *
+                            self.steps_per_epoch(batch_size, kind, role))))
+
+  def params_for_digest(self, state: State) -> Any:
+    """The part of the state that ``state_digest`` hashes (all variables)."""
+    return {k: v for k, v in state.items() if not k.endswith("opt_state")}
+
+
+def apply_updates(tx, params, opt_state, grads):
+  """One optimizer update; returns (params, opt_state)."""
+  import optax  # pylint: disable=import-outside-toplevel
+  updates, opt_state = tx.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state
+
+
+def augment_spec(config):
+  from fer_jax.data.augment import AugmentSpec  # pylint: disable=import-outside-toplevel
+  return AugmentSpec.from_config(config.data)

@@ -1,0 +1,135 @@
+"""GNDL: generative neutral features-disentangled learning (Wu et al. 2023).
+
+Training sees pairs (examined frame, neutral frame of the same face). Both go
+through the ResNet in ONE batch so BatchNorm normalises them with shared
+statistics (paper eq. 4-6). The Neutral Feature Generator maps F_exam to a
+generated neutral F'_neu; the classifier sees the deviation
+F_exp-d = F_exam - F'_neu (eq. 7). Loss L = CE + lambda * L_neu (eq. 11), with
+L_neu the L1 distance of F'_neu to the real F_neu (eq. 8, typo fixed). At test
+time the examined image goes alone, BN in inference mode.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fer_jax import losses
+from fer_jax.data import augment as augment_lib
+from fer_jax.methods import base
+from fer_jax.models.resnet import resnet
+from fer_jax.optim import make_optimizer
+
+
+class NeutralFeatureGenerator(nn.Module):
+  """NFG (paper fig. 5): Dense(C->C/2)+LeakyReLU, nearest-neighbour upsampling
+  of the vector back to C (each element twice), Dense(C->C)+LeakyReLU,
+  Dense(C->C)."""
+  features: int
+  negative_slope: float = 0.01
+  dtype: base.Any = jnp.float32
+  param_dtype: base.Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, f):
+    dense = lambda n, name: nn.Dense(n, dtype=self.dtype,
+                                     param_dtype=self.param_dtype, name=name)
+    h = nn.leaky_relu(dense(self.features // 2, "encode")(f),
+                      self.negative_slope)
+    h = jnp.repeat(h, 2, axis=-1)
+    h = nn.leaky_relu(dense(self.features, "decode")(h), self.negative_slope)
+    return dense(self.features, "out")(h)
+
+
+class GNDLNet(nn.Module):
+  """Backbone + NFG + linear classifier on the deviation feature."""
+  arch: str
+  num_classes: int
+  base_width: int = 64
+  negative_slope: float = 0.01
+  dtype: base.Any = jnp.float32
+
+  def setup(self):
+    self.backbone = resnet(self.arch, num_classes=0,
+                           base_width=self.base_width, dtype=self.dtype)
+    self.nfg = NeutralFeatureGenerator(self.backbone.feature_dim,
+                                       self.negative_slope, dtype=self.dtype)
+    self.head = nn.Dense(self.num_classes, dtype=self.dtype)
+
+  def classify(self, f_exam):
+    """Logits from F_exam through the generated neutral (eq. 7)."""
+    f_gen = self.nfg(f_exam)
+    return self.head(f_exam - f_gen).astype(jnp.float32), f_gen
+
+  def __call__(self, images, train: bool = False):
+    """Test path: examined images alone."""
+    return self.classify(self.backbone(images, train))[0]
+
+  def train_pair(self, exam, neutral):
+    """Training path: (logits, F'_neu, F_neu) with one BN over the pair."""
+    f = self.backbone(jnp.concatenate([exam, neutral], 0), train=True)
+    f_exam, f_neu = jnp.split(f, 2)
+    logits, f_gen = self.classify(f_exam)
+    return logits, f_gen.astype(jnp.float32), f_neu
+
+
+class GNDL(base.Method):
+  name = "gndl"
+
+  def __init__(self, config, **kwargs):
+    super().__init__(config, **kwargs)
+    m = config.model
+    self.net = GNDLNet(m.arch, self.num_classes, base_width=m.base_width,
+                       negative_slope=config.gndl.negative_slope,
+                       dtype=self.dtype)
+    self.spec = base.augment_spec(config)
+    self.batch_size = config.train.batch_size
+    self.num_steps = self.phase_steps(config.train, self.batch_size,
+                                      "neutral_pair", "peak")
+    self.tx = make_optimizer(
+        config.optim, self.steps_per_epoch(self.batch_size, "neutral_pair"),
+        self.num_steps)
+
+  def init_state(self, rng, batch):
+    size = (1, self.spec.crop, self.spec.crop, self.spec.channels)
+    dummy = jnp.zeros(size, jnp.float32)
+    variables = self.net.init(rng, dummy, dummy, method=GNDLNet.train_pair)
+    return {"params": variables["params"],
+            "batch_stats": variables["batch_stats"],
+            "opt_state": self.tx.init(variables["params"])}
+
+  def phases(self):
+    return [base.Phase("gndl", self.num_steps, self.batch_size,
+                       self.train_step, example_kind="neutral_pair",
+                       role=self.config.data.role)]
+
+  def train_step(self, state, batch, rng):
+    exam, neutral = augment_lib.augment_slots(
+        self.spec, rng, batch, ("image", "neutral"), train=True)
+    labels = batch["label"]
+    lam = self.config.gndl.lam
+    reduction = self.config.gndl.l_neu_reduction
+
+    def loss_fn(params):
+      (logits, f_gen, f_neu), updates = self.net.apply(
+          {"params": params, "batch_stats": state["batch_stats"]}, exam,
+          neutral, method=GNDLNet.train_pair, mutable=["batch_stats"])
+      ce = losses.cross_entropy(logits, labels)
+      l_neu = losses.neutral_feature_loss(f_gen, f_neu, reduction)
+      return ce + lam * l_neu, (ce, l_neu, logits, updates["batch_stats"])
+
+    grads, (ce, l_neu, logits, batch_stats) = jax.grad(
+        loss_fn, has_aux=True)(state["params"])
+    params, opt_state = base.apply_updates(
+        self.tx, state["params"], state["opt_state"], grads)
+    metrics = {"loss": ce + lam * l_neu, "ce": ce, "l_neu": l_neu,
+               "accuracy": losses.accuracy(logits, labels)}
+    return ({"params": params, "batch_stats": batch_stats,
+             "opt_state": opt_state}, metrics)
+
+  def predict(self, state, batch):
+    (image,) = augment_lib.augment_slots(self.spec, jax.random.key(0), batch,
+                                         ("image",), train=False)
+    return self.net.apply({"params": state["params"],
+                           "batch_stats": state["batch_stats"]}, image)

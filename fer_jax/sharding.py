@@ -1,0 +1,54 @@
+"""One device mesh with a ``data`` axis over every device of every host.
+
+Batches are sharded on ``data``; parameters and optimizer state are
+replicated. Under ``jax.jit`` with these shardings BatchNorm statistics are
+global (XLA inserts the all-reduce), so one device and N devices compute the
+same step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices=None) -> Mesh:
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices).reshape(len(devices)), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def check_batch_size(global_batch: int, mesh: Mesh, field: str) -> None:
+  n = mesh.devices.size
+  if global_batch % n:
+    raise ValueError(f"{field}={global_batch} must be a multiple of the "
+                     f"{n} devices of the mesh")
+  if global_batch % jax.process_count():
+    raise ValueError(f"{field}={global_batch} must be a multiple of the "
+                     f"{jax.process_count()} processes")
+
+
+def local_slice(global_batch: int) -> slice:
+  """This process's rows of a global batch (contiguous, as the mesh lays out)."""
+  per = global_batch // jax.process_count()
+  start = jax.process_index() * per
+  return slice(start, start + per)
+
+
+def to_global(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, Any]:
+  """Host arrays of this process's rows -> global jax.Arrays sharded on data."""
+  sharding = batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, v)
+          for k, v in local_batch.items()}

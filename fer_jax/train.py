@@ -1,0 +1,322 @@
+"""The generic training loop: mesh, sharded jitted steps, checkpoints, logs.
+
+It knows a method only through ``fer_jax.methods.base.Method``. For each phase
+it builds a Grain iterator of that phase's examples and runs the phase's step,
+jitted once with the batch sharded over the mesh's ``data`` axis, the state
+replicated and donated. The host syncs with the device only every
+``log_every`` steps (to log) and at checkpoints; a non-finite loss is caught
+inside the step, so the last good state is never overwritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from fer_jax import checkpoint as ckpt_lib
+from fer_jax import config_lib
+from fer_jax import evaluate as eval_lib
+from fer_jax import metrics as metrics_lib
+from fer_jax import sharding
+from fer_jax.data import classes as classes_lib
+from fer_jax.data import frames, pipeline, protocols
+from fer_jax.methods import base, method_class
+
+
+class NonFiniteLossError(FloatingPointError):
+  """A step produced a non-finite loss and config.train.nonfinite='stop'."""
+
+
+@dataclasses.dataclass
+class RunData:
+  """One fold's frames, split masks and task classes; examples on demand."""
+  config: Any
+  table: frames.FrameTable
+  splits: dict[str, np.ndarray]
+  classes: tuple[str, ...]
+  _examples: dict = dataclasses.field(default_factory=dict, repr=False)
+
+  def examples(self, split: str, kind: str, role: str) -> protocols.Examples:
+    key = (split, kind, role)
+    if key not in self._examples:
+      d = self.config.data
+      self._examples[key] = protocols.make_examples(
+          self.table, self.splits[split], kind, self.classes, role,
+          d.peak_frames, tuple(d.weak_frames), self.config.seed)
+    return self._examples[key]
+
+  def count(self, kind: str, role: str) -> int:
+    return len(self.examples("train", kind, role))
+
+  @property
+  def eval_split(self) -> str:
+    """Where evaluation during training looks: val if there is one."""
+    return "val" if self.splits["val"].any() else "test"
+
+
+def prepare_data(config) -> RunData:
+  d = config.data
+  table = frames.load_frames(d, split="train")
+  splits = protocols.fold_rows(table, d.num_folds, d.fold, d.val_folds,
+                               seed=d.split_seed)
+  classes = classes_lib.resolve_class_set(d.classes)
+  return RunData(config, table, splits, classes)
+
+
+def build_method(config, data: RunData) -> base.Method:
+  return method_class(config.method)(config, num_classes=len(data.classes),
+                                     count_examples=data.count)
+
+
+# ---------------------------------------------------------------- loop state
+
+def init_loop_state(method: base.Method, seed: int, batch) -> dict[str, Any]:
+  """Method state plus the loop's own: step, base PRNG key, non-finite guard."""
+  init_key, step_key = jax.random.split(jax.random.PRNGKey(seed))
+  return {
+      "model": method.init_state(init_key, batch),
+      "step": jnp.zeros((), jnp.int32),
+      "rng": step_key,
+      "guard": {"nonfinite": jnp.zeros((), jnp.int32),
+                "first_bad_step": jnp.full((), -1, jnp.int32),
+                "halted": jnp.zeros((), bool)},
+  }
+
+
+def guarded_step(step_fn: base.StepFn, stop_on_nonfinite: bool):
+  """Wraps a method step: per-step PRNG key, and a state that never takes a
+  non-finite update (the step is skipped and counted; with 'stop' every later
+  step is skipped too and the host raises at its next sync)."""
+
+  def fn(loop, batch):
+    rng = jax.random.fold_in(loop["rng"], loop["step"])
+    new_model, metrics = step_fn(loop["model"], batch, rng)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v))
+                                for v in jax.tree.leaves(metrics)]))
+    guard = loop["guard"]
+    apply = finite & ~guard["halted"]
+    model = jax.tree.map(lambda n, o: jnp.where(apply, n, o), new_model,
+                         loop["model"])
+    bad = ~finite & ~guard["halted"]
+    new_guard = {
+        "nonfinite": guard["nonfinite"] + bad.astype(jnp.int32),
+        "first_bad_step": jnp.where(bad & (guard["first_bad_step"] < 0),
+                                    loop["step"] + 1, guard["first_bad_step"]),
+        "halted": guard["halted"] | (bad & stop_on_nonfinite),
+    }
+    return {"model": model, "step": loop["step"] + 1, "rng": loop["rng"],
+            "guard": new_guard}, metrics
+
+  return fn
+
+
+# ---------------------------------------------------------------- the loop
+
+class Trainer:
+  """Trains one fold of one method in ``workdir``; resumes if it can."""
+
+  def __init__(self, config, workdir: str, mesh=None):
+    self.config = config
+    self.workdir = workdir
+    self.mesh = mesh or sharding.make_mesh()
+    self.data = prepare_data(config)
+    self.method = build_method(config, self.data)
+    self.phases = self.method.phases()
+    for p in self.phases:
+      sharding.check_batch_size(p.batch_size, self.mesh,
+                                f"batch size of phase {p.name!r}")
+    self.replicated = sharding.replicated(self.mesh)
+    self.ckpt = ckpt_lib.Checkpointer(workdir, config.train.max_to_keep,
+                                      async_save=config.train.async_checkpoint)
+    self._predict = jax.jit(self.method.predict)
+
+  # -- state
+  def _first_batch(self):
+    p = self.phases[0]
+    ex = self.data.examples("train", p.example_kind, p.role)
+    return pipeline.gather(ex, np.arange(min(2, len(ex))))
+
+  def init_state(self):
+    batch = self._first_batch()
+    init = jax.jit(lambda: init_loop_state(self.method, self.config.seed,
+                                           batch),
+                   out_shardings=self.replicated)
+    return init()
+
+  def abstract_state(self):
+    batch = self._first_batch()
+    shapes = jax.eval_shape(
+        lambda: init_loop_state(self.method, self.config.seed, batch))
+    return jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
+                                       sharding=self.replicated), shapes)
+
+  def restore(self, step: int | None = None):
+    loop, meta = self.ckpt.restore(self.abstract_state(), step,
+                                   method=self.method.name)
+    return loop, meta
+
+  def digest(self, loop) -> str:
+    return ckpt_lib.state_digest(self.method.params_for_digest(loop["model"]))
+
+  # -- evaluation
+  def evaluate(self, loop, split: str, step: int) -> dict[str, Any]:
+    ex = self.data.examples(split, self.method.eval_kind,
+                            self.config.data.role)
+    preds = eval_lib.predict_examples(
+        self._predict, loop["model"], ex, self.config.train.eval_batch_size,
+        self.mesh)
+    return eval_lib.make_report(
+        method=self.method.name, dataset=self.data.table.name,
+        fold=self.config.data.fold, split=split, classes=self.data.classes,
+        labels=ex.label, preds=preds, step=step, digest=self.digest(loop))
+
+  # -- training
+  def _check_guard(self, loop, last_saved: int | None) -> None:
+    guard = jax.device_get(loop["guard"])
+    if guard["halted"]:
+      where = (f"the last good checkpoint (step {last_saved}) is intact in "
+               f"{self.ckpt.directory}" if last_saved else
+               "no checkpoint had been written yet")
+      raise NonFiniteLossError(
+          f"non-finite loss at step {int(guard['first_bad_step'])}; training "
+          f"stopped and {where}. Lower config.optim.lr, or set "
+          f"config.train.nonfinite='skip' to skip such batches.")
+
+  def train(self) -> dict[str, Any]:
+    cfg = self.config.train
+    start_step, meta = 0, None
+    if self.ckpt.latest_step() is not None:
+      loop, meta = self.restore()
+      start_step = int(meta["global_step"])
+      print(f"fer_jax: resuming from step {start_step} "
+            f"(phase {meta['phase_name']!r})", flush=True)
+    else:
+      loop = self.init_state()
+    total = sum(p.num_steps for p in self.phases)
+    writer = metrics_lib.MetricWriter(self.workdir, resume_step=start_step)
+    bar = tqdm.tqdm(total=total, initial=start_step, unit="step",
+                    dynamic_ncols=True, mininterval=1.0,
+                    disable=jax.process_index() != 0 or not cfg.progress_bar)
+    last_saved = start_step or None
+    offset = 0
+    try:
+      for phase_idx, phase in enumerate(self.phases):
+        phase_end = offset + phase.num_steps
+        if start_step >= phase_end:
+          offset = phase_end
+          continue
+        loop, last_saved = self._run_phase(
+            phase_idx, phase, offset, loop, start_step, meta, writer, bar,
+            last_saved)
+        offset = phase_end
+      self.ckpt.wait()
+      report = self.evaluate(loop, "test", total)
+      report["nonfinite_steps"] = int(jax.device_get(
+          loop["guard"]["nonfinite"]))
+      eval_lib.write_report(report, os.path.join(self.workdir, "eval"))
+      writer.write(total, {"test/accuracy": report["accuracy"]})
+    finally:
+      bar.close()
+      writer.close()
+      self.ckpt.close()
+    return report
+
+  def _run_phase(self, phase_idx, phase, offset, loop, start_step, meta,
+                 writer, bar, last_saved):
+    cfg = self.config.train
+    examples = self.data.examples("train", phase.example_kind, phase.role)
+    it = pipeline.TrainIterator(examples, phase.batch_size,
+                                seed=self.config.seed + 1000 * phase_idx,
+                                num_threads=self.config.data.num_threads)
+    first = max(start_step - offset, 0)
+    if first and meta is not None and meta.get("phase") == phase_idx:
+      it.restore(meta["iterator"])
+    step_fn = jax.jit(guarded_step(phase.step, cfg.nonfinite == "stop"),
+                      donate_argnums=0)
+    batches = pipeline.device_prefetch(it, self.mesh)
+    images_per_step = phase.batch_size * len(
+        protocols.EXAMPLE_KINDS[phase.example_kind])
+    pending, t_last, n_last = [], time.perf_counter(), 0
+    for phase_step in range(first, phase.num_steps):
+      batch, it_state = next(batches)
+      loop, m = step_fn(loop, batch)
+      pending.append(m)
+      step = offset + phase_step + 1
+      n_last += 1
+      end = phase_step + 1 == phase.num_steps
+      if step % cfg.log_every == 0 or end:
+        values = jax.device_get(pending)
+        self._check_guard(loop, last_saved)
+        dt = time.perf_counter() - t_last
+        scalars = {f"train/{k}": float(np.nanmean([v[k] for v in values]))
+                   for k in values[0]}
+        scalars["train/steps_per_sec"] = n_last / dt
+        scalars["train/images_per_sec"] = n_last * images_per_step / dt
+        writer.write(step, scalars)
+        bar.set_postfix(phase=phase.name, loss=f"{scalars['train/loss']:.4f}",
+                        img_s=f"{scalars['train/images_per_sec']:.0f}")
+        pending, t_last, n_last = [], time.perf_counter(), 0
+      bar.update(1)
+      if step % cfg.checkpoint_every == 0 or end:
+        self._check_guard(loop, last_saved)
+        self.ckpt.save(step, loop, {
+            "method": self.method.name, "phase": phase_idx,
+            "phase_name": phase.name, "phase_step": phase_step + 1,
+            "global_step": step, "iterator": it_state,
+            "fold": self.config.data.fold})
+        last_saved = step
+      if cfg.eval_every and (step % cfg.eval_every == 0) and not (
+          end and phase_idx == len(self.phases) - 1):
+        split = self.data.eval_split
+        report = self.evaluate(loop, split, step)
+        writer.write(step, {f"{split}/accuracy": report["accuracy"]})
+    return loop, last_saved
+
+
+def write_config(config, workdir: str) -> None:
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+  """Trains the configured fold, or every fold with config.data.all_folds."""
+  config_lib.validate(config)
+  config_lib.check_workdir(workdir)
+  if not config.data.all_folds:
+    write_config(config, workdir)
+    return Trainer(config, workdir).train()
+  reports = []
+  for fold in range(config.data.num_folds):
+    fold_cfg = config_lib.with_fold(config, fold)
+    fold_dir = os.path.join(workdir, f"fold_{fold}")
+    config_lib.check_workdir(fold_dir)
+    write_config(fold_cfg, fold_dir)
+    print(f"fer_jax: fold {fold + 1}/{config.data.num_folds}", flush=True)
+    reports.append(Trainer(fold_cfg, fold_dir).train())
+  summary = eval_lib.cv_summary(reports)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "cv_report.json"), "w") as f:
+      json.dump(summary, f, indent=2)
+  return summary
+
+
+def evaluate_checkpoint(config, workdir: str, step: int | None = None,
+                        split: str = "test") -> dict[str, Any]:
+  """--mode=eval: restore a checkpoint and write the same report, no training."""
+  config_lib.validate(config)
+  trainer = Trainer(config, workdir)
+  loop, meta = trainer.restore(step)
+  report = trainer.evaluate(loop, split, int(meta["global_step"]))
+  eval_lib.write_report(report, os.path.join(workdir, "eval"))
+  trainer.ckpt.close()
+  return report

@@ -1,0 +1,178 @@
+"""The trainer: loss goes down, checkpoints restore bit-identically, the
+non-finite guard keeps the last good state, and bad config fails early."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fer_jax import checkpoint as ckpt_lib
+from fer_jax import config_lib, train
+from fer_jax.data import pipeline
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
+
+
+def tiny_config(method="gndl", **train_overrides):
+  c = config_lib.load_config_module(
+      os.path.join(CONFIGS, f"{method}.py")).get_config()
+  c.data.resize, c.data.crop = 16, 16
+  c.data.num_folds = 3
+  c.model.base_width = 8
+  c.train.batch_size = 8
+  c.train.eval_batch_size = 16
+  c.train.num_steps = 4
+  c.train.log_every = 2
+  c.train.checkpoint_every = 2
+  c.train.eval_every = 0
+  c.train.progress_bar = False
+  c.train.async_checkpoint = False
+  for k, v in train_overrides.items():
+    setattr(c.train, k, v)
+  return c
+
+
+@pytest.fixture
+def fake_data(monkeypatch, make_table):
+  table = make_table(num_subjects=6, num_frames=8, image_size=16)
+  monkeypatch.setattr(train.frames, "load_frames",
+                      lambda data_cfg, split="train": table)
+  return table
+
+
+def test_one_step_lowers_the_loss(fake_data, tmp_path):
+  """GNDL's loss on a fixed batch drops after a few updates on that batch."""
+  trainer = train.Trainer(tiny_config(), str(tmp_path))
+  phase = trainer.phases[0]
+  ex = trainer.data.examples("train", phase.example_kind, phase.role)
+  batch = {k: jnp.asarray(v) for k, v in
+           pipeline.gather(ex, np.arange(8)).items()}
+  state = trainer.init_state()["model"]
+  step = jax.jit(phase.step)
+  key = jax.random.PRNGKey(0)
+  _, first = step(state, batch, key)
+  for _ in range(3):
+    state, _ = step(state, batch, key)
+  _, after = step(state, batch, key)
+  assert float(after["loss"]) < float(first["loss"])
+
+
+def test_checkpoint_round_trip_is_bit_identical(fake_data, tmp_path):
+  trainer = train.Trainer(tiny_config(), str(tmp_path))
+  trainer.train()
+  saved = jax.device_get(trainer.restore()[0])
+  again = train.Trainer(tiny_config(), str(tmp_path)).restore()[0]
+  flat_a = jax.tree_util.tree_leaves_with_path(saved)
+  flat_b = jax.tree_util.tree_leaves_with_path(jax.device_get(again))
+  assert [p for p, _ in flat_a] == [p for p, _ in flat_b]
+  for (_, a), (_, b) in zip(flat_a, flat_b):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert int(saved["step"]) == 4
+
+
+def test_resumed_run_matches_uninterrupted(fake_data, tmp_path):
+  """Train 4 steps; separately train 2, drop everything, rerun to 4."""
+  full = train.Trainer(tiny_config(), str(tmp_path / "full")).train()
+  cfg2 = tiny_config()
+  cfg2.train.num_steps = 4
+  part_dir = str(tmp_path / "part")
+  trainer = train.Trainer(cfg2, part_dir)
+  # Stop after the step-2 checkpoint, as a kill would.
+  real_save = trainer.ckpt.save
+
+  class Killed(Exception):
+    pass
+
+  def save_then_die(step, *a, **k):
+    real_save(step, *a, **k)
+    if step == 2:
+      trainer.ckpt.wait()
+      raise Killed()
+  trainer.ckpt.save = save_then_die
+  with pytest.raises(Killed):
+    trainer.train()
+  resumed = train.Trainer(tiny_config(), part_dir).train()
+  assert resumed["state_digest"] == full["state_digest"]
+  assert resumed["accuracy"] == full["accuracy"]
+  log_full = [json.loads(l) for l in open(tmp_path / "full/metrics.jsonl")]
+  log_part = [json.loads(l) for l in open(tmp_path / "part/metrics.jsonl")]
+  strip = lambda log: [{k: v for k, v in r.items() if "per_sec" not in k}
+                       for r in log]
+  assert strip(log_full) == strip(log_part)
+
+
+def test_guard_skips_nonfinite_updates_and_halts():
+  """A NaN step leaves the state as it was and records the step."""
+  def step(state, batch, rng):
+    new = {"w": state["w"] + batch["x"]}
+    return new, {"loss": jnp.sum(new["w"])}
+
+  loop = {"model": {"w": jnp.zeros(2)}, "step": jnp.int32(0),
+          "rng": jax.random.PRNGKey(0),
+          "guard": {"nonfinite": jnp.int32(0),
+                    "first_bad_step": jnp.int32(-1),
+                    "halted": jnp.asarray(False)}}
+  fn = jax.jit(train.guarded_step(step, stop_on_nonfinite=True))
+  loop, _ = fn(loop, {"x": jnp.ones(2)})
+  loop, _ = fn(loop, {"x": jnp.array([jnp.nan, 1.0])})
+  loop, _ = fn(loop, {"x": jnp.ones(2)})
+  np.testing.assert_array_equal(loop["model"]["w"], [1.0, 1.0])
+  assert int(loop["guard"]["first_bad_step"]) == 2
+  assert bool(loop["guard"]["halted"])
+  assert int(loop["step"]) == 3
+
+  skip = jax.jit(train.guarded_step(step, stop_on_nonfinite=False))
+  loop["guard"]["halted"] = jnp.asarray(False)
+  loop, _ = skip(loop, {"x": jnp.array([jnp.inf, 1.0])})
+  loop, _ = skip(loop, {"x": jnp.ones(2)})
+  np.testing.assert_array_equal(loop["model"]["w"], [2.0, 2.0])
+  assert int(loop["guard"]["nonfinite"]) == 2
+
+
+def test_nonfinite_loss_stops_and_keeps_last_checkpoint(fake_data, tmp_path,
+                                                        monkeypatch):
+  """Loss turns NaN after the step-2 checkpoint: the run stops naming the
+  step and the step-2 checkpoint is the latest and unchanged."""
+  from fer_jax.methods import gndl
+  real = gndl.GNDL.train_step
+
+  def poisoned(self, state, batch, rng):
+    new, metrics = real(self, state, batch, rng)
+    count = [x for x in jax.tree.leaves(state["opt_state"])
+             if x.dtype == jnp.int32 and x.ndim == 0][0]
+    metrics["loss"] = jnp.where(count >= 2, jnp.nan, metrics["loss"])
+    return new, metrics
+  monkeypatch.setattr(gndl.GNDL, "train_step", poisoned)
+  cfg = tiny_config(num_steps=6, log_every=1, checkpoint_every=2)
+  trainer = train.Trainer(cfg, str(tmp_path))
+  with pytest.raises(train.NonFiniteLossError, match="step 3"):
+    trainer.train()
+  ck = ckpt_lib.Checkpointer(str(tmp_path))
+  assert ck.latest_step() == 2
+
+
+def test_bad_config_fails_early_naming_the_field(tmp_path):
+  cfg = tiny_config()
+  cfg.data.fold = 7
+  with pytest.raises(ValueError, match="config.data.fold"):
+    train.train_and_evaluate(cfg, str(tmp_path))
+  cfg = tiny_config()
+  cfg.model.dtype = "float16"
+  with pytest.raises(ValueError, match="config.model.dtype"):
+    train.train_and_evaluate(cfg, str(tmp_path))
+
+
+def test_unwritable_workdir_is_reported(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("x")
+  with pytest.raises(ValueError, match="not a writable directory"):
+    config_lib.check_workdir(str(blocker / "sub"))
+
+
+def test_checkpoint_from_another_method_is_refused(fake_data, tmp_path):
+  train.Trainer(tiny_config("gndl"), str(tmp_path)).train()
+  with pytest.raises(ckpt_lib.CheckpointError, match="method 'gndl'"):
+    train.Trainer(tiny_config("baseline"), str(tmp_path)).train()
