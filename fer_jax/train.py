@@ -177,7 +177,8 @@ class Trainer:
     return eval_lib.make_report(
         method=self.method.name, dataset=self.data.table.name,
         fold=self.config.data.fold, split=split, classes=self.data.classes,
-        labels=ex.label, preds=preds, step=step, digest=self.digest(loop))
+        labels=ex.label, preds=preds, step=step, digest=self.digest(loop),
+        nonfinite_steps=int(jax.device_get(loop["guard"]["nonfinite"])))
 
   # -- training
   def _check_guard(self, loop, last_saved: int | None) -> None:
@@ -220,8 +221,6 @@ class Trainer:
         offset = phase_end
       self.ckpt.wait()
       report = self.evaluate(loop, "test", total)
-      report["nonfinite_steps"] = int(jax.device_get(
-          loop["guard"]["nonfinite"]))
       eval_lib.write_report(report, os.path.join(self.workdir, "eval"))
       writer.write(total, {"test/accuracy": report["accuracy"]})
     finally:
@@ -278,6 +277,8 @@ class Trainer:
           end and phase_idx == len(self.phases) - 1):
         split = self.data.eval_split
         report = self.evaluate(loop, split, step)
+        eval_lib.write_report(report, os.path.join(
+            self.workdir, "eval", f"{split}_step_{step}"))
         writer.write(step, {f"{split}/accuracy": report["accuracy"]})
     return loop, last_saved
 
@@ -286,6 +287,14 @@ def write_config(config, workdir: str) -> None:
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
+
+
+def write_cv_report(reports, workdir: str) -> dict[str, Any]:
+  summary = eval_lib.cv_summary(reports)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "cv_report.json"), "w") as f:
+      json.dump(summary, f, indent=2)
+  return summary
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
@@ -303,20 +312,28 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     write_config(fold_cfg, fold_dir)
     print(f"fer_jax: fold {fold + 1}/{config.data.num_folds}", flush=True)
     reports.append(Trainer(fold_cfg, fold_dir).train())
-  summary = eval_lib.cv_summary(reports)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "cv_report.json"), "w") as f:
-      json.dump(summary, f, indent=2)
-  return summary
+  return write_cv_report(reports, workdir)
 
 
 def evaluate_checkpoint(config, workdir: str, step: int | None = None,
                         split: str = "test") -> dict[str, Any]:
-  """--mode=eval: restore a checkpoint and write the same report, no training."""
+  """--mode=eval: restore a checkpoint and write the same report, no training.
+
+  With config.data.all_folds, every fold_<k>/ is evaluated and
+  cv_report.json rewritten.
+  """
   config_lib.validate(config)
+  if config.data.all_folds:
+    reports = [evaluate_checkpoint(config_lib.with_fold(config, k),
+                                   os.path.join(workdir, f"fold_{k}"), step,
+                                   split)
+               for k in range(config.data.num_folds)]
+    return write_cv_report(reports, workdir)
   trainer = Trainer(config, workdir)
-  loop, meta = trainer.restore(step)
-  report = trainer.evaluate(loop, split, int(meta["global_step"]))
-  eval_lib.write_report(report, os.path.join(workdir, "eval"))
-  trainer.ckpt.close()
+  try:
+    loop, meta = trainer.restore(step)
+    report = trainer.evaluate(loop, split, int(meta["global_step"]))
+    eval_lib.write_report(report, os.path.join(workdir, "eval"))
+  finally:
+    trainer.ckpt.close()
   return report

@@ -176,3 +176,21 @@ def test_checkpoint_from_another_method_is_refused(fake_data, tmp_path):
   train.Trainer(tiny_config("gndl"), str(tmp_path)).train()
   with pytest.raises(ckpt_lib.CheckpointError, match="method 'gndl'"):
     train.Trainer(tiny_config("baseline"), str(tmp_path)).train()
+
+
+def test_all_folds_writes_cv_report(fake_data, tmp_path):
+  cfg = tiny_config(num_steps=2)
+  cfg.data.num_folds = 2
+  cfg.data.all_folds = True
+  summary = train.train_and_evaluate(cfg, str(tmp_path))
+  saved = json.load(open(tmp_path / "cv_report.json"))
+  assert saved == json.loads(json.dumps(summary))
+  accs = [json.load(open(tmp_path / f"fold_{k}/eval/report.json"))["accuracy"]
+          for k in range(2)]
+  assert [f["accuracy"] for f in saved["folds"]] == accs
+  assert saved["mean_accuracy"] == pytest.approx(np.mean(accs))
+  assert saved["std_accuracy"] == pytest.approx(np.std(accs))
+  pooled = np.array(saved["pooled_confusion_matrix"])
+  assert pooled.sum() == sum(
+      json.load(open(tmp_path / f"fold_{k}/eval/report.json"))["num_examples"]
+      for k in range(2))

@@ -66,11 +66,18 @@ class GNDLNet(nn.Module):
     """Test path: examined images alone."""
     return self.classify(self.backbone(images, train))[0]
 
-  def train_pair(self, exam, neutral):
-    """Training path: (logits, F'_neu, F_neu) with one BN over the pair."""
+  def train_pair(self, exam, neutral, neutral_loss_to_backbone: bool = True):
+    """Training path: (logits, F'_neu, F_neu) with one BN over the pair.
+
+    With ``neutral_loss_to_backbone=False`` the neutral loss reaches only the
+    NFG: its inputs F_exam and target F_neu are constants to it.
+    """
     f = self.backbone(jnp.concatenate([exam, neutral], 0), train=True)
     f_exam, f_neu = jnp.split(f, 2)
     logits, f_gen = self.classify(f_exam)
+    if not neutral_loss_to_backbone:
+      f_gen = self.nfg(jax.lax.stop_gradient(f_exam))
+      f_neu = jax.lax.stop_gradient(f_neu)
     return logits, f_gen.astype(jnp.float32), f_neu
 
 
@@ -110,11 +117,13 @@ class GNDL(base.Method):
     labels = batch["label"]
     lam = self.config.gndl.lam
     reduction = self.config.gndl.l_neu_reduction
+    to_backbone = self.config.gndl.neutral_loss_to_backbone
 
     def loss_fn(params):
       (logits, f_gen, f_neu), updates = self.net.apply(
           {"params": params, "batch_stats": state["batch_stats"]}, exam,
-          neutral, method=GNDLNet.train_pair, mutable=["batch_stats"])
+          neutral, to_backbone, method=GNDLNet.train_pair,
+          mutable=["batch_stats"])
       ce = losses.cross_entropy(logits, labels)
       l_neu = losses.neutral_feature_loss(f_gen, f_neu, reduction)
       return ce + lam * l_neu, (ce, l_neu, logits, updates["batch_stats"])
