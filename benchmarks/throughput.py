@@ -55,8 +55,11 @@ def benchmark(config, batch_size=None, phase_name=None, steps=20, warmup=3):
   phases = method.phases()
   phase = (phases[-1] if phase_name is None
            else next(p for p in phases if p.name == phase_name))
-  s = config.data.resize
+  # Frames arrive at the size the builder stored them; the step resizes.
+  s = (config.data.synth.image_size if config.data.name == "fer_synth"
+       else config.data.resize)
   image_shape = (s, s, 1 if config.data.grey else 3)
+  method.prepare_for_benchmark(image_shape)
   batch = random_batch(phase, image_shape, num_classes, mesh)
   loop = jax.jit(lambda: train.init_loop_state(method, 0, batch),
                  out_shardings=sharding.replicated(mesh))()

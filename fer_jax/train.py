@@ -129,6 +129,7 @@ class Trainer:
     self.mesh = mesh or sharding.make_mesh()
     self.data = prepare_data(config)
     self.method = build_method(config, self.data)
+    self.method.prepare(self.data, workdir)
     self.phases = self.method.phases()
     for p in self.phases:
       sharding.check_batch_size(p.batch_size, self.mesh,
@@ -149,7 +150,10 @@ class Trainer:
     init = jax.jit(lambda: init_loop_state(self.method, self.config.seed,
                                            batch),
                    out_shardings=self.replicated)
-    return init()
+    loop = init()
+    loop["model"] = jax.device_put(self.method.load_pretrained(loop["model"]),
+                                   self.replicated)
+    return loop
 
   def abstract_state(self):
     batch = self._first_batch()
@@ -168,6 +172,16 @@ class Trainer:
     return ckpt_lib.state_digest(self.method.params_for_digest(loop["model"]))
 
   # -- evaluation
+  def write_images(self, loop, split: str, out_dir: str) -> None:
+    """The method's pictures on the first evaluation batch of ``split``."""
+    ex = self.data.examples(split, self.method.eval_kind,
+                            self.config.data.role)
+    batch = next(pipeline.eval_batches(ex, self.config.train.eval_batch_size))
+    batch.pop("mask")
+    # Every process computes (the arrays are global); viz writes on process 0.
+    self.method.write_images(loop["model"],
+                             sharding.to_global(batch, self.mesh), out_dir)
+
   def evaluate(self, loop, split: str, step: int) -> dict[str, Any]:
     ex = self.data.examples(split, self.method.eval_kind,
                             self.config.data.role)
@@ -222,6 +236,7 @@ class Trainer:
       self.ckpt.wait()
       report = self.evaluate(loop, "test", total)
       eval_lib.write_report(report, os.path.join(self.workdir, "eval"))
+      self.write_images(loop, "test", os.path.join(self.workdir, "eval"))
       writer.write(total, {"test/accuracy": report["accuracy"]})
     finally:
       bar.close()
@@ -277,8 +292,9 @@ class Trainer:
           end and phase_idx == len(self.phases) - 1):
         split = self.data.eval_split
         report = self.evaluate(loop, split, step)
-        eval_lib.write_report(report, os.path.join(
-            self.workdir, "eval", f"{split}_step_{step}"))
+        out_dir = os.path.join(self.workdir, "eval", f"{split}_step_{step}")
+        eval_lib.write_report(report, out_dir)
+        self.write_images(loop, split, out_dir)
         writer.write(step, {f"{split}/accuracy": report["accuracy"]})
     return loop, last_saved
 

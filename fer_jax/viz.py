@@ -49,7 +49,10 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 def save_grid(path: str, rows: Sequence[np.ndarray], pad: int = 2) -> None:
   """Saves rows of equally sized images (each row (N, H, W, C)) as one PNG."""
+  import jax  # pylint: disable=import-outside-toplevel
   from PIL import Image  # pylint: disable=import-outside-toplevel
+  if jax.process_index():
+    return
   rows = [to_uint8(r) for r in rows]
   h, w = rows[0].shape[1:3]
   ncol = max(len(r) for r in rows)
@@ -61,3 +64,20 @@ def save_grid(path: str, rows: Sequence[np.ndarray], pad: int = 2) -> None:
       canvas[y:y + h, x:x + w] = img
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   Image.fromarray(canvas).save(path)
+
+
+def heatmap(values: np.ndarray, size: int, marker=None) -> np.ndarray:
+  """A 2-D map as a (size, size, 3) uint8 'hot' image, nearest-upscaled,
+  with an optional cross at the (row, col) fraction ``marker``."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  v = np.asarray(values, np.float64)
+  v = (v - v.min()) / max(v.max() - v.min(), 1e-12)
+  reps = max(1, size // v.shape[0])
+  v = np.kron(v, np.ones((reps, reps)))[:size, :size]
+  out = (matplotlib.colormaps["hot"](v)[..., :3] * 255).astype(np.uint8)
+  if marker is not None:
+    r, c = int(marker[0] * size), int(marker[1] * size)
+    out[max(r - 2, 0):r + 3, c] = (0, 255, 255)
+    out[r, max(c - 2, 0):c + 3] = (0, 255, 255)
+  return out

@@ -14,6 +14,10 @@ os.environ.setdefault(
     os.path.join(tempfile.gettempdir(), "fer_jax_test_xla_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Counter-based 'rbg' keys: XLA:CPU compiles threefry's unrolled hash for
+# every dropout mask and augmentation draw, which made the GAN steps take
+# ~50 s to compile; rbg compiles in a few. Runs keep JAX's default.
+os.environ.setdefault("JAX_DEFAULT_PRNG_IMPL", "rbg")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -8,6 +8,7 @@ import importlib
 METHODS = {
     "baseline": "fer_jax.methods.baseline:Baseline",
     "gndl": "fer_jax.methods.gndl:GNDL",
+    "ifgan": "fer_jax.methods.ifgan:IFGAN",
 }
 
 

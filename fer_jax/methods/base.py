@@ -89,9 +89,31 @@ class Method(abc.ABC):
     return max(1, int(round(train_cfg.num_epochs *
                             self.steps_per_epoch(batch_size, kind, role))))
 
+  def prepare(self, data: Any, workdir: str) -> None:
+    """Host-side work on the fold's training data before ``init_state``
+    (IF-GAN's class-average targets). ``data`` is a ``train.RunData``."""
+
+  def load_pretrained(self, state: State) -> State:
+    """Host-side: replace initial params with pretrained ones named by the
+    config (ImageNet weights), after the jitted init. Default: unchanged."""
+    return state
+
+  def prepare_for_benchmark(self, image_shape: tuple[int, ...]) -> None:
+    """Stand-in for ``prepare`` when timing steps on random data."""
+
+  def write_images(self, state: State, batch: Batch, out_dir: str) -> None:
+    """Pictures of the method at an evaluation (generated faces, attention,
+    heat maps) from a fixed evaluation batch. Classifiers have none."""
+
   def params_for_digest(self, state: State) -> Any:
-    """The part of the state that ``state_digest`` hashes (all variables)."""
-    return {k: v for k, v in state.items() if not k.endswith("opt_state")}
+    """The part of the state that ``state_digest`` hashes: every variable,
+    no optimizer state (at any depth)."""
+    def strip(tree):
+      if isinstance(tree, dict):
+        return {k: strip(v) for k, v in tree.items()
+                if not k.endswith("opt_state")}
+      return tree
+    return strip(state)
 
 
 def apply_updates(tx, params, opt_state, grads):

@@ -1,18 +1,20 @@
 """The plain classifier every paper compares against: a ResNet with CE.
 
 GNDL's baseline is ResNet-18 with cross-entropy on the examined image alone;
-it shares GNDL's data, augmentation and optimizer so the two differ only in
-the neutral-feature machinery.
+IF-GAN's is ResNet-101 with cross-entropy plus the island loss
+(``config.baseline.island_weight`` 1). It shares the method's data,
+augmentation and optimizer, so the two differ only in the method itself.
 """
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 
 from fer_jax import losses
 from fer_jax.data import augment as augment_lib
 from fer_jax.methods import base
-from fer_jax.models.resnet import resnet
+from fer_jax.models.classifier import ResNetClassifier
 from fer_jax.optim import make_optimizer
 
 
@@ -22,8 +24,11 @@ class Baseline(base.Method):
   def __init__(self, config, **kwargs):
     super().__init__(config, **kwargs)
     m = config.model
-    self.net = resnet(m.arch, num_classes=self.num_classes,
-                      base_width=m.base_width, dtype=self.dtype)
+    self.net = ResNetClassifier(m.arch, self.num_classes,
+                                base_width=m.base_width, dtype=self.dtype)
+    b = config.get("baseline", {})
+    self.island_weight = b.get("island_weight", 0.0)
+    self.island_alpha = b.get("island_alpha", 0.03)
     self.spec = base.augment_spec(config)
     self.batch_size = config.train.batch_size
     self.role = config.data.role
@@ -34,11 +39,16 @@ class Baseline(base.Method):
                                            self.role), self.num_steps)
 
   def init_state(self, rng, batch):
+    k_net, k_centers = jax.random.split(rng)
     size = (1, self.spec.crop, self.spec.crop, self.spec.channels)
-    variables = self.net.init(rng, jax.numpy.zeros(size), train=False)
-    return {"params": variables["params"],
-            "batch_stats": variables["batch_stats"],
-            "opt_state": self.tx.init(variables["params"])}
+    variables = self.net.init(k_net, jnp.zeros(size), train=False)
+    params = {"net": variables["params"]}
+    if self.island_weight:
+      feat_dim = params["net"]["fc"]["kernel"].shape[0]
+      params["centers"] = 0.1 * jax.random.normal(
+          k_centers, (self.num_classes, feat_dim))
+    return {"params": params, "batch_stats": variables["batch_stats"],
+            "opt_state": self.tx.init(params)}
 
   def phases(self):
     return [base.Phase("classifier", self.num_steps, self.batch_size,
@@ -50,23 +60,30 @@ class Baseline(base.Method):
     labels = batch["label"]
 
     def loss_fn(params):
-      logits, updates = self.net.apply(
-          {"params": params, "batch_stats": state["batch_stats"]}, image,
-          train=True, mutable=["batch_stats"])
-      loss = losses.cross_entropy(logits, labels)
-      return loss, (loss, logits, updates["batch_stats"])
+      (logits, feats), updates = self.net.apply(
+          {"params": params["net"], "batch_stats": state["batch_stats"]},
+          image, train=True, mutable=["batch_stats"])
+      ce = losses.cross_entropy(logits, labels)
+      island = (losses.island_loss(feats, labels, params["centers"],
+                                   self.island_alpha)
+                if self.island_weight else jnp.zeros(()))
+      loss = ce + self.island_weight * island
+      return loss, (ce, island, logits, updates["batch_stats"])
 
-    grads, (loss, logits, batch_stats) = jax.grad(loss_fn, has_aux=True)(
-        state["params"])
+    grads, (ce, island, logits, batch_stats) = jax.grad(
+        loss_fn, has_aux=True)(state["params"])
     params, opt_state = base.apply_updates(
         self.tx, state["params"], state["opt_state"], grads)
-    metrics = {"loss": loss,
+    metrics = {"loss": ce + self.island_weight * island, "ce": ce,
                "accuracy": losses.accuracy(logits, labels)}
+    if self.island_weight:
+      metrics["island"] = island
     return ({"params": params, "batch_stats": batch_stats,
              "opt_state": opt_state}, metrics)
 
   def predict(self, state, batch):
     (image,) = augment_lib.augment_slots(self.spec, jax.random.key(0), batch,
                                          ("image",), train=False)
-    return self.net.apply({"params": state["params"],
-                           "batch_stats": state["batch_stats"]}, image)
+    logits, _ = self.net.apply({"params": state["params"]["net"],
+                                "batch_stats": state["batch_stats"]}, image)
+    return logits

@@ -72,6 +72,13 @@ class PatchGAN(nn.Module):
       raise ValueError(f"PatchGAN.norm={self.norm!r}; choose 'batch', "
                        "'instance' or 'none'")
     specs = self.layer_specs()
+    size = min(x.shape[1:3])
+    for _, k, st in specs:
+      size = (size + 2 - k) // st + 1
+    if size < 1:
+      raise ValueError(f"PatchGAN.num_layers={self.num_layers} leaves no "
+                       f"patch for a {x.shape[1]}x{x.shape[2]} input; use "
+                       "fewer layers or larger images")
     h = x.astype(self.dtype)
     for i, (features, k, s) in enumerate(specs):
       last = i == len(specs) - 1

@@ -1,0 +1,304 @@
+"""IF-GAN: identity-free conditional GAN (Cai et al. 2021).
+
+G, a U-Net with three SAGAN blocks, maps an expressive face I_SE to the
+"average identity" face of its expression, I_AE: the mean of the fold's
+aligned training images of that class. D, a 70x70 PatchGAN, judges the tuples
+{I_SE, I_AE} (real) and {I_SE, G(I_SE)} (fake). E, a ResNet, classifies the
+tuples (eq. 4) with an island loss on its features (eq. 5). One step updates
+D, then G and E jointly with L = 1 cGAN + 20 L1 + 10 softmax + 1 island
+(eq. 1). Test: E({I_SE, G(I_SE)}).
+
+Gradient routing (METHODS.md): G learns from the adversarial term, L1 and E's
+softmax on the fake tuple; E from the softmax on both tuples and the island
+loss; D from eq. 2 alone. The island loss is taken on the real tuples'
+features: on the fake tuples' it would also push G, which the paper does not
+route to G.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fer_jax import losses, viz
+from fer_jax.data import augment as augment_lib
+from fer_jax.data.frames import DataError
+from fer_jax.methods import base
+from fer_jax.models import io as params_io
+from fer_jax.models.classifier import ResNetClassifier
+from fer_jax.models.patchgan import PatchGAN
+from fer_jax.models.unet import IFGAN_ATTENTION, UNet
+from fer_jax.optim import make_optimizer
+
+CLASSIFIER_INPUTS = ("pair", "generated")
+# Query points of the attention figure (fig. 6), as (row, col) fractions of
+# the face: the two eyes and the mouth.
+ATTENTION_QUERIES = ((0.42, 0.36), (0.42, 0.64), (0.74, 0.50))
+
+
+def class_averages(examples, num_classes: int) -> np.ndarray:
+  """I_AE: per class, the mean image of the given (training) examples.
+
+  Returns float32 (K, H, W, C) in 0..255; raises if a class has no image.
+  """
+  images = examples.table.images
+  shape = examples.table.image_shape
+  sums = np.zeros((num_classes,) + shape, np.float64)
+  counts = np.zeros(num_classes, np.int64)
+  rows = examples.slots["image"]
+  for start in range(0, len(rows), 256):
+    idx = slice(start, start + 256)
+    np.add.at(sums, examples.label[idx],
+              np.asarray(images[rows[idx]], np.float64))
+    np.add.at(counts, examples.label[idx], 1)
+  if np.any(counts == 0):
+    raise DataError(f"classes {np.flatnonzero(counts == 0).tolist()} have no "
+                    "training image, so IF-GAN has no class-average target")
+  return (sums / counts[:, None, None, None]).astype(np.float32)
+
+
+class IFGAN(base.Method):
+  name = "ifgan"
+
+  def __init__(self, config, **kwargs):
+    super().__init__(config, **kwargs)
+    c = self.cfg = config.ifgan
+    if c.classifier_input not in CLASSIFIER_INPUTS:
+      raise ValueError(f"config.ifgan.classifier_input="
+                       f"{c.classifier_input!r}; choose one of "
+                       f"{CLASSIFIER_INPUTS}")
+    self.spec = base.augment_spec(config)
+    self.g = UNet(depth=c.unet_depth, base_features=c.unet_features,
+                  max_features=c.unet_max_features,
+                  num_dropout=c.unet_dropout_layers,
+                  attention=IFGAN_ATTENTION if c.attention else (),
+                  dtype=self.dtype)
+    self.d = PatchGAN(base_features=c.d_features, num_layers=c.d_layers,
+                      dtype=self.dtype)
+    self.e = ResNetClassifier(config.model.arch, self.num_classes,
+                              base_width=config.model.base_width,
+                              dtype=self.dtype)
+    self.batch_size = config.train.batch_size
+    self.role = config.data.role
+    self.num_steps = self.phase_steps(config.train, self.batch_size, "single",
+                                      self.role)
+    per_epoch = self.steps_per_epoch(self.batch_size, "single", self.role)
+    self.tx = make_optimizer(config.optim, per_epoch, self.num_steps)
+    self.class_avg = None
+
+  # -- data
+  def prepare(self, data, workdir):
+    """Class averages of this fold's training split, cached in the workdir."""
+    ex = data.examples("train", "single", self.role)
+    path = os.path.join(workdir, "class_averages.npz")
+    key = f"{data.table.name}|fold{self.config.data.fold}|{len(ex)}"
+    if os.path.exists(path):
+      cached = np.load(path)
+      if str(cached["key"]) == key:
+        self.class_avg = cached["images"]
+        return
+    self.class_avg = class_averages(ex, self.num_classes)
+    if jax.process_index() == 0:
+      os.makedirs(workdir, exist_ok=True)
+      np.savez(path, images=self.class_avg, key=key)
+      viz.save_grid(os.path.join(workdir, "class_averages.png"),
+                    [self.class_avg.round().astype(np.uint8)])
+
+  # -- state
+  def _e_input(self, x, other):
+    if self.cfg.classifier_input == "pair":
+      return jnp.concatenate([x, other], axis=-1)
+    return other
+
+  def init_state(self, rng, batch):
+    if self.class_avg is None:
+      raise RuntimeError("IFGAN.prepare(data, workdir) must run first")
+    kg, kd, ke, kc = jax.random.split(rng, 4)
+    s, ch = self.spec.crop, self.spec.channels
+    img = jnp.zeros((1, s, s, ch), jnp.float32)
+    g_vars = self.g.init(kg, img, train=False)
+    d_vars = self.d.init(kd, jnp.zeros((1, s, s, 2 * ch)), train=False)
+    e_vars = self.e.init(ke, self._e_input(img, img), train=False)
+    feat_dim = e_vars["params"]["fc"]["kernel"].shape[0]
+    e_params = {"net": e_vars["params"],
+                "centers": 0.1 * jax.random.normal(
+                    kc, (self.num_classes, feat_dim))}
+
+    def net(params, variables):
+      return {"params": params, "batch_stats": variables["batch_stats"],
+              "opt_state": self.tx.init(params)}
+    return {"g": net(g_vars["params"], g_vars),
+            "d": net(d_vars["params"], d_vars),
+            "e": net(e_params, e_vars),
+            "class_avg": jnp.asarray(self.class_avg)}
+
+  def load_pretrained(self, state):
+    """E's backbone from ``config.ifgan.e_init_from`` (ImageNet ResNet)."""
+    path = self.cfg.e_init_from
+    if not path:
+      return state
+    net = state["e"]["params"]["net"]
+    backbone = params_io.merge_pretrained(
+        jax.device_get(net["backbone"]), params_io.load_params_file(path),
+        path)
+    state["e"]["params"]["net"] = {**net, "backbone": backbone}
+    state["e"]["opt_state"] = self.tx.init(state["e"]["params"])
+    return state
+
+  def prepare_for_benchmark(self, image_shape):
+    self.class_avg = np.random.default_rng(0).uniform(
+        0, 255, (self.num_classes,) + tuple(image_shape)).astype(np.float32)
+
+  def phases(self):
+    return [base.Phase("ifgan", self.num_steps, self.batch_size,
+                       self.train_step, example_kind="single",
+                       role=self.role)]
+
+  # -- the step
+  def _d_logits(self, d, params, tuples):
+    logits, upd = self.d.apply({"params": params,
+                                "batch_stats": d["batch_stats"]}, tuples,
+                               train=True, mutable=["batch_stats"])
+    return logits, upd["batch_stats"]
+
+  def train_step(self, state, batch, rng):
+    c = self.cfg
+    k_aug, k_drop = jax.random.split(rng)
+    labels = batch["label"]
+    target_u8 = state["class_avg"][labels]
+    views = jnp.stack([batch["image"].astype(jnp.float32), target_u8], 1)
+    views = augment_lib.augment(self.spec, k_aug, views, train=True)
+    x, target = views[:, 0], views[:, 1]
+
+    # G forward once; its VJP carries the G/E losses' image gradient back.
+    def g_forward(params):
+      out, upd = self.g.apply(
+          {"params": params, "batch_stats": state["g"]["batch_stats"]}, x,
+          train=True, rngs={"dropout": k_drop}, mutable=["batch_stats"])
+      return out, upd["batch_stats"]
+    fake, g_vjp, g_stats = jax.vjp(g_forward, state["g"]["params"],
+                                   has_aux=True)
+
+    # D: eq. 2 on the real tuple and the (detached) fake tuple.
+    d = state["d"]
+    real_tuple = jnp.concatenate([x, target], -1)
+    fake_tuple = jnp.concatenate([x, jax.lax.stop_gradient(fake)], -1)
+
+    def d_loss_fn(params):
+      fake_logits, stats = self._d_logits(d, params, fake_tuple)
+      real_logits, stats = self._d_logits({"batch_stats": stats}, params,
+                                          real_tuple)
+      return c.w_gan * losses.gan_discriminator_loss(real_logits,
+                                                     fake_logits), stats
+    (d_loss, d_stats), d_grads = jax.value_and_grad(
+        d_loss_fn, has_aux=True)(d["params"])
+    d_params, d_opt = base.apply_updates(self.tx, d["params"],
+                                         d["opt_state"], d_grads)
+
+    # G and E jointly, against the updated D.
+    e = state["e"]
+
+    def ge_loss_fn(fake_img, e_params):
+      adv_logits, d_stats2 = self._d_logits(
+          {"batch_stats": d_stats}, d_params,
+          jnp.concatenate([x, fake_img], -1))
+      # Real and fake tuples in separate BatchNorm batches: a shared batch
+      # would carry the real tuples' losses into G through the statistics.
+      def e_apply(inputs, stats):
+        (logits, feats), upd = self.e.apply(
+            {"params": e_params["net"], "batch_stats": stats}, inputs,
+            train=True, mutable=["batch_stats"])
+        return logits, feats, upd["batch_stats"]
+      real_logits, real_feats, e_stats = e_apply(
+          self._e_input(x, target), e["batch_stats"])
+      fake_logits, _, e_stats = e_apply(self._e_input(x, fake_img), e_stats)
+      ce_real = losses.cross_entropy(real_logits, labels)
+      ce_fake = losses.cross_entropy(fake_logits, labels)
+      island = losses.island_loss(real_feats, labels, e_params["centers"],
+                                  c.island_alpha)
+      adv = losses.gan_generator_loss(adv_logits)
+      l1 = losses.l1_loss(fake_img, target)
+      total = (c.w_gan * adv + c.w_l1 * l1 + c.w_softmax * (ce_real + ce_fake)
+               + c.w_island * island)
+      aux = {"adv": adv, "l1": l1, "ce_real": ce_real, "ce_fake": ce_fake,
+             "island": island, "fake_logits": fake_logits,
+             "d_stats": d_stats2, "e_stats": e_stats}
+      return total, aux
+    (ge_loss, aux), (fake_grad, e_grads) = jax.value_and_grad(
+        ge_loss_fn, argnums=(0, 1), has_aux=True)(fake, e["params"])
+    (g_grads,) = g_vjp(fake_grad)
+    g_params, g_opt = base.apply_updates(self.tx, state["g"]["params"],
+                                         state["g"]["opt_state"], g_grads)
+    e_params, e_opt = base.apply_updates(self.tx, e["params"],
+                                         e["opt_state"], e_grads)
+    new_state = {
+        "g": {"params": g_params, "batch_stats": g_stats, "opt_state": g_opt},
+        "d": {"params": d_params, "batch_stats": aux["d_stats"],
+              "opt_state": d_opt},
+        "e": {"params": e_params, "batch_stats": aux["e_stats"],
+              "opt_state": e_opt},
+        "class_avg": state["class_avg"],
+    }
+    metrics = {"loss": ge_loss + d_loss, "d_loss": d_loss,
+               "g_adv": aux["adv"], "g_l1": aux["l1"],
+               "ce_real": aux["ce_real"], "ce_fake": aux["ce_fake"],
+               "island": aux["island"],
+               "accuracy": losses.accuracy(aux["fake_logits"], labels)}
+    return new_state, metrics
+
+  # -- inference
+  def _eval_input(self, batch):
+    (x,) = augment_lib.augment_slots(self.spec, jax.random.key(0), batch,
+                                     ("image",), train=False)
+    return x
+
+  def _generate(self, state, x, return_attention=False):
+    g = state["g"]
+    return self.g.apply({"params": g["params"],
+                         "batch_stats": g["batch_stats"]}, x, train=False,
+                        return_attention=return_attention)
+
+  def generate(self, state, batch, return_attention=False):
+    """G(I_SE) in inference mode (BN running statistics, no dropout)."""
+    return self._generate(state, self._eval_input(batch), return_attention)
+
+  def predict(self, state, batch):
+    x = self._eval_input(batch)
+    fake = self._generate(state, x)
+    e = state["e"]
+    logits, _ = self.e.apply({"params": e["params"]["net"],
+                              "batch_stats": e["batch_stats"]},
+                             self._e_input(x, fake), train=False)
+    return logits
+
+  def write_images(self, state, batch, out_dir, num=8):
+    """generated.png: rows input | G(input) | class-average target of the
+    true class; attention.png: input, G(input), then the last decoder
+    attention block's map for three query points (paper fig. 6)."""
+    small = {k: v[:num] for k, v in batch.items()}
+    fake, maps = jax.jit(lambda s, b: self.generate(s, b, True))(state,
+                                                                   small)
+    x = self._eval_input(small)
+    target = augment_lib.augment(
+        self.spec, jax.random.key(0),
+        state["class_avg"][small["label"]][:, None], train=False)[:, 0]
+    x, fake, target = (np.asarray(a) for a in (x, fake, target))
+    viz.save_grid(os.path.join(out_dir, "generated.png"), [x, fake, target])
+    if not maps:
+      return
+    name = sorted(k for k in maps if k.startswith("decoder"))[0]
+    att = np.asarray(maps[name])  # (B, hw, hw)
+    side = int(round(np.sqrt(att.shape[-1])))
+    size = x.shape[1]
+    rows = []
+    for i in range(min(4, len(x))):
+      row = [x[i], fake[i]]
+      for qy, qx in ATTENTION_QUERIES:
+        q = int(qy * side) * side + int(qx * side)
+        heat = att[i, q].reshape(side, side)
+        row.append(viz.heatmap(heat, size, marker=(qy, qx)))
+      rows.append(np.stack([viz.to_uint8(r) for r in row]))
+    viz.save_grid(os.path.join(out_dir, "attention.png"), rows)
