@@ -173,11 +173,16 @@ class Trainer:
 
   # -- evaluation
   def write_images(self, loop, split: str, out_dir: str) -> None:
-    """The method's pictures on the first evaluation batch of ``split``."""
+    """The method's pictures on one batch spread evenly over ``split`` (so
+    the first rows show different subjects and classes)."""
     ex = self.data.examples(split, self.method.eval_kind,
                             self.config.data.role)
-    batch = next(pipeline.eval_batches(ex, self.config.train.eval_batch_size))
-    batch.pop("mask")
+    n = self.config.train.eval_batch_size
+    order = np.argsort(ex.label, kind="stable")  # class by class
+    picks = order[np.linspace(0, len(ex) - 1, n).round().astype(int)]
+    # Interleave so the first rows already cover several classes.
+    picks = np.concatenate([picks[i::8] for i in range(8)])[:n]
+    batch = pipeline.gather(ex, picks[sharding.local_slice(n)])
     # Every process computes (the arrays are global); viz writes on process 0.
     self.method.write_images(loop["model"],
                              sharding.to_global(batch, self.mesh), out_dir)
