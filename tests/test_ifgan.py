@@ -10,7 +10,6 @@ import pytest
 
 from fer_jax import config_lib, train
 from fer_jax.data import pipeline
-from fer_jax.methods import ifgan as ifgan_lib
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 

@@ -7,8 +7,9 @@ set builds itself; the licensed sets need the user's archive (``--manual_dir``).
 
 from __future__ import annotations
 
-import importlib
 import os
+
+from fer_jax.imports import import_symbol
 
 # name -> "module:Class". Later builders register here.
 BUILDERS: dict[str, str] = {
@@ -29,8 +30,7 @@ def builder_class(name: str):
   if name not in BUILDERS:
     raise ValueError(f"config.data.name={name!r} is not a known data set; "
                      f"known: {', '.join(sorted(BUILDERS))}")
-  module, cls = BUILDERS[name].split(":")
-  return getattr(importlib.import_module(module), cls)
+  return import_symbol(BUILDERS[name])
 
 
 def build_command(name: str, data_dir: str) -> str:

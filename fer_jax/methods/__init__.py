@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+from fer_jax.imports import import_symbol
 
 # name -> "module:Class"; imported lazily so one method's deps stay its own.
 METHODS = {
@@ -16,5 +16,4 @@ def method_class(name: str):
   if name not in METHODS:
     raise ValueError(f"config.method={name!r} is not a known method; known: "
                      f"{', '.join(sorted(METHODS))}")
-  module, cls = METHODS[name].split(":")
-  return getattr(importlib.import_module(module), cls)
+  return import_symbol(METHODS[name])

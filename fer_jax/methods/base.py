@@ -15,6 +15,9 @@ from typing import Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
+import optax
+
+from fer_jax.data import augment as augment_lib
 
 State = dict[str, Any]
 Batch = dict[str, jax.Array]
@@ -61,6 +64,14 @@ class Method(abc.ABC):
     self.num_classes = num_classes
     self.count_examples = count_examples
     self.dtype = compute_dtype(config.model.dtype)
+    self.spec = augment_lib.AugmentSpec.from_config(config.data)
+
+  def eval_view(self, batch: Batch, slot: str = "image") -> jax.Array:
+    """A batch slot as the networks see it at test time: resized, centre
+    cropped, in [-1, 1], no randomness."""
+    (x,) = augment_lib.augment_slots(self.spec, jax.random.key(0), batch,
+                                     (slot,), train=False)
+    return x
 
   @abc.abstractmethod
   def init_state(self, rng: jax.Array, batch: Batch) -> State:
@@ -118,11 +129,6 @@ class Method(abc.ABC):
 
 def apply_updates(tx, params, opt_state, grads):
   """One optimizer update; returns (params, opt_state)."""
-  import optax  # pylint: disable=import-outside-toplevel
   updates, opt_state = tx.update(grads, opt_state, params)
   return optax.apply_updates(params, updates), opt_state
 
-
-def augment_spec(config):
-  from fer_jax.data.augment import AugmentSpec  # pylint: disable=import-outside-toplevel
-  return AugmentSpec.from_config(config.data)

@@ -29,7 +29,6 @@ class Baseline(base.Method):
     b = config.get("baseline", {})
     self.island_weight = b.get("island_weight", 0.0)
     self.island_alpha = b.get("island_alpha", 0.03)
-    self.spec = base.augment_spec(config)
     self.batch_size = config.train.batch_size
     self.role = config.data.role
     self.num_steps = self.phase_steps(config.train, self.batch_size, "single",
@@ -82,8 +81,7 @@ class Baseline(base.Method):
              "opt_state": opt_state}, metrics)
 
   def predict(self, state, batch):
-    (image,) = augment_lib.augment_slots(self.spec, jax.random.key(0), batch,
-                                         ("image",), train=False)
     logits, _ = self.net.apply({"params": state["params"]["net"],
-                                "batch_stats": state["batch_stats"]}, image)
+                                "batch_stats": state["batch_stats"]},
+                               self.eval_view(batch))
     return logits

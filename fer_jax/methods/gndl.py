@@ -90,7 +90,6 @@ class GNDL(base.Method):
     self.net = GNDLNet(m.arch, self.num_classes, base_width=m.base_width,
                        negative_slope=config.gndl.negative_slope,
                        dtype=self.dtype)
-    self.spec = base.augment_spec(config)
     self.batch_size = config.train.batch_size
     self.num_steps = self.phase_steps(config.train, self.batch_size,
                                       "neutral_pair", "peak")
@@ -138,7 +137,6 @@ class GNDL(base.Method):
              "opt_state": opt_state}, metrics)
 
   def predict(self, state, batch):
-    (image,) = augment_lib.augment_slots(self.spec, jax.random.key(0), batch,
-                                         ("image",), train=False)
     return self.net.apply({"params": state["params"],
-                           "batch_stats": state["batch_stats"]}, image)
+                           "batch_stats": state["batch_stats"]},
+                          self.eval_view(batch))

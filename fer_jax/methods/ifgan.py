@@ -70,7 +70,6 @@ class IFGAN(base.Method):
       raise ValueError(f"config.ifgan.classifier_input="
                        f"{c.classifier_input!r}; choose one of "
                        f"{CLASSIFIER_INPUTS}")
-    self.spec = base.augment_spec(config)
     self.g = UNet(depth=c.unet_depth, base_features=c.unet_features,
                   max_features=c.unet_max_features,
                   num_dropout=c.unet_dropout_layers,
@@ -250,11 +249,6 @@ class IFGAN(base.Method):
     return new_state, metrics
 
   # -- inference
-  def _eval_input(self, batch):
-    (x,) = augment_lib.augment_slots(self.spec, jax.random.key(0), batch,
-                                     ("image",), train=False)
-    return x
-
   def _generate(self, state, x, return_attention=False):
     g = state["g"]
     return self.g.apply({"params": g["params"],
@@ -263,10 +257,10 @@ class IFGAN(base.Method):
 
   def generate(self, state, batch, return_attention=False):
     """G(I_SE) in inference mode (BN running statistics, no dropout)."""
-    return self._generate(state, self._eval_input(batch), return_attention)
+    return self._generate(state, self.eval_view(batch), return_attention)
 
   def predict(self, state, batch):
-    x = self._eval_input(batch)
+    x = self.eval_view(batch)
     fake = self._generate(state, x)
     e = state["e"]
     logits, _ = self.e.apply({"params": e["params"]["net"],
@@ -281,7 +275,7 @@ class IFGAN(base.Method):
     small = {k: v[:num] for k, v in batch.items()}
     fake, maps = jax.jit(lambda s, b: self.generate(s, b, True))(state,
                                                                    small)
-    x = self._eval_input(small)
+    x = self.eval_view(small)
     target = augment_lib.augment(
         self.spec, jax.random.key(0),
         state["class_avg"][small["label"]][:, None], train=False)[:, 0]
