@@ -33,7 +33,6 @@ _PHASE = flags.DEFINE_string("phase", None, "Phase to time (default: last).")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps after warm-up.")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compiling.")
 _JSON = flags.DEFINE_string("json_out", None, "Append the result as JSON here.")
-flags.mark_flags_as_required(["config"])
 
 
 def random_batch(phase, image_shape, num_classes, mesh, seed=0):
@@ -109,4 +108,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
   app.run(main)
