@@ -86,7 +86,7 @@ def cpu_synthetic(c):
   c.train.batch_size = 16
   c.train.eval_batch_size = 64
   c.train.num_epochs = 0
-  c.train.num_steps = 1500
+  c.train.num_steps = 2400
   c.train.log_every = 50
   c.train.checkpoint_every = 250
-  c.train.eval_every = 500
+  c.train.eval_every = 800
