@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from fer_jax.data import augment as augment_lib
+from fer_jax.optim import make_optimizer
 
 State = dict[str, Any]
 Batch = dict[str, jax.Array]
@@ -87,6 +88,19 @@ class Method(abc.ABC):
 
   def total_steps(self) -> int:
     return sum(p.num_steps for p in self.phases())
+
+  def plan_single_phase(self, kind: str) -> None:
+    """For a method with one phase over ``kind`` examples of
+    ``config.data.role``: sets batch_size, role, num_steps and the optimizer
+    tx (its schedule counted in that phase's epochs)."""
+    self.batch_size = self.config.train.batch_size
+    self.role = self.config.data.role
+    self.num_steps = self.phase_steps(self.config.train, self.batch_size,
+                                      kind, self.role)
+    self.tx = make_optimizer(
+        self.config.optim,
+        self.steps_per_epoch(self.batch_size, kind, self.role),
+        self.num_steps)
 
   def steps_per_epoch(self, batch_size: int, kind: str = "single",
                       role: str = "peak") -> int:

@@ -15,7 +15,6 @@ from fer_jax import losses
 from fer_jax.data import augment as augment_lib
 from fer_jax.methods import base
 from fer_jax.models.classifier import ResNetClassifier
-from fer_jax.optim import make_optimizer
 
 
 class Baseline(base.Method):
@@ -29,13 +28,7 @@ class Baseline(base.Method):
     b = config.get("baseline", {})
     self.island_weight = b.get("island_weight", 0.0)
     self.island_alpha = b.get("island_alpha", 0.03)
-    self.batch_size = config.train.batch_size
-    self.role = config.data.role
-    self.num_steps = self.phase_steps(config.train, self.batch_size, "single",
-                                      self.role)
-    self.tx = make_optimizer(
-        config.optim, self.steps_per_epoch(self.batch_size, "single",
-                                           self.role), self.num_steps)
+    self.plan_single_phase("single")
 
   def init_state(self, rng, batch):
     k_net, k_centers = jax.random.split(rng)

@@ -19,7 +19,6 @@ from fer_jax import losses
 from fer_jax.data import augment as augment_lib
 from fer_jax.methods import base
 from fer_jax.models.resnet import resnet
-from fer_jax.optim import make_optimizer
 
 
 class NeutralFeatureGenerator(nn.Module):
@@ -90,12 +89,7 @@ class GNDL(base.Method):
     self.net = GNDLNet(m.arch, self.num_classes, base_width=m.base_width,
                        negative_slope=config.gndl.negative_slope,
                        dtype=self.dtype)
-    self.batch_size = config.train.batch_size
-    self.num_steps = self.phase_steps(config.train, self.batch_size,
-                                      "neutral_pair", "peak")
-    self.tx = make_optimizer(
-        config.optim, self.steps_per_epoch(self.batch_size, "neutral_pair"),
-        self.num_steps)
+    self.plan_single_phase("neutral_pair")
 
   def init_state(self, rng, batch):
     size = (1, self.spec.crop, self.spec.crop, self.spec.channels)
@@ -108,7 +102,7 @@ class GNDL(base.Method):
   def phases(self):
     return [base.Phase("gndl", self.num_steps, self.batch_size,
                        self.train_step, example_kind="neutral_pair",
-                       role=self.config.data.role)]
+                       role=self.role)]
 
   def train_step(self, state, batch, rng):
     exam, neutral = augment_lib.augment_slots(

@@ -31,7 +31,6 @@ from fer_jax.models import io as params_io
 from fer_jax.models.classifier import ResNetClassifier
 from fer_jax.models.patchgan import PatchGAN
 from fer_jax.models.unet import IFGAN_ATTENTION, UNet
-from fer_jax.optim import make_optimizer
 
 CLASSIFIER_INPUTS = ("pair", "generated")
 # Query points of the attention figure (fig. 6), as (row, col) fractions of
@@ -80,12 +79,7 @@ class IFGAN(base.Method):
     self.e = ResNetClassifier(config.model.arch, self.num_classes,
                               base_width=config.model.base_width,
                               dtype=self.dtype)
-    self.batch_size = config.train.batch_size
-    self.role = config.data.role
-    self.num_steps = self.phase_steps(config.train, self.batch_size, "single",
-                                      self.role)
-    per_epoch = self.steps_per_epoch(self.batch_size, "single", self.role)
-    self.tx = make_optimizer(config.optim, per_epoch, self.num_steps)
+    self.plan_single_phase("single")
     self.class_avg = None
 
   # -- data
