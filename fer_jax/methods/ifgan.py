@@ -80,6 +80,8 @@ class IFGAN(base.Method):
                               base_width=config.model.base_width,
                               dtype=self.dtype)
     self.plan_single_phase("single")
+    # Jitted once: every evaluation reuses the compiled picture function.
+    self._pictures = jax.jit(self._picture_arrays)
     self.class_avg = None
 
   # -- data
@@ -262,18 +264,21 @@ class IFGAN(base.Method):
                              self._e_input(x, fake), train=False)
     return logits
 
+  def _picture_arrays(self, state, batch):
+    """Input, G(input), attention maps and class-average target, eval view."""
+    x = self.eval_view(batch)
+    fake, maps = self._generate(state, x, return_attention=True)
+    target = augment_lib.augment(
+        self.spec, jax.random.key(0),
+        state["class_avg"][batch["label"]][:, None], train=False)[:, 0]
+    return x, fake, maps, target
+
   def write_images(self, state, batch, out_dir, num=8):
     """generated.png: rows input | G(input) | class-average target of the
     true class; attention.png: input, G(input), then the last decoder
     attention block's map for three query points (paper fig. 6)."""
     small = {k: v[:num] for k, v in batch.items()}
-    fake, maps = jax.jit(lambda s, b: self.generate(s, b, True))(state,
-                                                                   small)
-    x = self.eval_view(small)
-    target = augment_lib.augment(
-        self.spec, jax.random.key(0),
-        state["class_avg"][small["label"]][:, None], train=False)[:, 0]
-    x, fake, target = (np.asarray(a) for a in (x, fake, target))
+    x, fake, maps, target = jax.device_get(self._pictures(state, small))
     viz.save_grid(os.path.join(out_dir, "generated.png"), [x, fake, target])
     if not maps:
       return
