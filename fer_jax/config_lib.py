@@ -39,6 +39,7 @@ def base_config() -> ml_collections.ConfigDict:
   d.val_folds = 0
   d.all_folds = False  # run every fold in turn, write cv_report.json
   d.split_seed = 0
+  d.fold_by = "subject"  # folds group frames by subject | sequence
   d.resize = 128  # frames are scaled to this, then cropped to `crop`
   d.crop = 112
   d.flip = True
@@ -59,9 +60,12 @@ def base_config() -> ml_collections.ConfigDict:
   o.b2 = 0.999
   o.momentum = 0.9
   o.weight_decay = 0.0
-  o.schedule = "constant"  # constant | step | cosine
+  o.schedule = "constant"  # constant | step | cosine | plateau
   o.decay_epochs = 10.0
   o.decay_factor = 0.1
+  o.plateau_window = 50  # plateau: steps whose mean loss is one measurement
+  o.plateau_patience = 10  # measurements without improvement before decay
+  o.plateau_min_scale = 0.1  # lowest lr multiplier
 
   c.train = t = ml_collections.ConfigDict()
   t.batch_size = 128
@@ -90,14 +94,17 @@ def validate(config) -> None:
   _require(config.method in METHODS, "method",
            f"{config.method!r} is not one of {', '.join(sorted(METHODS))}")
   d, t = config.data, config.train
-  _require(d.name in registry.BUILDERS, "data.name",
-           f"{d.name!r} is not one of {', '.join(sorted(registry.BUILDERS))}")
+  for name in d.name.split("+"):  # "a+b" mixes data sets
+    _require(name in registry.BUILDERS, "data.name",
+             f"{name!r} is not one of {', '.join(sorted(registry.BUILDERS))}")
   _require(d.num_folds >= 2, "data.num_folds",
            f"{d.num_folds} must be >= 2")
   _require(0 <= d.fold < d.num_folds, "data.fold",
            f"{d.fold} is out of range 0..{d.num_folds - 1}")
   _require(0 <= d.val_folds <= d.num_folds - 2, "data.val_folds",
            f"{d.val_folds} must be in 0..{d.num_folds - 2}")
+  _require(d.fold_by in protocols.FOLD_BY, "data.fold_by",
+           f"{d.fold_by!r} is not one of {', '.join(protocols.FOLD_BY)}")
   _require(d.role in protocols.ROLES, "data.role",
            f"{d.role!r} is not one of {protocols.ROLES}")
   _require(0 < d.crop <= d.resize, "data.crop",

@@ -10,14 +10,14 @@ from __future__ import annotations
 import optax
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-SCHEDULES = ("constant", "step", "cosine")
+SCHEDULES = ("constant", "step", "cosine", "plateau")
 
 
 def schedule(optim_cfg, steps_per_epoch: int, total_steps: int):
   """lr(step): constant; step = x``decay_factor`` every ``decay_epochs``."""
   lr = optim_cfg.lr
   kind = optim_cfg.get("schedule", "constant")
-  if kind == "constant":
+  if kind in ("constant", "plateau"):  # plateau: scaled by plateau_scaling
     return optax.constant_schedule(lr)
   if kind == "step":
     every = max(1, int(round(optim_cfg.decay_epochs * steps_per_epoch)))
@@ -47,4 +47,19 @@ def make_optimizer(optim_cfg, steps_per_epoch: int, total_steps: int
     raise ValueError(f"config.optim.name={name!r}; choose one of "
                      f"{', '.join(OPTIMIZERS)}")
   parts = [optax.add_decayed_weights(wd)] if wd else []
-  return optax.chain(*parts, core)
+  parts.append(core)
+  if optim_cfg.get("schedule") == "plateau":
+    parts.append(plateau_scaling(optim_cfg))
+  return optax.chain(*parts)
+
+
+def plateau_scaling(optim_cfg):
+  """lr x ``decay_factor`` when the loss (mean over ``plateau_window`` steps)
+  has not improved for ``plateau_patience`` windows, down to
+  ``plateau_min_scale`` (GroupGAN: 1e-4 -> 1e-5 "when the training loss does
+  not decrease"). Its update needs ``value=loss``: ``base.apply_updates``."""
+  return optax.contrib.reduce_on_plateau(
+      factor=optim_cfg.decay_factor,
+      patience=optim_cfg.get("plateau_patience", 10),
+      accumulation_size=optim_cfg.get("plateau_window", 50),
+      min_scale=optim_cfg.get("plateau_min_scale", 0.1))

@@ -66,7 +66,7 @@ def prepare_data(config) -> RunData:
   d = config.data
   table = frames.load_frames(d, split="train")
   splits = protocols.fold_rows(table, d.num_folds, d.fold, d.val_folds,
-                               seed=d.split_seed)
+                               seed=d.split_seed, fold_by=d.fold_by)
   classes = classes_lib.resolve_class_set(d.classes)
   return RunData(config, table, splits, classes)
 
@@ -259,6 +259,10 @@ class Trainer:
     first = max(start_step - offset, 0)
     if first and meta is not None and meta.get("phase") == phase_idx:
       it.restore(meta["iterator"])
+    if first == 0 and phase.enter is not None:
+      enter = jax.jit(phase.enter, out_shardings=self.replicated,
+                      donate_argnums=0)
+      loop = {**loop, "model": enter(loop["model"])}
     step_fn = jax.jit(guarded_step(phase.step, cfg.nonfinite == "stop"),
                       donate_argnums=0)
     batches = pipeline.device_prefetch(it, self.mesh)

@@ -198,3 +198,22 @@ def test_rmsprop_matches_torch_defaults():
     v = 0.99 * v + 0.01 * g * g
     p = p - lr * g / (np.sqrt(v) + 1e-8)
   np.testing.assert_allclose(run_optax(tx, P0, 3), p, rtol=1e-5)
+
+
+def test_plateau_schedule_divides_lr_once_the_loss_stalls():
+  """Window 2, patience 1, factor 0.1, floor 0.1: a loss that stops
+  improving cuts the update 10x, and never below lr x 0.1."""
+  c = cfg(name="sgd", lr=1.0, momentum=0.0, schedule="plateau",
+          decay_factor=0.1, plateau_window=2, plateau_patience=1,
+          plateau_min_scale=0.1)
+  tx = optim.make_optimizer(c, 10, 100)
+  params = {"w": jnp.zeros(())}
+  state = tx.init(params)
+  grads = {"w": jnp.ones(())}
+  sizes = []
+  for loss in [5.0, 5.0, 4.0, 4.0] + [4.0] * 8:
+    updates, state = tx.update(grads, state, params, value=jnp.asarray(loss))
+    sizes.append(abs(float(updates["w"])))
+  assert sizes[:4] == [1.0] * 4
+  assert sizes[-1] == pytest.approx(0.1)
+  assert min(sizes) == pytest.approx(0.1)

@@ -133,3 +133,17 @@ def test_unbuilt_data_set_names_the_build_command(tmp_path, monkeypatch):
   with pytest.raises(frames.DataError,
                      match="python -m fer_jax.data.build unbuilt"):
     frames.load_frames(cfg)
+
+
+def test_mixed_data_sets_keep_subjects_and_sequences_apart(make_table):
+  """data.name='a+b' (GroupGAN's CK+ and Oulu-CASIA): one table whose ids
+  never collide across the parts."""
+  a, b = make_table(num_subjects=2, seed=0), make_table(num_subjects=3, seed=1)
+  mixed = frames.concat_tables([a, b])
+  assert len(mixed) == len(a) + len(b)
+  np.testing.assert_array_equal(mixed.images[len(a):], b.images)
+  assert not set(mixed.subject_id[:len(a)]) & set(mixed.subject_id[len(a):])
+  assert not set(mixed.sequence_id[:len(a)]) & set(mixed.sequence_id[len(a):])
+  c = make_table(num_subjects=2, image_size=8)
+  with pytest.raises(frames.DataError, match="image shapes"):
+    frames.concat_tables([a, c])

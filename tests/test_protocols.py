@@ -359,3 +359,19 @@ def test_stills_with_unknown_subjects_do_not_pair_across_people(make_table):
                               subject_id=np.full(len(table), -1, np.int32))
   with pytest.raises(DataError):
     protocols.make_examples(table, all_rows(table), "neutral_pair", BASIC6)
+
+
+def test_fold_by_sequence_keeps_sequences_whole(make_table):
+  """GroupGAN's folds group sequences: no sequence straddles two splits,
+  while a subject's sequences may."""
+  table = make_table(num_subjects=3, num_frames=4)
+  splits = protocols.fold_rows(table, 5, 0, 0, seed=0, fold_by="sequence")
+  for seq in np.unique(table.sequence_id):
+    rows = table.sequence_id == seq
+    assert splits["test"][rows].all() or not splits["test"][rows].any()
+  straddling = [s for s in np.unique(table.subject_id)
+                if 0 < splits["test"][table.subject_id == s].sum()
+                < (table.subject_id == s).sum()]
+  assert straddling
+  with pytest.raises(ValueError, match="fold_by"):
+    protocols.fold_rows(table, 5, 0, 0, seed=0, fold_by="frame")

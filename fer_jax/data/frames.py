@@ -102,7 +102,19 @@ def get_builder(data_cfg) -> tfds.core.DatasetBuilder:
 
 
 def load_frames(data_cfg, split: str = "train") -> FrameTable:
-  """Reads every record of ``split`` into a FrameTable."""
+  """Reads every record of ``split`` into a FrameTable.
+
+  ``data.name = "a+b"`` mixes data sets (GroupGAN's CK+ and Oulu-CASIA):
+  their tables are concatenated with subject and sequence ids kept apart.
+  """
+  names = data_cfg.name.split("+")
+  if len(names) > 1:
+    parts = []
+    for name in names:
+      part_cfg = data_cfg.copy_and_resolve_references()
+      part_cfg.name = name
+      parts.append(load_frames(part_cfg, split))
+    return concat_tables(parts)
   builder = get_builder(data_cfg)
   if split not in builder.info.splits:
     raise DataError(f"data set {builder.info.full_name} has no split "
@@ -150,6 +162,36 @@ def load_frames(data_cfg, split: str = "train") -> FrameTable:
     images = SourceImages(source, image_shape)
   return FrameTable(name=builder.info.full_name, images=images,
                     landmarks=landmarks, **cols)
+
+
+def concat_tables(tables: Sequence[FrameTable]) -> FrameTable:
+  """One table of several data sets' rows; ids offset so no subject or
+  sequence of one set collides with another's (unknown subjects stay -1)."""
+  shapes = {t.image_shape for t in tables}
+  if len(shapes) > 1:
+    raise DataError("cannot mix data sets of different image shapes "
+                    f"{sorted(shapes)} ({', '.join(t.name for t in tables)}): "
+                    "build them at one output size")
+  if any(not isinstance(t.images, np.ndarray) for t in tables):
+    raise DataError("mixing data sets needs config.data.in_memory=True")
+  cols = {c: [] for c in COLUMNS}
+  subject_base = sequence_base = 0
+  for t in tables:
+    for c in COLUMNS:
+      v = getattr(t, c)
+      if c == "subject_id":
+        v = np.where(v >= 0, v + subject_base, -1)
+      elif c == "sequence_id":
+        v = v + sequence_base
+      cols[c].append(v)
+    subject_base += int(t.subject_id.max(initial=-1)) + 1
+    sequence_base += int(t.sequence_id.max(initial=-1)) + 1
+  landmarks = (np.concatenate([t.landmarks for t in tables])
+               if all(t.landmarks is not None for t in tables) else None)
+  return FrameTable(name="+".join(t.name for t in tables),
+                    images=np.concatenate([t.images for t in tables]),
+                    landmarks=landmarks,
+                    **{c: np.concatenate(v) for c, v in cols.items()})
 
 
 def data_dir_of(data_cfg) -> str:

@@ -98,13 +98,22 @@ def assign_folds(groups: np.ndarray, num_folds: int, seed: int) -> np.ndarray:
   return fold_of_group[np.searchsorted(unique, groups)]
 
 
+FOLD_BY = {"subject": "subject_id", "sequence": "sequence_id"}
+
+
 def fold_rows(table: FrameTable, num_folds: int, fold: int, val_folds: int,
-              seed: int, group_by: str = "subject_id") -> dict[str, np.ndarray]:
+              seed: int, fold_by: str = "subject") -> dict[str, np.ndarray]:
   """Boolean row masks of the train / val / test splits of one fold.
 
   Test is fold ``fold``; validation the next ``val_folds`` folds (IF-GAN's
-  8/1/1 is num_folds=10, val_folds=1); training the rest.
+  8/1/1 is num_folds=10, val_folds=1); training the rest. Folds group rows
+  by subject (subject-independent) or by sequence (GroupGAN's "sequences
+  divided into 5 groups": frames of one sequence never straddle folds).
   """
+  if fold_by not in FOLD_BY:
+    raise ValueError(f"config.data.fold_by={fold_by!r}; choose one of "
+                     f"{', '.join(FOLD_BY)}")
+  group_by = FOLD_BY[fold_by]
   if not 0 <= fold < num_folds:
     raise ValueError(f"config.data.fold={fold} is out of range: "
                      f"0 <= fold < num_folds={num_folds}")

@@ -9,6 +9,7 @@ METHODS = {
     "baseline": "fer_jax.methods.baseline:Baseline",
     "gndl": "fer_jax.methods.gndl:GNDL",
     "ifgan": "fer_jax.methods.ifgan:IFGAN",
+    "groupgan": "fer_jax.methods.groupgan:GroupGAN",
 }
 
 

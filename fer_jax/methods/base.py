@@ -49,6 +49,9 @@ class Phase:
   step: StepFn
   example_kind: str = "single"
   role: str = "peak"
+  # Applied once (jitted) to the state when the phase starts, not on a resume
+  # inside it: hand-over between stages (GroupGAN's C from the pre-trained E).
+  enter: Callable[[State], State] | None = None
 
 
 class Method(abc.ABC):
@@ -141,8 +144,12 @@ class Method(abc.ABC):
     return strip(state)
 
 
-def apply_updates(tx, params, opt_state, grads):
-  """One optimizer update; returns (params, opt_state)."""
-  updates, opt_state = tx.update(grads, opt_state, params)
+def apply_updates(tx, params, opt_state, grads, loss=None):
+  """One optimizer update; returns (params, opt_state). ``loss`` feeds a
+  plateau schedule (``config.optim.schedule='plateau'``)."""
+  if loss is None:
+    updates, opt_state = tx.update(grads, opt_state, params)
+  else:
+    updates, opt_state = tx.update(grads, opt_state, params, value=loss)
   return optax.apply_updates(params, updates), opt_state
 

@@ -1,0 +1,90 @@
+"""GroupGAN (Niu et al. 2022) configs.
+
+  --config=configs/groupgan.py              synthetic set, 2V2, trains on 2 CPU cores in minutes
+  --config=configs/groupgan.py:ckplus_oulu  the paper's mixed CK+ and Oulu-CASIA protocol
+  --config.groupgan.variant=cnn|dcgan|1v2|2v2   the Table 1 columns
+  --config.basenet=vgg13 (alexnet, vgg11..19, resnet18/34/50)   the Table 1 rows
+"""
+
+from fer_jax.config_lib import base_config
+
+
+def groupgan_fields():
+  return dict(
+      variant="2v2",
+      # Sec. 4.2: "hyper-parameters for adversarial learning are 2e-3";
+      # gamma_G weighs C's cross-entropy in G's loss (eq. 6).
+      alpha_g=2e-3, beta_g=2e-3, gamma_g=1.0, alpha_e=2e-3, beta_e=2e-3,
+      dprime_weak_negatives=True,  # D' also sees real weak faces as negatives
+      fc_width=512,  # the BaseNets' FC layers, reduced from 4096 (sec. 4.3)
+      dropout=0.5,
+      init="paper",  # N(0, 0.01) weights, biases 1 (sec. 4.2) | default
+      g_features=(64, 128, 256, 512),
+      d_features=(64, 128, 256, 256), d_fc_width=256,
+      # Algorithm 1's pre-training: E on peak frames, G as an autoencoder of
+      # faces of `autoencoder_role`. *_steps > 0 overrides *_epochs.
+      extractor_epochs=10.0, extractor_steps=0,
+      autoencoder_epochs=10.0, autoencoder_steps=0, autoencoder_role="all",
+  )
+
+
+def get_config(arg: str = ""):
+  c = base_config()
+  c.method = "groupgan"
+  c.groupgan = groupgan_fields()
+  # `--config.basenet=vgg13` names the BaseNet; model.arch follows it.
+  c.basenet = "vgg13"
+  c.model.arch = c.get_ref("basenet")
+  # Weak = frames 6-8, peak = the last frame; evaluation on the weak frames.
+  c.data.role = "weak"
+  c.data.weak_frames = (6, 8)
+  c.data.peak_frames = 1
+  c.data.fold_by = "sequence"  # "sequences divided into 5 groups"
+  c.data.num_folds = 5
+  c.data.classes = "basic6"
+  if arg == "ckplus_oulu":
+    paper(c)
+  elif arg:
+    raise ValueError(f"configs/groupgan.py has no preset {arg!r}; presets: "
+                     "ckplus_oulu, or none (synthetic)")
+  else:
+    cpu_synthetic(c)
+  return c
+
+
+def paper(c):
+  """Sec. 4: CK+ and Oulu-CASIA (VL, normal light) mixed, 5-fold by
+  sequence groups; 144 resize, 128 random crop, flip; batch 4; SGD momentum
+  0.9, weight decay 5e-3, lr 1e-4 dropping to 1e-5 on a loss plateau."""
+  c.data.name = "ckplus+oulu_casia"
+  c.data.resize, c.data.crop = 144, 128
+  c.model.base_width = 64
+  c.optim.update(name="sgd", lr=1e-4, momentum=0.9, weight_decay=5e-3,
+                 schedule="plateau", decay_factor=0.1, plateau_min_scale=0.1,
+                 plateau_window=200, plateau_patience=5)
+  c.train.batch_size = 4
+  c.train.eval_batch_size = 64
+  c.train.num_epochs = 50
+
+
+def cpu_synthetic(c):
+  """Small synthetic faces and narrow nets that train from scratch: He init
+  and Adam (the paper's N(0, 0.01) init and SGD at 1e-4 assume BaseNets that
+  start from ImageNet weights), BatchNorm VGG13 at a quarter width."""
+  c.data.synth.update(num_subjects=96, num_frames=10, image_size=64)
+  c.data.resize, c.data.crop = 72, 64
+  c.basenet = "vgg13_bn"
+  c.model.base_width = 16
+  c.groupgan.update(init="default", fc_width=256, g_features=(16, 32, 64, 128),
+                    d_features=(16, 32, 64, 64), d_fc_width=128,
+                    extractor_epochs=0, extractor_steps=300,
+                    autoencoder_epochs=0, autoencoder_steps=200)
+  c.optim.update(name="adam", lr=5e-4, b1=0.5, b2=0.999, weight_decay=0.0,
+                 schedule="cosine")
+  c.train.batch_size = 16
+  c.train.eval_batch_size = 64
+  c.train.num_epochs = 0
+  c.train.num_steps = 700
+  c.train.log_every = 50
+  c.train.checkpoint_every = 250
+  c.train.eval_every = 0

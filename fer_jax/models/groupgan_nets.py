@@ -1,0 +1,147 @@
+"""GroupGAN's generator and discriminators (Niu et al. 2022, sec. 3.2).
+
+G is an encoder-decoder: four convolutions (kernels 7, 5, 3, 3, each stride
+2 and followed by a residual block), the extractor's expression vector F_exp
+concatenated to the bottleneck (broadcast over its positions), then four
+transposed convolutions and two 3x3 convolutions back to an image in [-1, 1].
+D and D' are "VGG-like" (pairs of 3x3 convolutions, the second of each pair
+with stride 2, then fully connected layers); in the 2V2 scheme they also take
+F_exp as a condition, concatenated to the flattened features (eq. 14-17).
+
+``init_scheme='paper'`` draws every weight from N(0, 0.01) and sets every bias to 1
+(sec. 4.2); 'default' keeps Flax's He/LeCun initialisers, which train from
+scratch on small data where the paper's init (meant for ImageNet-pretrained
+BaseNets) stalls.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+Dtype = Any
+INITS = ("default", "paper")
+
+
+def initializers(init: str):
+  """(kernel_init, bias_init) for ``init`` in INITS."""
+  if init == "paper":
+    return nn.initializers.normal(0.01), nn.initializers.constant(1.0)
+  if init == "default":
+    return (nn.initializers.variance_scaling(2.0, "fan_in", "normal"),
+            nn.initializers.zeros)
+  raise ValueError(f"init {init!r}: choose one of {INITS}")
+
+
+class _Layers(nn.Module):
+  """Shared constructors: convolutions and BatchNorm with one init policy."""
+  init_scheme: str = "default"
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  def conv(self, features, kernel, strides=1, name=None, transpose=False):
+    k_init, b_init = initializers(self.init_scheme)
+    if transpose:
+      # 4x4 stride 2 'SAME' doubles the size exactly (torch k4 s2 p1).
+      return nn.ConvTranspose(features, (4, 4), (2, 2), padding="SAME",
+                              kernel_init=k_init, bias_init=b_init,
+                              dtype=self.dtype, param_dtype=self.param_dtype,
+                              name=name)
+    pad = kernel // 2
+    return nn.Conv(features, (kernel, kernel), (strides, strides),
+                   padding=((pad, pad), (pad, pad)), kernel_init=k_init,
+                   bias_init=b_init, dtype=self.dtype,
+                   param_dtype=self.param_dtype, name=name)
+
+  def dense(self, features, name=None):
+    k_init, b_init = initializers(self.init_scheme)
+    return nn.Dense(features, kernel_init=k_init, bias_init=b_init,
+                    dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+
+  def bn(self, train, name=None):
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                        epsilon=1e-5, dtype=self.dtype,
+                        param_dtype=self.param_dtype, name=name)
+
+
+class ResidualBlock(_Layers):
+  """conv3-BN-ReLU-conv3-BN plus the input (He et al. 2016)."""
+  features: int = 64
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    h = nn.relu(self.bn(train, "bn1")(self.conv(self.features, 3,
+                                                name="conv1")(x)))
+    h = self.bn(train, "bn2")(self.conv(self.features, 3, name="conv2")(h))
+    return nn.relu(x + h)
+
+
+class MagnifyingGenerator(_Layers):
+  """G: weak face (and F_exp) -> magnified (peak) face, same size.
+
+  ``features`` are the four encoder widths; the decoder mirrors them. The
+  input side must be a multiple of 16 (four stride-2 stages).
+  """
+  features: Sequence[int] = (64, 128, 256, 512)
+  kernels: Sequence[int] = (7, 5, 3, 3)
+  out_channels: int = 3
+
+  def encode(self, x, train: bool):
+    side = x.shape[1]
+    if side % 16 or x.shape[2] % 16:
+      raise ValueError(f"GroupGAN's generator needs image sides divisible by "
+                       f"16 (four stride-2 stages); got {x.shape[1:3]}: set "
+                       f"config.data.crop to a multiple of 16")
+    h = x.astype(self.dtype)
+    for i, (f, k) in enumerate(zip(self.features, self.kernels)):
+      h = self.conv(f, k, 2, name=f"enc{i}_conv")(h)
+      h = nn.relu(self.bn(train, f"enc{i}_bn")(h))
+      h = ResidualBlock(features=f, init_scheme=self.init_scheme, dtype=self.dtype,
+                        param_dtype=self.param_dtype, name=f"enc{i}_res")(
+                            h, train)
+    return h
+
+  def decode(self, h, f_exp, train: bool):
+    if f_exp is not None:
+      cond = jnp.broadcast_to(f_exp[:, None, None, :].astype(h.dtype),
+                              h.shape[:3] + (f_exp.shape[-1],))
+      h = jnp.concatenate([h, cond], -1)
+    widths = list(self.features[-2::-1]) + [self.features[0]]
+    for i, f in enumerate(widths):
+      h = self.conv(f, 4, name=f"dec{i}_deconv", transpose=True)(h)
+      h = nn.relu(self.bn(train, f"dec{i}_bn")(h))
+    h = nn.relu(self.bn(train, "out0_bn")(
+        self.conv(self.features[0], 3, name="out0_conv")(h)))
+    h = self.conv(self.out_channels, 3, name="out1_conv")(h)
+    return jnp.tanh(h.astype(jnp.float32))
+
+  @nn.compact
+  def __call__(self, x, f_exp=None, train: bool = False):
+    """x (B, H, W, C) in [-1, 1]; f_exp (B, F) or None (no extractor)."""
+    return self.decode(self.encode(x, train), f_exp, train)
+
+
+class VGGDiscriminator(_Layers):
+  """D or D': image (and F_exp) -> one real/peak logit per image.
+
+  Per width: conv3 stride 1, conv3 stride 2, LeakyReLU(0.2) after each; no
+  normalisation, so real and fake batches never mix through batch
+  statistics. Then flatten, concatenate F_exp if given, Dense(fc) and the
+  logit. Returns float32 (B,).
+  """
+  features: Sequence[int] = (64, 128, 256, 256)
+  fc_width: int = 256
+
+  @nn.compact
+  def __call__(self, x, f_exp=None):
+    h = x.astype(self.dtype)
+    for i, f in enumerate(self.features):
+      h = nn.leaky_relu(self.conv(f, 3, 1, name=f"conv{i}a")(h), 0.2)
+      h = nn.leaky_relu(self.conv(f, 3, 2, name=f"conv{i}b")(h), 0.2)
+    h = h.reshape(h.shape[0], -1)
+    if f_exp is not None:
+      h = jnp.concatenate([h, f_exp.astype(h.dtype)], -1)
+    h = nn.leaky_relu(self.dense(self.fc_width, "fc")(h), 0.2)
+    return self.dense(1, "logit")(h)[:, 0].astype(jnp.float32)

@@ -1,0 +1,253 @@
+"""GroupGAN: the networks, which player learns from what in each variant,
+the discriminators' positives and negatives, the test path, and phases that
+resume mid-phase after a kill."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fer_jax import config_lib, train
+from fer_jax.data import pipeline
+from fer_jax.methods import groupgan
+from fer_jax.models.groupgan_nets import MagnifyingGenerator, VGGDiscriminator
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
+
+
+def tiny_config(variant="2v2", **groupgan_overrides):
+  c = config_lib.load_config_module(
+      os.path.join(CONFIGS, "groupgan.py")).get_config()
+  c.groupgan.variant = variant
+  c.data.resize, c.data.crop = 32, 32
+  c.data.rotate_deg = 0.0
+  c.data.num_folds = 3
+  c.basenet = "vgg11_bn"
+  c.model.base_width = 8
+  c.groupgan.update(fc_width=16, g_features=(4, 8, 8, 8),
+                    d_features=(4, 8, 8, 8), d_fc_width=8, extractor_steps=2,
+                    autoencoder_steps=2, **groupgan_overrides)
+  c.optim.update(name="sgd", lr=0.05, momentum=0.0, weight_decay=0.0,
+                 schedule="constant")
+  c.train.batch_size = 4
+  c.train.eval_batch_size = 8
+  c.train.num_steps = 2
+  c.train.log_every = 1
+  c.train.checkpoint_every = 1
+  c.train.progress_bar = False
+  c.train.async_checkpoint = False
+  return c
+
+
+@pytest.fixture
+def setup(monkeypatch, make_table, tmp_path):
+  table = make_table(num_subjects=4, num_frames=8, image_size=32)
+  monkeypatch.setattr(train.frames, "load_frames",
+                      lambda data_cfg, split="train": table)
+
+  def make(variant="2v2", workdir=None, config=None, **overrides):
+    config = config or tiny_config(variant, **overrides)
+    return train.Trainer(config, str(workdir or tmp_path / variant))
+  return make
+
+
+def pair_batch(trainer, n=4):
+  ex = trainer.data.examples("train", "weak_peak_pair", "weak")
+  return {k: jnp.asarray(v) for k, v in
+          pipeline.gather(ex, np.arange(n)).items()}
+
+
+def params_equal(a, b):
+  return all(np.array_equal(x, y) for x, y in
+             zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_generator_shapes_condition_and_size_check():
+  g = MagnifyingGenerator(features=(4, 8, 8, 8))
+  x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3), minval=-1)
+  f = jax.random.normal(jax.random.key(1), (2, 5))
+  variables = g.init(jax.random.key(2), x, f)
+  out = g.apply(variables, x, f)
+  assert out.shape == x.shape
+  assert float(jnp.max(jnp.abs(out))) <= 1.0
+  # The bottleneck is 2x2 (32 / 16) with 8 + 5 channels: F_exp is used.
+  kernel = variables["params"]["dec0_deconv"]["kernel"]
+  assert kernel.shape[2] == 8 + 5
+  assert not np.allclose(out, g.apply(variables, x, f + 1.0))
+  with pytest.raises(ValueError, match="divisible by 16"):
+    g.init(jax.random.key(0), jnp.zeros((1, 40, 40, 3)), None)
+
+
+def test_discriminator_takes_the_condition():
+  d = VGGDiscriminator(features=(4, 8), fc_width=6)
+  x = jnp.zeros((3, 16, 16, 3))
+  plain = d.init(jax.random.key(0), x)
+  cond = d.init(jax.random.key(0), x, jnp.ones((3, 5)))
+  # 4x4x8 flattened features, plus the 5-d F_exp in 2V2.
+  assert plain["params"]["fc"]["kernel"].shape == (128, 6)
+  assert cond["params"]["fc"]["kernel"].shape == (133, 6)
+  assert d.apply(cond, x, jnp.ones((3, 5))).shape == (3,)
+
+
+def test_mse_and_heat_map_by_hand():
+  a = np.arange(24, dtype=np.float32).reshape(1, 2, 4, 3) / 24
+  b = np.ones_like(a) * 0.5
+  np.testing.assert_allclose(groupgan.mse_loss(a, b), np.mean((a - b) ** 2),
+                             rtol=1e-6)
+  h = groupgan.heat_map(a, b)
+  assert h.shape == (1, 2, 4)
+  np.testing.assert_allclose(h[0, 1, 2], np.sum((a[0, 1, 2] - 0.5) ** 2),
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize("variant, phases, nets", [
+    ("cnn", ["cnn"], {"c"}),
+    ("dcgan", ["pretrain_extractor", "pretrain_autoencoder", "groupgan"],
+     {"c", "e", "g", "d"}),
+    ("1v2", ["pretrain_extractor", "pretrain_autoencoder", "groupgan"],
+     {"c", "e", "g", "d", "dp"}),
+    ("2v2", ["pretrain_extractor", "pretrain_autoencoder", "groupgan"],
+     {"c", "e", "g", "d", "dp"}),
+])
+def test_variants_have_their_players(setup, variant, phases, nets):
+  trainer = setup(variant)
+  assert [p.name for p in trainer.phases] == phases
+  state = trainer.init_state()["model"]
+  assert set(state) == nets
+  if variant == "cnn":
+    # The CNN variant trains C on the weak frames alone.
+    (phase,) = trainer.phases
+    assert (phase.example_kind, phase.role) == ("single", "weak")
+  else:
+    assert trainer.phases[0].role == "peak"
+    assert trainer.phases[2].example_kind == "weak_peak_pair"
+
+
+def test_extractor_gets_adversarial_gradient_only_in_2v2(setup):
+  batch = pair_batch(setup("2v2"))
+  key = jax.random.key(3)
+  results = {}
+  for name, weights in (("none", 0.0), ("adv", 1.0)):
+    trainer = setup("2v2", config=tiny_config(
+        "2v2", alpha_e=weights, beta_e=weights))
+    state = trainer.init_state()["model"]
+    new, _ = jax.jit(trainer.phases[2].step)(state, batch, key)
+    results[name] = (state, new)
+  before, no_adv = results["none"]
+  _, with_adv = results["adv"]
+  # Phi_C alone already moves E (through G's bottleneck) ...
+  assert not params_equal(before["e"]["params"], no_adv["e"]["params"])
+  # ... and the adversarial terms add their own gradient.
+  assert not params_equal(no_adv["e"]["params"], with_adv["e"]["params"])
+  # G's update does not depend on E's weights alpha_E, beta_E.
+  assert params_equal(no_adv["g"]["params"], with_adv["g"]["params"])
+
+  # 1V2 has no extractor in its loop: E's pre-trained params stay as they are.
+  trainer = setup("1v2")
+  state = trainer.init_state()["model"]
+  new, _ = jax.jit(trainer.phases[2].step)(state, batch, key)
+  assert params_equal(state["e"], new["e"])
+  assert not params_equal(state["g"]["params"], new["g"]["params"])
+
+
+@pytest.mark.parametrize("net", ["d", "dp"])
+def test_discriminators_see_peaks_as_positive_and_fakes_as_negative(
+    setup, net):
+  """One SGD step of D (D') widens its logit margin between the real peaks
+  and G's outputs on the same batch."""
+  config = tiny_config("1v2", dprime_weak_negatives=False)
+  config.data.flip = False
+  trainer = setup("1v2", config=config)
+  method = trainer.method
+  batch = pair_batch(trainer)
+  state = trainer.init_state()["model"]
+  new, _ = jax.jit(method.train_step)(state, batch, jax.random.key(0))
+  weak = method.eval_view(batch, "weak")
+  peak = method.eval_view(batch, "peak")
+  g = state["g"]
+  fake, _ = method.g.apply({"params": g["params"],
+                            "batch_stats": g["batch_stats"]}, weak, None,
+                           train=True, mutable=["batch_stats"])
+
+  def margin(s, negative):
+    logit = lambda x: float(jnp.mean(method._disc(s[net]["params"], x, None)))
+    return logit(peak) - logit(negative)
+  assert margin(new, fake) > margin(state, fake)
+
+
+def test_predict_is_c_of_the_magnified_weak_face(setup):
+  trainer = setup("2v2")
+  method = trainer.method
+  batch = pair_batch(trainer)
+  state = trainer.init_state()["model"]
+  state = method.start_classifier(state)
+  weak = method.eval_view(batch, "weak")
+  f_exp, _ = method._extract(state, weak)
+  fake = method._generate(state, weak, f_exp)
+  want, _, _ = method._classify(state["c"], fake, train=False)
+  np.testing.assert_allclose(method.predict(state, batch), want, atol=1e-5)
+  # The CNN variant classifies the weak face itself.
+  cnn = setup("cnn")
+  cstate = cnn.init_state()["model"]
+  direct, _, _ = cnn.method._classify(cstate["c"], weak, train=False)
+  np.testing.assert_allclose(cnn.method.predict(cstate, batch), direct,
+                             atol=1e-5)
+
+
+def test_classifier_starts_from_the_pretrained_extractor(setup):
+  trainer = setup("2v2")
+  state = trainer.init_state()["model"]
+  assert not params_equal(state["c"]["params"], state["e"]["params"])
+  entered = trainer.phases[2].enter(state)
+  assert params_equal(entered["c"]["params"], state["e"]["params"])
+
+
+def test_training_lowers_g_content_loss_on_a_fixed_batch(setup):
+  trainer = setup("2v2", config=tiny_config("2v2"))
+  batch = pair_batch(trainer)
+  state = trainer.init_state()["model"]
+  step = jax.jit(trainer.phases[2].step)
+  key = jax.random.key(0)
+  _, first = step(state, batch, key)
+  for _ in range(5):
+    state, _ = step(state, batch, key)
+  _, after = step(state, batch, key)
+  assert float(after["g_content"]) < float(first["g_content"])
+
+
+@pytest.mark.parametrize("kill_at", [
+    5,  # inside the GroupGAN loop: earlier phases and C's hand-over skipped
+    pytest.param(3, marks=pytest.mark.slow),  # inside pretrain_autoencoder
+])
+def test_kill_mid_phase_then_resume_matches_uninterrupted(setup, tmp_path,
+                                                          kill_at):
+  """Killed after step ``kill_at`` of 2 + 2 + 2, the resumed run ends with
+  the uninterrupted run's parameters, report and metric log."""
+  full = setup("2v2", workdir=tmp_path / "full").train()
+
+  class Killed(Exception):
+    pass
+
+  workdir = tmp_path / f"killed_{kill_at}"
+  trainer = setup("2v2", workdir=workdir)
+  real_save = trainer.ckpt.save
+
+  def save_then_die(step, *a, **k):
+    real_save(step, *a, **k)
+    if step == kill_at:
+      trainer.ckpt.wait()
+      raise Killed()
+  trainer.ckpt.save = save_then_die
+  with pytest.raises(Killed):
+    trainer.train()
+  resumed = setup("2v2", workdir=workdir).train()
+  assert resumed["state_digest"] == full["state_digest"]
+  assert resumed["accuracy"] == full["accuracy"]
+  log = lambda d: [{k: v for k, v in json.loads(line).items()
+                    if "per_sec" not in k}
+                   for line in open(d / "metrics.jsonl")]
+  assert log(workdir) == log(tmp_path / "full")
+  assert os.path.exists(tmp_path / "full" / "eval" / "magnified.png")
