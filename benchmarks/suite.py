@@ -24,6 +24,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENTRIES = (
     ("gndl", "gndl.py", "ckplus", 128),
     ("ifgan", "ifgan.py", "ckplus", 50),
+    # GroupGAN's 2V2 loop (D, D', G, E, C) at 128x128: the paper's batch 4
+    # (launch-bound) and 64.
+    ("groupgan", "groupgan.py", "ckplus_oulu", 4),
+    ("groupgan", "groupgan.py", "ckplus_oulu", 64),
 )
 
 _ONLY = flags.DEFINE_list("only", None, "Entry names to run (default all).")

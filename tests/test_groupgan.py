@@ -121,6 +121,8 @@ def test_variants_have_their_players(setup, variant, phases, nets):
     # The CNN variant trains C on the weak frames alone.
     (phase,) = trainer.phases
     assert (phase.example_kind, phase.role) == ("single", "weak")
+    # As many C updates as the GAN variants (E pre-training + loop).
+    assert phase.num_steps == 2 + 2
   else:
     assert trainer.phases[0].role == "peak"
     assert trainer.phases[2].example_kind == "weak_peak_pair"
@@ -251,3 +253,19 @@ def test_kill_mid_phase_then_resume_matches_uninterrupted(setup, tmp_path,
                    for line in open(d / "metrics.jsonl")]
   assert log(workdir) == log(tmp_path / "full")
   assert os.path.exists(tmp_path / "full" / "eval" / "magnified.png")
+
+
+def test_table1_markdown_from_run_reports(tmp_path):
+  from fer_jax.tools import groupgan_table as table
+  one = tmp_path / "vgg13_bn" / "cnn" / "eval"
+  one.mkdir(parents=True)
+  (one / "report.json").write_text(json.dumps({"accuracy": 0.6486}))
+  cv = tmp_path / "vgg13_bn" / "2v2"
+  cv.mkdir(parents=True)
+  (cv / "cv_report.json").write_text(json.dumps(
+      {"mean_accuracy": 0.7005, "std_accuracy": 0.0123}))
+  results = {("vgg13_bn", v): table.read_result(str(tmp_path / "vgg13_bn" / v))
+             for v in table.VARIANTS}
+  md = table.markdown(results, ["vgg13_bn"], list(table.VARIANTS), "cap")
+  assert "| BaseNet | CNN | DCGAN | GroupGAN (1v2) | GroupGAN (2v2) |" in md
+  assert "| vgg13_bn | 64.86 | - | - | 70.05 ± 1.23 |" in md

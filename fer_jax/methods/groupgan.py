@@ -101,8 +101,8 @@ class GroupGAN(base.Method):
         self.main_steps)
     self._pictures = jax.jit(self._picture_arrays)
 
-  def _pretrain_steps(self, steps, epochs, role):
-    if not self.has_g:
+  def _pretrain_steps(self, steps, epochs, role, force=False):
+    if not (self.has_g or force):
       return 0
     if steps:
       return int(steps)
@@ -135,8 +135,13 @@ class GroupGAN(base.Method):
 
   def phases(self):
     if not self.has_g:
-      return [base.Phase("cnn", self.main_steps, self.batch_size,
-                         self.cnn_step, example_kind="single", role="weak")]
+      # As many classifier updates as the GAN variants' C gets (E's
+      # pre-training, whose result C starts from, plus the loop).
+      steps = self._pretrain_steps(self.cfg.extractor_steps,
+                                   self.cfg.extractor_epochs, "peak",
+                                   force=True) + self.main_steps
+      return [base.Phase("cnn", steps, self.batch_size, self.cnn_step,
+                         example_kind="single", role="weak")]
     return [
         base.Phase("pretrain_extractor", self.extractor_steps,
                    self.batch_size, self.pretrain_extractor_step,
