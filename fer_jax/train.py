@@ -187,17 +187,25 @@ class Trainer:
     self.method.write_images(loop["model"],
                              sharding.to_global(batch, self.mesh), out_dir)
 
-  def evaluate(self, loop, split: str, step: int) -> dict[str, Any]:
+  def evaluate(self, loop, split: str, step: int,
+               out_dir: str | None = None) -> dict[str, Any]:
     ex = self.data.examples(split, self.method.eval_kind,
                             self.config.data.role)
-    preds = eval_lib.predict_examples(
-        self._predict, loop["model"], ex, self.config.train.eval_batch_size,
-        self.mesh)
-    return eval_lib.make_report(
+    custom = self.method.evaluate_split(loop["model"], ex, out_dir)
+    if custom is None:
+      labels, extra = ex.label, {}
+      preds = eval_lib.predict_examples(
+          self._predict, loop["model"], ex,
+          self.config.train.eval_batch_size, self.mesh)
+    else:
+      labels, preds, extra = custom
+    report = eval_lib.make_report(
         method=self.method.name, dataset=self.data.table.name,
         fold=self.config.data.fold, split=split, classes=self.data.classes,
-        labels=ex.label, preds=preds, step=step, digest=self.digest(loop),
+        labels=labels, preds=preds, step=step, digest=self.digest(loop),
         nonfinite_steps=int(jax.device_get(loop["guard"]["nonfinite"])))
+    report.update(extra)
+    return report
 
   # -- training
   def _check_guard(self, loop, last_saved: int | None) -> None:
@@ -239,7 +247,8 @@ class Trainer:
             last_saved)
         offset = phase_end
       self.ckpt.wait()
-      report = self.evaluate(loop, "test", total)
+      report = self.evaluate(loop, "test", total,
+                             os.path.join(self.workdir, "eval"))
       eval_lib.write_report(report, os.path.join(self.workdir, "eval"))
       self.write_images(loop, "test", os.path.join(self.workdir, "eval"))
       writer.write(total, {"test/accuracy": report["accuracy"]})
@@ -255,6 +264,7 @@ class Trainer:
     examples = self.data.examples("train", phase.example_kind, phase.role)
     it = pipeline.TrainIterator(examples, phase.batch_size,
                                 seed=self.config.seed + 1000 * phase_idx,
+                                with_landmarks=phase.with_landmarks,
                                 num_threads=self.config.data.num_threads)
     first = max(start_step - offset, 0)
     if first and meta is not None and meta.get("phase") == phase_idx:
@@ -300,8 +310,8 @@ class Trainer:
       if cfg.eval_every and (step % cfg.eval_every == 0) and not (
           end and phase_idx == len(self.phases) - 1):
         split = self.data.eval_split
-        report = self.evaluate(loop, split, step)
         out_dir = os.path.join(self.workdir, "eval", f"{split}_step_{step}")
+        report = self.evaluate(loop, split, step, out_dir)
         eval_lib.write_report(report, out_dir)
         self.write_images(loop, split, out_dir)
         writer.write(step, {f"{split}/accuracy": report["accuracy"]})
@@ -357,7 +367,8 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None,
   trainer = Trainer(config, workdir)
   try:
     loop, meta = trainer.restore(step)
-    report = trainer.evaluate(loop, split, int(meta["global_step"]))
+    report = trainer.evaluate(loop, split, int(meta["global_step"]),
+                              os.path.join(workdir, "eval"))
     eval_lib.write_report(report, os.path.join(workdir, "eval"))
   finally:
     trainer.ckpt.close()

@@ -10,6 +10,7 @@ METHODS = {
     "gndl": "fer_jax.methods.gndl:GNDL",
     "ifgan": "fer_jax.methods.ifgan:IFGAN",
     "groupgan": "fer_jax.methods.groupgan:GroupGAN",
+    "cgan_wsc": "fer_jax.methods.cgan_wsc:CGANWSC",
 }
 
 

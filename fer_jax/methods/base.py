@@ -52,6 +52,8 @@ class Phase:
   # Applied once (jitted) to the state when the phase starts, not on a resume
   # inside it: hand-over between stages (GroupGAN's C from the pre-trained E).
   enter: Callable[[State], State] | None = None
+  # Batches also carry "<slot>_landmarks" (N, 68, 2) source-pixel coordinates.
+  with_landmarks: bool = False
 
 
 class Method(abc.ABC):
@@ -132,6 +134,13 @@ class Method(abc.ABC):
   def write_images(self, state: State, batch: Batch, out_dir: str) -> None:
     """Pictures of the method at an evaluation (generated faces, attention,
     heat maps) from a fixed evaluation batch. Classifiers have none."""
+
+  def evaluate_split(self, state: State, examples: Any, out_dir: str | None
+                     ) -> tuple[Any, Any, dict[str, Any]] | None:
+    """Evaluation that is not argmax(predict): (true labels, predicted
+    labels, extra report fields), or None for the usual path. cGAN+WSC's
+    re-annotation of noisy labels; ``out_dir`` receives its plots."""
+    return None
 
   def params_for_digest(self, state: State) -> Any:
     """The part of the state that ``state_digest`` hashes: every variable,

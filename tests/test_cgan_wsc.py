@@ -1,0 +1,102 @@
+"""cGAN+WSC: landmark geometry, the NME, the pix2pix step, and a run whose
+report carries the re-annotation experiment."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fer_jax import config_lib, train
+from fer_jax.data import pipeline
+from fer_jax.models.landmarks import LandmarkNet, normalised_mean_error
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
+
+
+def tiny_config():
+  c = config_lib.load_config_module(
+      os.path.join(CONFIGS, "cgan_wsc.py")).get_config()
+  c.data.resize, c.data.crop = 32, 32
+  c.data.num_folds = 3
+  c.model.base_width = 8
+  c.cgan_wsc.update(unet_depth=5, unet_features=8, unet_max_features=16,
+                    d_features=8, d_layers=2, cgan_steps=2, landmark_steps=2,
+                    max_iter=20, knn_k=10, rank_order_k=5)
+  c.train.batch_size = 4
+  c.train.eval_batch_size = 16
+  c.train.log_every = 1
+  c.train.checkpoint_every = 2
+  c.train.progress_bar = False
+  c.train.async_checkpoint = False
+  return c
+
+
+@pytest.fixture
+def trainer(monkeypatch, make_table, tmp_path):
+  table = make_table(num_subjects=6, num_frames=8, image_size=32,
+                     with_landmarks=True)
+  monkeypatch.setattr(train.frames, "load_frames",
+                      lambda data_cfg, split="train": table)
+  return train.Trainer(tiny_config(), str(tmp_path))
+
+
+def test_nme_by_hand():
+  true = np.zeros((1, 68, 2), np.float32)
+  true[0, 36] = (0.0, 0.0)
+  true[0, 45] = (4.0, 0.0)  # inter-ocular distance 4
+  pred = true.copy()
+  pred[0, :, 1] += 1.0  # every point 1 off
+  np.testing.assert_allclose(normalised_mean_error(pred, true), [0.25])
+
+
+def test_landmarks_follow_resize_and_centre_crop(trainer):
+  """A point at source pixel p lands at (p * resize / src - offset) / crop
+  of the evaluation view."""
+  m = trainer.method
+  object.__setattr__(m.spec, "resize", 40)  # 40 -> centre crop 32, offset 4
+  p = jnp.asarray([[[16.0, 8.0]]])
+  np.testing.assert_allclose(m.view_landmarks(p, 32),
+                             [[[(20 - 4) / 32, (10 - 4) / 32]]])
+
+
+def test_landmark_net_starts_at_the_centre():
+  net = LandmarkNet("resnet18", base_width=8)
+  x = jnp.zeros((2, 32, 32, 3))
+  variables = net.init(jax.random.key(0), x)
+  np.testing.assert_allclose(net.apply(variables, x), 0.5)
+
+
+def test_cgan_step_lowers_l1_on_a_fixed_batch(trainer):
+  ex = trainer.data.examples("train", "neutral_pair", "peak")
+  batch = {k: jnp.asarray(v) for k, v in
+           pipeline.gather(ex, np.arange(4)).items()}
+  state = trainer.init_state()["model"]
+  step = jax.jit(trainer.phases[0].step)
+  key = jax.random.key(0)
+  _, first = step(state, batch, key)
+  for _ in range(5):
+    state, _ = step(state, batch, key)
+  _, after = step(state, batch, key)
+  assert float(after["g_l1"]) < float(first["g_l1"])
+
+
+def test_run_reports_the_reannotation_experiment(trainer, tmp_path):
+  report = trainer.train()
+  saved = json.load(open(tmp_path / "eval" / "report.json"))
+  assert saved["accuracy"] == report["accuracy"]
+  n = report["num_examples"]
+  # 30% of the test labels flipped, exactly.
+  assert report["noisy_label_accuracy"] == pytest.approx(
+      1 - round(0.3 * n) / n)
+  assert report["num_clusters"] in [p["num_clusters"]
+                                    for p in report["curve"]]
+  best = max(report["curve"], key=lambda p: p["modularity"])
+  assert best["accuracy"] == report["accuracy"]
+  assert set(report["baselines"]) == {"pca", "not_optimised"}
+  assert report["binary"]["num_examples"] > 0
+  assert 0 <= report["landmark_nme"]
+  for name in ("reannotation.png", "neutral.png", "confusion_matrix.png"):
+    assert os.path.exists(tmp_path / "eval" / name)
