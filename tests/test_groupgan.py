@@ -79,6 +79,12 @@ def test_generator_shapes_condition_and_size_check():
   assert not np.allclose(out, g.apply(variables, x, f + 1.0))
   with pytest.raises(ValueError, match="divisible by 16"):
     g.init(jax.random.key(0), jnp.zeros((1, 40, 40, 3)), None)
+  # A stride-1 first stage halves the downsampling (total stride 8).
+  g1 = MagnifyingGenerator(features=(4, 8, 8, 8), strides=(1, 2, 2, 2))
+  v1 = g1.init(jax.random.key(2), x, f)
+  assert g1.apply(v1, x, f).shape == x.shape
+  with pytest.raises(ValueError, match="divisible by 8"):
+    g1.init(jax.random.key(0), jnp.zeros((1, 36, 36, 3)), None)
 
 
 def test_discriminator_takes_the_condition():

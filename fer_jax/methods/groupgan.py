@@ -80,6 +80,7 @@ class GroupGAN(base.Method):
                dropout=c.dropout, init_scheme=c.init, dtype=self.dtype)
     self.c_net = BaseNet(config.model.arch, self.num_classes, **net)
     self.g = MagnifyingGenerator(features=tuple(c.g_features),
+                                 strides=tuple(c.g_strides),
                                  init_scheme=c.init,
                                  out_channels=self.spec.channels,
                                  dtype=self.dtype)

@@ -44,8 +44,10 @@ class _Layers(nn.Module):
   def conv(self, features, kernel, strides=1, name=None, transpose=False):
     k_init, b_init = initializers(self.init_scheme)
     if transpose:
-      # 4x4 stride 2 'SAME' doubles the size exactly (torch k4 s2 p1).
-      return nn.ConvTranspose(features, (4, 4), (2, 2), padding="SAME",
+      # 4x4 stride 2 'SAME' doubles the size exactly (torch k4 s2 p1);
+      # stride 1 keeps it.
+      return nn.ConvTranspose(features, (4, 4), (strides, strides),
+                              padding="SAME",
                               kernel_init=k_init, bias_init=b_init,
                               dtype=self.dtype, param_dtype=self.param_dtype,
                               name=name)
@@ -81,22 +83,28 @@ class ResidualBlock(_Layers):
 class MagnifyingGenerator(_Layers):
   """G: weak face (and F_exp) -> magnified (peak) face, same size.
 
-  ``features`` are the four encoder widths; the decoder mirrors them. The
-  input side must be a multiple of 16 (four stride-2 stages).
+  ``features`` are the four encoder widths and ``strides`` their strides
+  (the paper gives only kernels; all 2 = a side/16 bottleneck); the decoder
+  mirrors both. The input side must be a multiple of the total stride.
   """
   features: Sequence[int] = (64, 128, 256, 512)
   kernels: Sequence[int] = (7, 5, 3, 3)
+  strides: Sequence[int] = (2, 2, 2, 2)
   out_channels: int = 3
 
   def encode(self, x, train: bool):
-    side = x.shape[1]
-    if side % 16 or x.shape[2] % 16:
+    total = 1
+    for st in self.strides:
+      total *= st
+    if x.shape[1] % total or x.shape[2] % total:
       raise ValueError(f"GroupGAN's generator needs image sides divisible by "
-                       f"16 (four stride-2 stages); got {x.shape[1:3]}: set "
-                       f"config.data.crop to a multiple of 16")
+                       f"{total} (strides {tuple(self.strides)}); got "
+                       f"{x.shape[1:3]}: set config.data.crop to a multiple "
+                       f"of {total}")
     h = x.astype(self.dtype)
-    for i, (f, k) in enumerate(zip(self.features, self.kernels)):
-      h = self.conv(f, k, 2, name=f"enc{i}_conv")(h)
+    for i, (f, k, st) in enumerate(zip(self.features, self.kernels,
+                                       self.strides)):
+      h = self.conv(f, k, st, name=f"enc{i}_conv")(h)
       h = nn.relu(self.bn(train, f"enc{i}_bn")(h))
       h = ResidualBlock(features=f, init_scheme=self.init_scheme, dtype=self.dtype,
                         param_dtype=self.param_dtype, name=f"enc{i}_res")(
@@ -109,8 +117,8 @@ class MagnifyingGenerator(_Layers):
                               h.shape[:3] + (f_exp.shape[-1],))
       h = jnp.concatenate([h, cond], -1)
     widths = list(self.features[-2::-1]) + [self.features[0]]
-    for i, f in enumerate(widths):
-      h = self.conv(f, 4, name=f"dec{i}_deconv", transpose=True)(h)
+    for i, (f, st) in enumerate(zip(widths, self.strides[::-1])):
+      h = self.conv(f, 4, st, name=f"dec{i}_deconv", transpose=True)(h)
       h = nn.relu(self.bn(train, f"dec{i}_bn")(h))
     h = nn.relu(self.bn(train, "out0_bn")(
         self.conv(self.features[0], 3, name="out0_conv")(h)))
