@@ -95,7 +95,8 @@ def test_run_reports_the_reannotation_experiment(trainer, tmp_path):
                                     for p in report["curve"]]
   best = max(report["curve"], key=lambda p: p["modularity"])
   assert best["accuracy"] == report["accuracy"]
-  assert set(report["baselines"]) == {"pca", "not_optimised"}
+  assert set(report["baselines"]) == {"pca", "not_optimised",
+                                      "true_landmarks"}
   assert report["binary"]["num_examples"] > 0
   assert 0 <= report["landmark_nme"]
   for name in ("reannotation.png", "neutral.png", "confusion_matrix.png"):

@@ -51,6 +51,10 @@ def _net(variables, tx):
 
 class CGANWSC(base.Method):
   name = "cgan_wsc"
+  # Evaluated faces come with their sequence's real neutral frame: shown
+  # beside the generated one, and its landmarks give the "true_landmarks"
+  # upper bound of the features.
+  eval_kind = "neutral_pair"
 
   def __init__(self, config, **kwargs):
     super().__init__(config, **kwargs)
@@ -202,33 +206,36 @@ class CGANWSC(base.Method):
                           "batch_stats": lm["batch_stats"]}, x, train=False)
 
   def _feature_arrays(self, state, batch):
-    """Landmarks (view fractions) of each face and of its generated
-    neutral, and the true ones."""
+    """Landmarks (view fractions) predicted on each face and on its
+    generated neutral, and the data set's own on the face and on its real
+    neutral frame."""
     x = self.eval_view(batch)
     neutral = self._generate(state, x)
-    true = self.view_landmarks(batch["image_landmarks"],
-                               batch["image"].shape[1])
-    return self._landmarks(state, x), self._landmarks(state, neutral), true
+    src = batch["image"].shape[1]
+    return (self._landmarks(state, x), self._landmarks(state, neutral),
+            self.view_landmarks(batch["image_landmarks"], src),
+            self.view_landmarks(batch["neutral_landmarks"], src))
 
   def evaluate_split(self, state, examples, out_dir):
     c = self.cfg
     if examples.table.landmarks is None:
       raise ValueError(f"{examples.table.name} has no landmarks: cgan_wsc "
                        "needs them to train its landmark regressor")
-    expr, neutral, true = [], [], []
+    cols = [[], [], [], []]
     for batch in pipeline.eval_batches(
         examples, self.config.train.eval_batch_size, with_landmarks=True):
       keep = batch.pop("mask")
-      outs = jax.device_get(self._features(state, batch))
-      for acc, arr in zip((expr, neutral, true), outs):
-        acc.append(np.asarray(arr)[keep])
-    expr, neutral, true = (np.concatenate(a) for a in (expr, neutral, true))
+      for col, arr in zip(cols, jax.device_get(self._features(state,
+                                                                batch))):
+        col.append(np.asarray(arr)[keep])
+    expr, neutral, true, true_neutral = (np.concatenate(c) for c in cols)
     labels = examples.label.astype(np.int64)
     k = self.num_classes
     noisy, _ = wsc.flip_labels(labels, c.label_noise, k, self.config.seed)
     noisy = np.asarray(noisy, np.int64)
     feats = {"cgan": wsc.geometric_features(expr, neutral),
-             "not_optimised": wsc.geometric_features(expr)}
+             "not_optimised": wsc.geometric_features(expr),
+             "true_landmarks": wsc.geometric_features(true, true_neutral)}
     main = self.reannotate(feats["cgan"], labels, noisy, k, "wse")
     extra = {
         "noisy_label_accuracy": float(np.mean(noisy == labels)),
@@ -242,7 +249,11 @@ class CGANWSC(base.Method):
                                    "pca")["accuracy"],
             "not_optimised": self.reannotate(
                 feats["not_optimised"], labels, noisy, k, "wse",
-                weighted=False)["accuracy"]},
+                weighted=False)["accuracy"],
+            # Upper bound: the data set's landmarks on the face and on its
+            # real neutral frame (perfect landmarking and neutral faces).
+            "true_landmarks": self.reannotate(
+                feats["true_landmarks"], labels, noisy, k, "wse")["accuracy"]},
         "binary": self._binary_task(feats["cgan"], labels),
     }
     if out_dir and jax.process_index() == 0:
@@ -319,12 +330,14 @@ class CGANWSC(base.Method):
     return classes_lib.resolve_class_set(self.config.data.classes)
 
   def write_images(self, state, batch, out_dir, num=8):
-    """neutral.png: rows input | generated neutral face (G)."""
+    """neutral.png: rows input | generated neutral face (G) | the real
+    neutral frame of its sequence."""
     small = {k: v[:num] for k, v in batch.items()}
     x = self.eval_view(small)
     fake = jax.device_get(self._generate(state, x))
     viz.save_grid(os.path.join(out_dir, "neutral.png"),
-                  [jax.device_get(x), fake])
+                  [jax.device_get(x), fake,
+                   jax.device_get(self.eval_view(small, "neutral"))])
 
 
 def save_curve(path, curve, noisy_accuracy):
