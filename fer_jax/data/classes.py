@@ -61,3 +61,32 @@ def task_label_map(classes: Sequence[str]) -> np.ndarray:
   for task_idx, name in enumerate(classes):
     table[canonical_index(name)] = task_idx
   return table
+
+
+# Each data set's own label codes -> canonical class names (DATASETS.md).
+# Codes a data set has but no canonical class covers (AffectNet's none,
+# uncertain, non-face) are absent: their examples are dropped.
+DATASET_CODES: dict[str, dict] = {
+    "ckplus": {0: "neutral", 1: "anger", 2: "contempt", 3: "disgust",
+               4: "fear", 5: "happiness", 6: "sadness", 7: "surprise"},
+    "oulu_casia": {"anger": "anger", "disgust": "disgust", "fear": "fear",
+                   "happiness": "happiness", "sadness": "sadness",
+                   "surprise": "surprise"},
+    # session.xml <Metatag Name="Emotion" Value="N"/>
+    "mmi": {1: "anger", 2: "disgust", 3: "fear", 4: "happiness",
+            5: "sadness", 6: "surprise"},
+    "jaffe": {"AN": "anger", "DI": "disgust", "FE": "fear", "HA": "happiness",
+              "NE": "neutral", "SA": "sadness", "SU": "surprise"},
+    "bu3dfe": {"AN": "anger", "DI": "disgust", "FE": "fear", "HA": "happiness",
+               "NE": "neutral", "SA": "sadness", "SU": "surprise"},
+    "rafdb": {1: "surprise", 2: "fear", 3: "disgust", 4: "happiness",
+              5: "sadness", 6: "anger", 7: "neutral"},
+    "affectnet": {0: "neutral", 1: "happiness", 2: "sadness", 3: "surprise",
+                  4: "fear", 5: "disgust", 6: "anger", 7: "contempt"},
+}
+
+
+def dataset_label(dataset: str, code) -> int | None:
+  """Canonical index of a data set's label code, or None if it has none."""
+  name = DATASET_CODES[dataset].get(code)
+  return None if name is None else canonical_index(name)

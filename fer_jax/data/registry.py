@@ -11,9 +11,10 @@ import os
 
 from fer_jax.imports import import_symbol
 
-# name -> "module:Class". Later builders register here.
+# name -> "module:Class".
 BUILDERS: dict[str, str] = {
     "fer_synth": "data_builders.fer_synth:FerSynth",
+    "ckplus": "data_builders.ckplus:Ckplus",
 }
 
 DEFAULT_DATA_DIR_ENV = "FER_JAX_DATA_DIR"
@@ -34,6 +35,8 @@ def builder_class(name: str):
 
 
 def build_command(name: str, data_dir: str) -> str:
-  """The command that builds ``name`` into ``data_dir``, for error messages."""
+  """The command that builds ``name`` into ``data_dir``, for error messages
+  (it names the config field, so the user sees which setting asked for it)."""
   return (f"python -m fer_jax.data.build {name} --manual_dir=PATH/TO/ARCHIVE "
-          f"--data_dir={data_dir}")
+          f"--data_dir={data_dir}   # the set config.data.name={name!r} "
+          "reads; see its MANUAL_DOWNLOAD_INSTRUCTIONS")

@@ -1,0 +1,106 @@
+"""Finding and reading files in the layouts the owners distribute (and the
+variants seen in the wild), with errors that name the path looked for."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from data_builders.common.build_log import BuildLog
+
+
+class LayoutError(FileNotFoundError):
+  """The manual directory lacks a file or folder the data set must have."""
+
+
+def _candidates(root: str, depth: int):
+  """root, then its sub-folders breadth-first to ``depth`` (archives often
+  extract into one or two top folders, e.g. ``CK+/`` or ``basic/``)."""
+  level = [root]
+  for _ in range(depth + 1):
+    nxt = []
+    for d in level:
+      yield d
+      try:
+        nxt += sorted(os.path.join(d, e) for e in os.listdir(d)
+                      if os.path.isdir(os.path.join(d, e)))
+      except OSError:
+        pass
+    level = nxt
+
+
+def find_root(manual_dir, markers: Sequence[str], dataset: str,
+              layout: str, depth: int = 2) -> tuple[str, str]:
+  """(root, marker) of the first folder under ``manual_dir`` holding one of
+  ``markers`` (relative paths, variants in order of preference)."""
+  manual_dir = os.fspath(manual_dir)
+  if not os.path.isdir(manual_dir) or not os.listdir(manual_dir):
+    raise LayoutError(
+        f"{dataset}: manual dir {manual_dir} does not exist or is empty; "
+        f"looked for {os.path.join(manual_dir, markers[0])}. Expected "
+        f"layout:\n{layout}")
+  for root in _candidates(manual_dir, depth):
+    for m in markers:
+      if os.path.exists(os.path.join(root, m)):
+        return root, m
+  raise LayoutError(
+      f"{dataset}: found none of {', '.join(markers)} under {manual_dir} "
+      f"(looked for {os.path.join(manual_dir, markers[0])} and up to {depth} "
+      f"folders down). Expected layout:\n{layout}")
+
+
+def find_dir(root: str, variants: Sequence[str], dataset: str,
+             layout: str) -> str:
+  """The first existing folder of ``variants`` under root, or an error
+  naming all of them."""
+  for v in variants:
+    p = os.path.join(root, v)
+    if os.path.isdir(p):
+      return p
+  raise LayoutError(
+      f"{dataset}: no {' or '.join(os.path.join(root, v) for v in variants)}."
+      f" Expected layout:\n{layout}")
+
+
+def require_file(path: str, dataset: str, layout: str) -> str:
+  if not os.path.isfile(path):
+    raise LayoutError(f"{dataset}: missing {path}. Expected layout:\n{layout}")
+  return path
+
+
+def open_image(path: str, log: BuildLog) -> Image.Image | None:
+  """The image as RGB, fully decoded; None (and counted in ``log``) if it is
+  unreadable or truncated."""
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("error", Image.DecompressionBombWarning)
+      with Image.open(path) as im:
+        im.load()
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+          im = Image.fromarray((np.asarray(im, np.float64) / 256).clip(0, 255)
+                              .astype(np.uint8))
+        rgb = im.convert("RGB")
+  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
+          Image.DecompressionBombWarning) as e:
+    log.skip(path, "unreadable image", f"{type(e).__name__}: {e}")
+    return None
+  if min(rgb.size) < 2:
+    log.skip(path, "unreadable image", "empty")
+    return None
+  return rgb
+
+
+def read_floats(path: str) -> np.ndarray:
+  """Every whitespace-separated number in a text file (CK+'s label and
+  landmark files, '   3.0000000e+00' style)."""
+  with open(path, encoding="utf-8", errors="replace") as f:
+    text = f.read()
+  try:
+    return np.array([float(t) for t in text.split()], np.float64)
+  except ValueError:
+    raise ValueError(f"{path}: expected numbers only, got "
+                     f"{text[:60]!r}") from None

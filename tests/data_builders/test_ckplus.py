@@ -1,0 +1,158 @@
+"""CK+ builder: a tiny archive in the owners' layout (and the nested variant)
+built, then read back as the trainer reads it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+import face_trees as ft
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from data_builders.ckplus import Ckplus, CkplusConfig
+from data_builders.common import LayoutError
+from fer_jax.data import align, frames, protocols
+
+SMALL = CkplusConfig(name="t32", image_size=32)
+
+
+def _by_frame(recs):
+  out = {}
+  for r in recs:
+    path = ft.text(r["source_path"])
+    subj, seq = path.split(os.sep)[-3:-1]
+    out[(int(subj[1:]), int(seq), int(r["frame_index"]))] = r
+  return out
+
+
+@pytest.mark.parametrize("variant", [False, True])
+def test_builds_labelled_frames_aligned(tmp_path, data_dir, variant, caplog):
+  expected = ft.write_ckplus(tmp_path / "manual", variant=variant)
+  with caplog.at_level(logging.WARNING, "fer_jax.data_builders"):
+    builder = ft.build(Ckplus, tmp_path / "manual", data_dir, SMALL)
+  got = _by_frame(ft.records(builder))
+  want = {k: v for k, v in expected.items()
+          if v["label"] is not None and k != ft.CK_CORRUPT}
+  assert sorted(got) == sorted(want)  # unlabelled sequence and corrupt frame out
+  spec = SMALL.align_spec
+  for k, r in got.items():
+    w = want[k]
+    assert r["label"] == w["label"]
+    assert r["subject_id"] == k[0]
+    assert r["sequence_id"] == k[0] * 1000 + k[1]
+    assert r["num_frames"] == w["num_frames"]
+    np.testing.assert_allclose(r["intensity"], k[2] / (w["num_frames"] - 1),
+                               atol=1e-6)
+    assert r["image"].shape == (32, 32, 3)
+    # Landmarks are the file's, through the stored transform; eyes level,
+    # at the configured distance and height.
+    np.testing.assert_allclose(
+        r["landmarks"], align.apply_affine(r["transform"], w["points"]),
+        atol=1e-3)
+    left, right = align.eye_centres(r["landmarks"])
+    assert abs(left[1] - right[1]) < 1e-3
+    np.testing.assert_allclose(right[0] - left[0], spec.eye_distance * 32,
+                               atol=1e-3)
+    np.testing.assert_allclose(left[1], spec.eye_height * 32, atol=1e-3)
+    # The bright eye dots drawn in the source land at the eye centres.
+    grey = r["image"].astype(float).mean(-1)
+    for eye in (left, right):
+      x, y = np.round(eye).astype(int)
+      assert grey[y - 1:y + 2, x - 1:x + 2].max() > 100
+  assert "skipped 2" in caplog.text  # unlabelled sequence + corrupt frame
+  assert "unreadable image" in caplog.text
+  meta = tfds.builder_from_directory(builder.data_dir).info.metadata
+  assert meta["skipped_train"] == {
+      "unlabelled sequence (no _emotion.txt)": 1,
+      "unreadable image": 1}
+
+
+def test_frame_order_and_paper_frames(tmp_path, data_dir):
+  ft.write_ckplus(tmp_path / "manual")
+  builder = ft.build(Ckplus, tmp_path / "manual", data_dir,
+                     CkplusConfig(name="p32", image_size=32, frames="paper"))
+  got = _by_frame(ft.records(builder))
+  # first + last 3 of each labelled sequence; 10/003 unlabelled, 22/001/2 corrupt
+  want = set()
+  for s, q, n, code in ft.CK_SEQUENCES:
+    if code is not None:
+      want |= {(s, q, i) for i in {0, n - 3, n - 2, n - 1}}
+  assert set(got) == want - {ft.CK_CORRUPT}
+  for (s, q, i), r in got.items():
+    name = os.path.basename(ft.text(r["source_path"]))
+    assert name == f"S{s:03d}_{q:03d}_{i + 1:08d}.png"  # file order = frame order
+
+
+def test_fold_protocol_has_no_subject_leakage(tmp_path, data_dir):
+  ft.write_ckplus(tmp_path / "manual")
+  ft.build(Ckplus, tmp_path / "manual", data_dir,
+           Ckplus.builder_configs["small"])
+  cfg = ml_collections.ConfigDict({"name": "ckplus", "data_dir": str(data_dir),
+                                   "builder_config": "small",
+                                   "in_memory": True})
+  table = frames.load_frames(cfg)
+  assert table.is_sequential and table.landmarks is not None
+  ft.assert_no_subject_leakage(table, num_folds=3)
+  ex = protocols.make_examples(table, np.ones(len(table), bool),
+                               "neutral_pair", "basic6+contempt")
+  # every peak frame pairs with its own sequence's frame 0
+  assert np.all(table.frame_index[ex.slots["neutral"]] == 0)
+  assert np.all(table.sequence_id[ex.slots["neutral"]]
+                == table.sequence_id[ex.slots["image"]])
+
+
+def test_missing_labels_and_empty_manual_dir_name_the_path(tmp_path, data_dir):
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  with pytest.raises(LayoutError, match="does not exist or is empty"):
+    ft.build(Ckplus, empty, data_dir, SMALL)
+  wrong = tmp_path / "wrong"
+  (wrong / "something").mkdir(parents=True)
+  with pytest.raises(LayoutError, match="cohn-kanade-images"):
+    ft.build(Ckplus, wrong, data_dir, SMALL)
+  ft.write_ckplus(tmp_path / "manual")
+  shutil.rmtree(tmp_path / "manual" / "Emotion")
+  with pytest.raises(LayoutError, match=r"Emotion.*Expected layout"):
+    ft.build(Ckplus, tmp_path / "manual", data_dir, SMALL)
+
+
+def test_failed_build_leaves_nothing_that_looks_complete(tmp_path, data_dir):
+  ft.write_ckplus(tmp_path / "manual")
+  # A landmark file that is not numbers fails the build half-way.
+  bad = next((tmp_path / "manual" / "Landmarks" / "S037").rglob("*.txt"))
+  bad.write_text("not numbers\n")
+  with pytest.raises(ValueError, match="expected numbers"):
+    ft.build(Ckplus, tmp_path / "manual", data_dir, SMALL)
+  builder = Ckplus(config=SMALL, data_dir=str(data_dir))
+  assert not builder.is_prepared()
+  leftovers = [p for p in data_dir.rglob("*") if p.is_file()]
+  assert not any("incomplete" in str(p) for p in leftovers), leftovers
+  assert not os.path.exists(builder.data_dir)
+  # Fixing the file then builds.
+  np.savetxt(bad, np.full((68, 2), 20.0) + np.arange(68)[:, None])
+  ft.build(Ckplus, tmp_path / "manual", data_dir, SMALL)
+  assert Ckplus(config=SMALL, data_dir=str(data_dir)).is_prepared()
+
+
+def test_build_cli_then_trainer_data_path(tmp_path, data_dir):
+  """A user with CK+ on disk: build with the CLI's function, then the gndl
+  :ckplus preset's data loading as the trainer runs it."""
+  from fer_jax import config_lib, train
+  from fer_jax.data import build
+  ft.write_ckplus(tmp_path / "manual")
+  build.build("ckplus", str(tmp_path / "manual"), str(data_dir))
+  config = config_lib.load_config_module("configs/gndl.py").get_config(
+      "ckplus")
+  config.data.data_dir = str(data_dir)
+  config.data.num_folds = 3
+  config_lib.validate(config)
+  run = train.prepare_data(config)
+  assert run.table.image_shape == (256, 256, 3)
+  ex = run.examples("train", "neutral_pair", "peak")
+  assert len(ex) > 0
+  assert set(run.table.subject_id[run.splits["test"]]).isdisjoint(
+      run.table.subject_id[run.splits["train"]])
