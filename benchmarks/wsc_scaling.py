@@ -4,7 +4,8 @@
 
 Synthetic 12-d features (a mixture of 6 Gaussian classes, 30% of the labels
 flipped) go through every stage of fer_jax.clustering: the mutual k-NN
-graph (exact blocked search), the WSE solver with a fixed iteration cap, the
+graph (exact blocked search up to 1e5 points, a random-projection forest
+above; --knn_method), the WSE solver with a fixed iteration cap, the
 rank-order graph of the embedding, agglomerative clustering, and the
 modularity of every candidate cut plus the vote. Each size runs in a fresh
 subprocess so its peak RSS (``resource.getrusage``) is its own. Printed: a
@@ -93,8 +94,12 @@ def run_one(args) -> dict:
     return res
 
   g = stage("knn_graph", lambda: graph_lib.mutual_knn_graph(
-      xs, k=min(args.knn_k, n - 1), tile_bytes=cfg.tile_bytes))
+      xs, k=min(args.knn_k, n - 1), tile_bytes=cfg.tile_bytes,
+      method=args.knn_method, num_trees=args.knn_trees))
   out["mutual_edges"] = int(np.asarray(g.mutual).sum()) // 2
+  out["knn_search"] = ("rp_forest" if args.knn_method == "rp_forest" or (
+      args.knn_method == "auto" and n > graph_lib.EXACT_MAX_POINTS)
+                       else "exact")
   if args.stochastic_partitions:
     res = stage("wse", lambda: wse.wse_embedding_stochastic(
         g, noisy, args.classes, dim=args.dim, lam=args.lam,
@@ -108,7 +113,9 @@ def run_one(args) -> dict:
 
   def ranks():
     ro = rank_order.rank_order_graph(res.embedding, k=min(args.rank_k, n - 1),
-                                     tile_bytes=cfg.tile_bytes)
+                                     tile_bytes=cfg.tile_bytes,
+                                     method=args.knn_method,
+                                     num_trees=args.knn_trees)
     return ro
 
   ro = stage("rank_order", ranks)
@@ -152,7 +159,7 @@ def slope(ns, ts):
 
 
 def table(rows) -> str:
-  head = ("| N | " + " | ".join(f"{s} s" for s in STAGES)
+  head = ("| N (k-NN search) | " + " | ".join(f"{s} s" for s in STAGES)
           + " | total s | first call s (XLA compile s)"
           " | peak RSS MiB (stages' growth)"
           " | edges (mutual / rank-order) | WSE iters"
@@ -161,7 +168,7 @@ def table(rows) -> str:
   for r in rows:
     t = r["times"]
     lines.append(
-        f"| {r['n']:,} | " + " | ".join(f"{t[s]:.2f}" for s in STAGES)
+        f"| {r['n']:,} ({r.get('knn_search', 'exact')}) | " + " | ".join(f"{t[s]:.2f}" for s in STAGES)
         + f" | {sum(t.values()):.2f} | {sum(r['first_call'].values()):.2f}"
         f" ({sum(r['compile'].get(s, 0.0) for s in STAGES):.2f})"
         f" | {r['peak_rss_mib']:.0f}"
@@ -192,6 +199,11 @@ def main(argv=None):
   p.add_argument("--classes", type=int, default=6)
   p.add_argument("--knn_k", type=int, default=100)
   p.add_argument("--rank_k", type=int, default=20)
+  p.add_argument("--knn_method", default="auto",
+                 help="exact | rp_forest | auto (exact up to "
+                      "graph.EXACT_MAX_POINTS points)")
+  p.add_argument("--knn_trees", type=int, default=8,
+                 help="random-projection trees of the approximate search")
   p.add_argument("--dim", type=int, default=10)
   p.add_argument("--lam", type=float, default=1.0,
                  help="WSE weak-label weight (accuracy, not time, depends "

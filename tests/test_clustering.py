@@ -280,6 +280,44 @@ def ring_graph():
   return graph_lib.mutual_knn_graph(np.concatenate(pts).astype(np.float32), 4)
 
 
+def test_rp_forest_single_leaf_is_exact():
+  """N under one leaf: the forest's one leaf is the brute-force search."""
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(120, 5)).astype(np.float32)
+  ref_idx, ref_dist = graph_lib.knn(x, 7, method="exact")
+  idx, dist = graph_lib.knn(x, 7, method="rp_forest", num_trees=2)
+  np.testing.assert_array_equal(idx, ref_idx)
+  np.testing.assert_allclose(dist, ref_dist, rtol=1e-5)
+
+
+def test_rp_forest_recall_and_valid_lists(monkeypatch):
+  """Many leaves: high recall of the exact lists; every listed distance is
+  the true distance, lists are sorted, never self, never repeated."""
+  rng = np.random.default_rng(2)
+  n, d, k = 6000, 12, 20
+  centres = rng.normal(0, 3, (6, d))
+  x = (centres[rng.integers(0, 6, n)]
+       + rng.normal(size=(n, d))).astype(np.float32)
+  ref_idx, _ = graph_lib.knn(x, k, method="exact")
+  idx, dist = (np.asarray(a) for a in graph_lib.rp_forest_knn(
+      x, k, num_trees=4, leaf_size=128))
+  recall = np.mean([len(np.intersect1d(a, b)) / k
+                    for a, b in zip(np.asarray(ref_idx), idx)])
+  assert recall > 0.9, recall
+  true = np.linalg.norm(x[:, None, :] - x[idx], axis=-1)
+  np.testing.assert_allclose(dist, true, rtol=1e-4, atol=1e-5)
+  assert np.all(np.diff(dist, axis=1) >= 0)
+  assert not np.any(idx == np.arange(n)[:, None])
+  assert all(len(np.unique(r)) == k for r in idx)
+  # 'auto' switches to the forest above the exact limit.
+  monkeypatch.setattr(graph_lib, "EXACT_MAX_POINTS", n - 1)
+  auto_idx, _ = graph_lib.knn(x, k, num_trees=4)
+  forest_idx, _ = graph_lib.knn(x, k, method="rp_forest", num_trees=4)
+  np.testing.assert_array_equal(auto_idx, forest_idx)
+  with pytest.raises(ValueError, match="not one of"):
+    graph_lib.knn(x, k, method="kd_tree")
+
+
 def test_wse_lambda_zero_is_bottom_eigenspace():
   g = ring_graph()
   lap = np.asarray(graph_lib.dense_laplacian(g), np.float64)

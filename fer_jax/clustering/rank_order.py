@@ -93,10 +93,13 @@ def rank_order_from_knn(indices,
 
 def rank_order_graph(points, k: int = 20,
                      tile_bytes: int = graph_lib.DEFAULT_TILE_BYTES,
-                     approximate: bool = False) -> RankOrderGraph:
-  """Exact k-NN of points (N, d) (graph.knn), then rank-order distances."""
+                     approximate: bool = False, method: str = "auto",
+                     num_trees: int = 8) -> RankOrderGraph:
+  """k-NN of points (N, d) (graph.knn: exact, or the random-projection
+  forest above graph.EXACT_MAX_POINTS), then rank-order distances."""
   idx, _ = graph_lib.knn(points, k, tile_bytes=tile_bytes,
-                         approximate=approximate)
+                         approximate=approximate, method=method,
+                         num_trees=num_trees)
   return rank_order_from_knn(idx, tile_bytes)
 
 

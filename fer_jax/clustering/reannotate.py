@@ -37,6 +37,10 @@ DEFAULT_CANDIDATES = (16, 32, 64, 128, 256, 512)  # 2^4 .. 2^9, table 3
 class WSCConfig:
   """Every knob of the clustering pipeline (METHODS.md section 5 defaults)."""
   knn_k: int = 100  # mutual k-NN graph of the features (Zhao et al.'s k)
+  # Neighbour search of both graphs: graph.KNN_METHODS ('auto': exact up to
+  # graph.EXACT_MAX_POINTS points, a random-projection forest above).
+  knn_method: str = "auto"
+  knn_trees: int = 8
   embed_dim: int = 10
   lam: float = 1.0
   eta: float = 0.1
@@ -121,7 +125,9 @@ def embed(x, noisy_labels, num_classes: int, cfg: WSCConfig):
   """Mutual k-NN graph of x and its WSE embedding -> (graph, WSEResult)."""
   n = x.shape[0]
   g = graph_lib.mutual_knn_graph(x, k=min(cfg.knn_k, n - 1),
-                                 tile_bytes=cfg.tile_bytes)
+                                 tile_bytes=cfg.tile_bytes,
+                                 method=cfg.knn_method,
+                                 num_trees=cfg.knn_trees)
   key = jax.random.PRNGKey(cfg.seed)
   dim = min(cfg.embed_dim, n)
   if cfg.stochastic_partitions > 0:
@@ -142,7 +148,9 @@ def cluster_embedding(embedding, cfg: WSCConfig):
   distance, Z)."""
   n = embedding.shape[0]
   ro = rank_order.rank_order_graph(embedding, k=min(cfg.rank_order_k, n - 1),
-                                   tile_bytes=cfg.tile_bytes)
+                                   tile_bytes=cfg.tile_bytes,
+                                   method=cfg.knn_method,
+                                   num_trees=cfg.knn_trees)
   src, dst, dist = rank_order.undirected_edges(ro)
   z = agglomerative.linkage(n, src, dst, dist, cfg.linkage)
   return src, dst, dist, z
