@@ -495,6 +495,17 @@ def test_pca_embedding():
   np.testing.assert_allclose(np.abs(got), np.abs(ref), rtol=1e-3, atol=1e-3)
 
 
+def test_neighbour_vote_accuracy_hand_example():
+  """Points 0 1 2 (class 0), 10 11 25 (class 1), k = 2. 0, 1, 2 vote their
+  two class-0 neighbours; 10 sees 11 (1) and 2 (0): a tie, smallest class
+  0, wrong; 11 sees 10 (1) and 2 (0): wrong too; 25 sees 11 and 10: right.
+  4 of 6."""
+  x = np.array([[0.], [1.], [2.], [10.], [11.], [25.]], np.float32)
+  y = np.array([0, 0, 0, 1, 1, 1])
+  assert reannotate.neighbour_vote_accuracy(x, y, k=2) == pytest.approx(4 / 6)
+  assert reannotate.neighbour_vote_accuracy(x, y, k=1) == pytest.approx(1.0)
+
+
 def test_majority_vote_ties_keep_own_label():
   clusters = np.array([0, 0, 0, 1, 1, 1, 1])
   noisy = np.array([2, 2, 1, 0, 1, 0, 1])

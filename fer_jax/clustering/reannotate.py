@@ -87,6 +87,21 @@ def majority_vote(clusters, noisy_labels, num_clusters: int,
   return jnp.argmax(votes[clusters] + 0.5 * own, axis=-1).astype(jnp.int32)
 
 
+def neighbour_vote_accuracy(features, labels, k: int = 5) -> float:
+  """Leave-one-out accuracy of a k-NN vote with the given labels on
+  standardised (N, F) features: how separable the classes are in the
+  feature space. With the true labels it bounds what any clustering of
+  those features can re-annotate (a diagnostic, never an input of it)."""
+  labels = np.asarray(labels, np.int64)
+  x = gain_ratio.standardise(features)
+  k = int(min(k, x.shape[0] - 1))
+  idx, _ = graph_lib.knn(x, k, method="exact")
+  votes = np.zeros((len(labels), int(labels.max()) + 1))
+  np.add.at(votes, (np.repeat(np.arange(len(labels)), k),
+                    labels[np.asarray(idx)].ravel()), 1.0)
+  return float(np.mean(np.argmax(votes, axis=1) == labels))
+
+
 def valid_candidates(candidates: Sequence[int], n: int) -> np.ndarray:
   """Distinct counts in [1, N], ascending; N itself when none fits."""
   c = sorted({int(x) for x in candidates if 1 <= int(x) <= n})
