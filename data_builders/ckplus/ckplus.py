@@ -24,7 +24,6 @@ _LAYOUT = """\
   Landmarks/S005/001/S005_001_00000001_landmarks.txt  (also Landmarks/Landmarks/)"""
 
 _SUBJECT = re.compile(r"^S(\d+)$")
-_IMAGE_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 @dataclasses.dataclass(eq=False)
@@ -102,9 +101,7 @@ Landmarks.zip into one folder and pass it as --manual_dir. Layout:
           label_dirs += 1
         if label is None:
           continue
-        files = sorted(f for f in os.listdir(seq_dir)
-                       if f.lower().endswith(_IMAGE_EXT)
-                       and not f.startswith("."))
+        files = common.list_images(seq_dir)
         n = len(files)
         sequence_id = int(m.group(1)) * 1000 + int(seq)
         for i in common.kept_frames(n, cfg.frames, cfg.peak_frames):

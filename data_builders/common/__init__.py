@@ -4,17 +4,23 @@ counting what was skipped (``build_log``). Label maps live in
 ``fer_jax.data.classes.DATASET_CODES``, the alignment in
 ``fer_jax.data.align``."""
 
-from data_builders.common.build_log import BuildLog
+from data_builders.common.build_log import BuildLog, logger
 from data_builders.common.builder import FaceBuilder, FaceConfig, kept_frames
 from data_builders.common.reading import (
+    IMAGE_EXTENSIONS,
     LayoutError,
+    check_manual_dir,
+    child,
     find_dir,
     find_root,
+    find_root_where,
+    list_images,
     open_image,
     read_floats,
     require_file,
 )
 
-__all__ = ["BuildLog", "FaceBuilder", "FaceConfig", "LayoutError",
-           "find_dir", "find_root", "kept_frames", "open_image", "read_floats",
-           "require_file"]
+__all__ = ["IMAGE_EXTENSIONS", "BuildLog", "FaceBuilder", "FaceConfig",
+           "LayoutError", "check_manual_dir", "child", "find_dir",
+           "find_root", "find_root_where", "kept_frames", "list_images", "logger",
+           "open_image", "read_floats", "require_file"]

@@ -17,7 +17,7 @@ class LayoutError(FileNotFoundError):
   """The manual directory lacks a file or folder the data set must have."""
 
 
-def _candidates(root: str, depth: int):
+def candidate_dirs(root: str, depth: int = 2):
   """root, then its sub-folders breadth-first to ``depth`` (archives often
   extract into one or two top folders, e.g. ``CK+/`` or ``basic/``)."""
   level = [root]
@@ -37,13 +37,8 @@ def find_root(manual_dir, markers: Sequence[str], dataset: str,
               layout: str, depth: int = 2) -> tuple[str, str]:
   """(root, marker) of the first folder under ``manual_dir`` holding one of
   ``markers`` (relative paths, variants in order of preference)."""
-  manual_dir = os.fspath(manual_dir)
-  if not os.path.isdir(manual_dir) or not os.listdir(manual_dir):
-    raise LayoutError(
-        f"{dataset}: manual dir {manual_dir} does not exist or is empty; "
-        f"looked for {os.path.join(manual_dir, markers[0])}. Expected "
-        f"layout:\n{layout}")
-  for root in _candidates(manual_dir, depth):
+  manual_dir = check_manual_dir(manual_dir, markers[0], dataset, layout)
+  for root in candidate_dirs(manual_dir, depth):
     for m in markers:
       if os.path.exists(os.path.join(root, m)):
         return root, m
@@ -53,13 +48,52 @@ def find_root(manual_dir, markers: Sequence[str], dataset: str,
       f"folders down). Expected layout:\n{layout}")
 
 
+def check_manual_dir(manual_dir, looked_for: str, dataset: str,
+                     layout: str) -> str:
+  manual_dir = os.fspath(manual_dir)
+  if not os.path.isdir(manual_dir) or not os.listdir(manual_dir):
+    raise LayoutError(
+        f"{dataset}: manual dir {manual_dir} does not exist or is empty; "
+        f"looked for {os.path.join(manual_dir, looked_for)}. Expected "
+        f"layout:\n{layout}")
+  return manual_dir
+
+
+def find_root_where(manual_dir, test, looked_for: str, dataset: str,
+                    layout: str, depth: int = 2) -> str:
+  """The first folder under ``manual_dir`` (itself, then down to ``depth``)
+  for which ``test(folder)`` holds; for layouts marked by file patterns."""
+  manual_dir = check_manual_dir(manual_dir, looked_for, dataset, layout)
+  for root in candidate_dirs(manual_dir, depth):
+    if test(root):
+      return root
+  raise LayoutError(
+      f"{dataset}: no folder under {manual_dir} (down to {depth} levels) "
+      f"holds {looked_for}. Expected layout:\n{layout}")
+
+
+def child(parent: str, name: str) -> str | None:
+  """parent/name, matching the name case-insensitively (copies differ)."""
+  exact = os.path.join(parent, name)
+  if os.path.exists(exact):
+    return exact
+  try:
+    for e in sorted(os.listdir(parent)):
+      if e.lower() == name.lower():
+        return os.path.join(parent, e)
+  except OSError:
+    pass
+  return None
+
+
 def find_dir(root: str, variants: Sequence[str], dataset: str,
              layout: str) -> str:
   """The first existing folder of ``variants`` under root, or an error
   naming all of them."""
   for v in variants:
-    p = os.path.join(root, v)
-    if os.path.isdir(p):
+    p = child(root, v) if os.sep not in v and "/" not in v else \
+        os.path.join(root, v)
+    if p and os.path.isdir(p):
       return p
   raise LayoutError(
       f"{dataset}: no {' or '.join(os.path.join(root, v) for v in variants)}."
@@ -104,3 +138,14 @@ def read_floats(path: str) -> np.ndarray:
   except ValueError:
     raise ValueError(f"{path}: expected numbers only, got "
                      f"{text[:60]!r}") from None
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def list_images(folder: str) -> list[str]:
+  """Image file names in ``folder``, sorted; hidden files (``._x`` copies
+  from macOS archives) left out."""
+  return sorted(f for f in os.listdir(folder)
+                if f.lower().endswith(IMAGE_EXTENSIONS)
+                and not f.startswith("."))

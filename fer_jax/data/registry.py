@@ -15,6 +15,11 @@ from fer_jax.imports import import_symbol
 BUILDERS: dict[str, str] = {
     "fer_synth": "data_builders.fer_synth:FerSynth",
     "ckplus": "data_builders.ckplus:Ckplus",
+    "oulu_casia": "data_builders.oulu_casia:OuluCasia",
+    "jaffe": "data_builders.jaffe:Jaffe",
+    "bu3dfe": "data_builders.bu3dfe:Bu3dfe",
+    "rafdb": "data_builders.rafdb:Rafdb",
+    "affectnet": "data_builders.affectnet:Affectnet",
 }
 
 DEFAULT_DATA_DIR_ENV = "FER_JAX_DATA_DIR"

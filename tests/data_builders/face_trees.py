@@ -145,3 +145,190 @@ def write_ckplus(root, variant: bool = False, seed: int = 0) -> dict:
                            f"{subj}_{seq}_{n:08d}_facs.txt"), "w") as f:
       f.write("   1.0000000e+00   0.0000000e+00\n")
   return expected
+
+
+# ------------------------------------------------------------------ Oulu-CASIA
+
+OULU_EXPRESSIONS = ("Anger", "Disgust", "Fear", "Happiness", "Sadness",
+                    "Surprise")
+OULU_SUBJECTS = (1, 3, 12, 40)
+OULU_CORRUPT = (12, "Fear", 1)
+OULU_FRAMES = 5
+
+
+def oulu_frames(subject: int, e: int) -> int:
+  return OULU_FRAMES + (subject + e) % 3  # 5-7 frames
+
+
+def write_oulu(root, variant: bool = False, seed: int = 0) -> dict:
+  """OriginalImg/{VL,NI}/{Strong,Weak}/P###/<Expression>/000.jpeg; variant:
+  the B_OriginalImg copy, lower-case lighting folder and .jpg files."""
+  rng = np.random.default_rng(seed)
+  top = os.path.join(os.fspath(root), "Oulu_CASIA_NIR_VIS",
+                     "B_OriginalImg" if variant else "OriginalImg")
+  ext = ".jpg" if variant else ".jpeg"
+  expected = {}
+  for camera, lighting in (("VL", "Strong"), ("NI", "Strong"),
+                           ("VL", "Weak")):
+    folder = "strong" if variant and lighting == "Strong" else lighting
+    for s in OULU_SUBJECTS:
+      for e, expr in enumerate(OULU_EXPRESSIONS):
+        n = oulu_frames(s, e)
+        for i in range(n):
+          # Brightness rises with the frame number, so the test can check
+          # frame order from the pixels.
+          im = rng.integers(0, 20, (30, 40, 3)) + 30 * i
+          path = save(Image.fromarray(im.astype(np.uint8)), os.path.join(
+              top, camera, folder, f"P{s:03d}", expr, f"{i:03d}{ext}"))
+          if (camera, lighting) == ("VL", "Strong"):
+            if (s, expr, i) == OULU_CORRUPT:
+              corrupt(path)
+            else:
+              expected[(s, expr, i)] = n
+  return expected
+
+
+# ------------------------------------------------------------------ JAFFE
+
+JAFFE_SUBJECTS = ("KA", "KL", "KM", "KR", "MK", "NA", "NM", "TM", "UY", "YM")
+JAFFE_CODES = ("AN", "DI", "FE", "HA", "NE", "SA", "SU")
+
+
+def write_jaffe(root, variant: bool = False, seed: int = 0) -> dict:
+  """jaffedbase/KA.AN1.39.tiff (variant: jaffe/ inside a top folder, .tif),
+  two repetitions of each expression for 5 subjects, plus a README, a
+  macOS '._' copy and one corrupt image."""
+  rng = np.random.default_rng(seed)
+  folder = (os.path.join(os.fspath(root), "JAFFE", "jaffe") if variant
+            else os.path.join(os.fspath(root), "jaffedbase"))
+  ext = "tif" if variant else "tiff"
+  expected = {}
+  number = 0
+  for subject in ("KA", "NA", "NM", "UY", "YM"):
+    for code in JAFFE_CODES:
+      for rep in (1, 2):
+        number += 1
+        name = f"{subject}.{code}{rep}.{number}.{ext}"
+        path = save(face_image(32, 32, rng, grey=True),
+                    os.path.join(folder, name))
+        if name.startswith("NM.SA2."):
+          corrupt(path)
+        else:
+          expected[name] = (subject, code)
+  with open(os.path.join(folder, "README"), "w") as f:
+    f.write("JAFFE\n")
+  with open(os.path.join(folder, "._KA.AN1.1.tiff"), "wb") as f:
+    f.write(b"\0\5\26\7 mac resource fork")
+  return expected
+
+
+# ------------------------------------------------------------------ BU-3DFE
+
+BU_SUBJECTS = ("F0001", "F0002", "M0001", "M0007")
+BU_CODES = ("AN", "DI", "FE", "HA", "SA", "SU")
+
+
+def write_bu3dfe(root, variant: bool = False, seed: int = 0) -> dict:
+  """F0001/F0001_AN01WH_F2D.bmp ... (variant: inside BU-3DFE/, .png) with
+  the 3D files beside them; one corrupt image."""
+  rng = np.random.default_rng(seed)
+  top = os.path.join(os.fspath(root), "BU-3DFE") if variant else os.fspath(root)
+  ext = "png" if variant else "bmp"
+  expected = {}
+  for k, subject in enumerate(BU_SUBJECTS):
+    race = ("WH", "AE", "BL", "LA")[k]
+    items = [("NE", 0)] + [(c, lv) for c in BU_CODES for lv in (1, 2, 3, 4)]
+    for code, level in items:
+      name = f"{subject}_{code}{level:02d}{race}_F2D.{ext}"
+      path = save(face_image(48, 40, rng), os.path.join(top, subject, name))
+      with open(os.path.join(top, subject, name.replace("F2D", "F3D")
+                             .rsplit(".", 1)[0] + ".wrl"), "w") as f:
+        f.write("#VRML V2.0 utf8\n")
+      if (subject, code, level) == ("M0001", "HA", 4):
+        corrupt(path)
+      else:
+        expected[name] = (subject, code, level)
+  return expected
+
+
+# ------------------------------------------------------------------ RAF-DB
+
+RAF_CODES = (1, 2, 3, 4, 5, 6, 7)
+
+
+def write_rafdb(root, variant: bool = False, seed: int = 0) -> dict:
+  """basic/EmoLabel/list_patition_label.txt + basic/Image/aligned/*.jpg
+  (variant: the corrected spelling list_partition_label.txt, no basic/
+  folder); one corrupt image, one label line without an image."""
+  rng = np.random.default_rng(seed)
+  top = os.fspath(root) if variant else os.path.join(os.fspath(root), "basic")
+  lines, expected = [], {}
+  for split, count in (("train", 14), ("test", 7)):
+    for i in range(1, count + 1):
+      name = f"{split}_{i:05d}.jpg"
+      code = RAF_CODES[(i * 3 + (split == "test")) % 7]
+      lines.append(f"{name} {code}")
+      if name == "train_00009.jpg":
+        continue  # listed, image missing
+      path = save(face_image(40, 40, rng), os.path.join(
+          top, "Image", "aligned", f"{split}_{i:05d}_aligned.jpg"))
+      save(face_image(60, 50, rng), os.path.join(top, "Image", "original",
+                                                 name))
+      if name == "test_00004.jpg":
+        corrupt(path)
+      else:
+        expected[name] = (split, code)
+  label_name = ("list_partition_label.txt" if variant
+                else "list_patition_label.txt")
+  os.makedirs(os.path.join(top, "EmoLabel"), exist_ok=True)
+  with open(os.path.join(top, "EmoLabel", label_name), "w") as f:
+    f.write("\n".join(lines) + "\n")
+  return expected
+
+
+# ------------------------------------------------------------------ AffectNet
+
+AFFECT_HEADER = ("subDirectory_filePath,face_x,face_y,face_width,face_height,"
+                 "facial_landmarks,expression,valence,arousal")
+
+
+def write_affectnet(root, variant: bool = False, seed: int = 0) -> dict:
+  """Manually_Annotated_file_lists/{training,validation}.csv and
+  Manually_Annotated_Images/<subdir>/<hash>.jpg (variant: images under
+  Manually_Annotated/Manually_Annotated_Images and CSVs without a header).
+  Codes 0-10; a duplicate row, a corrupt image, a missing image."""
+  rng = np.random.default_rng(seed)
+  top = os.fspath(root)
+  images = (os.path.join(top, "Manually_Annotated", "Manually_Annotated_Images")
+            if variant else os.path.join(top, "Manually_Annotated_Images"))
+  expected = {}
+  for split, count in (("training", 33), ("validation", 11)):
+    rows = [] if variant else [AFFECT_HEADER]
+    for i in range(count):
+      code = i % 11
+      rel = f"{100 + i % 4}/{split[:3]}{i:04d}.jpg"
+      w, h = 64 + 8 * (i % 3), 56
+      pts = face_points(w / 2, h / 2 - 4, 16 + i % 5, rng.uniform(-0.4, 0.4),
+                        rng).round(2)
+      marks = ";".join(f"{v:.2f}" for v in pts.ravel())
+      rows.append(f"{rel},{w // 4},{h // 4},{w // 2},{h // 2},"
+                  f"{marks},{code},0.5,-0.25")
+      if (split, i) == ("training", 5):
+        continue  # listed, image missing
+      path = save(face_image(w, h, rng, eyes=[pts[36:42].mean(0),
+                                             pts[42:48].mean(0)]),
+                  os.path.join(images, rel))
+      if (split, i) == ("training", 6):
+        corrupt(path)
+        continue
+      if code <= 7:
+        expected[rel] = ("test" if split == "validation" else "train",
+                         code, pts)
+    if split == "training":
+      rows.append(rows[-count])  # a duplicate row (code 0), as the archive has
+    os.makedirs(os.path.join(top, "Manually_Annotated_file_lists"),
+                exist_ok=True)
+    with open(os.path.join(top, "Manually_Annotated_file_lists",
+                           f"{split}.csv"), "w") as f:
+      f.write("\n".join(rows) + "\n")
+  return expected

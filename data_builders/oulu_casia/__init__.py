@@ -1,0 +1,5 @@
+"""Oulu-CASIA NIR&VIS from its distributed archive."""
+
+from data_builders.oulu_casia.oulu_casia import OuluCasia, OuluCasiaConfig
+
+__all__ = ["OuluCasia", "OuluCasiaConfig"]

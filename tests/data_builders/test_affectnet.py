@@ -1,0 +1,66 @@
+"""AffectNet builder: CSV columns, 8/7 classes, validation.csv as test, a
+stable validation carve, landmark alignment, broken/duplicate rows."""
+
+from __future__ import annotations
+
+import face_trees as ft
+import numpy as np
+import pytest
+
+from data_builders.affectnet import Affectnet, AffectnetConfig, affectnet
+from fer_jax.data import align
+from fer_jax.data.classes import DATASET_CODES, canonical_index
+
+
+def _read(builder):
+  out = {}
+  for split in builder.info.splits:
+    for r in ft.records(builder, split):
+      rel = ft.text(r["source_path"]).split("Manually_Annotated_Images/")[-1]
+      assert rel not in out, "an image in two splits"
+      out[rel] = (split, r)
+  return out
+
+
+@pytest.mark.parametrize("variant", [False, True])
+@pytest.mark.parametrize("num_classes", [8, 7])
+def test_builds_classes_and_splits(tmp_path, data_dir, variant, num_classes):
+  expected = ft.write_affectnet(tmp_path / "manual", variant=variant)
+  cfg = AffectnetConfig(name=f"t{num_classes}", image_size=32,
+                        num_classes=num_classes, val_fraction=0.3)
+  builder = ft.build(Affectnet, tmp_path / "manual", data_dir, cfg)
+  got = _read(builder)
+  want = {k: v for k, v in expected.items() if v[1] < num_classes}
+  assert sorted(got) == sorted(want)
+  spec = cfg.align_spec
+  for rel, (split, r) in got.items():
+    want_split, code, pts = want[rel]
+    if want_split == "test":
+      assert split == "test"
+    else:
+      assert split == ("validation" if affectnet.in_validation(
+          rel, cfg.val_fraction) else "train")
+    assert r["label"] == canonical_index(DATASET_CODES["affectnet"][code])
+    assert r["subject_id"] == -1
+    np.testing.assert_allclose(
+        r["landmarks"], align.apply_affine(r["transform"], pts), atol=1e-3)
+    left, right = align.eye_centres(r["landmarks"])
+    assert abs(left[1] - right[1]) < 1e-3
+    np.testing.assert_allclose(right[0] - left[0], spec.eye_distance * 32,
+                               atol=1e-3)
+  assert {s for s, _ in got.values()} == {"train", "validation", "test"}
+  meta = builder.info.metadata["skipped_train"]
+  meta_val = builder.info.metadata.get("skipped_validation", {})
+  merged = {k: meta.get(k, 0) + meta_val.get(k, 0)
+            for k in set(meta) | set(meta_val)}
+  assert merged == {"missing image": 1, "unreadable image": 1,
+                    "duplicate row": 1}
+
+
+def test_csv_without_expression_column_is_an_error(tmp_path, data_dir):
+  ft.write_affectnet(tmp_path / "manual")
+  csv = tmp_path / "manual" / "Manually_Annotated_file_lists" / "training.csv"
+  csv.write_text("subDirectory_filePath,face_x\n1/a.jpg,3\n")
+  with pytest.raises(ValueError, match=r"training.csv: header lacks"):
+    ft.build(Affectnet, tmp_path / "manual", data_dir,
+             AffectnetConfig(name="t", image_size=32))
