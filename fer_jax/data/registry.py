@@ -16,6 +16,7 @@ BUILDERS: dict[str, str] = {
     "fer_synth": "data_builders.fer_synth:FerSynth",
     "ckplus": "data_builders.ckplus:Ckplus",
     "oulu_casia": "data_builders.oulu_casia:OuluCasia",
+    "mmi": "data_builders.mmi:Mmi",
     "jaffe": "data_builders.jaffe:Jaffe",
     "bu3dfe": "data_builders.bu3dfe:Bu3dfe",
     "rafdb": "data_builders.rafdb:Rafdb",

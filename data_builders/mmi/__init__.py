@@ -1,0 +1,5 @@
+"""MMI Facial Expression Database (video sessions) from its archive."""
+
+from data_builders.mmi.mmi import Mmi, MmiConfig
+
+__all__ = ["Mmi", "MmiConfig"]
