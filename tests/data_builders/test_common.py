@@ -1,0 +1,84 @@
+"""What every real-data builder shares: registration, instructions, config
+presets that name them, and errors for an empty, missing or wrong manual dir
+(from the API and from the build command)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import face_trees as ft
+import pytest
+
+from data_builders.common import LayoutError
+from fer_jax import config_lib
+from fer_jax.data import registry
+
+REAL = ("ckplus", "oulu_casia", "mmi", "jaffe", "bu3dfe", "rafdb", "affectnet")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_registered_with_instructions_and_configs(name):
+  cls = registry.builder_class(name)
+  assert cls.name == name
+  text = cls.MANUAL_DOWNLOAD_INSTRUCTIONS
+  assert "--manual_dir" in text and cls.LAYOUT.strip() in text
+  configs = cls.builder_configs
+  assert "default" in configs and "small" in configs
+  assert cls.BUILDER_CONFIGS[0].name == "default"  # what presets read
+  assert configs["small"].image_size == 64
+
+
+@pytest.mark.parametrize("config_file, presets", [
+    ("gndl.py", ["ckplus", "oulu_casia", "mmi"]),
+    ("baseline.py", ["ckplus", "oulu_casia", "mmi"]),
+    ("ifgan.py", ["ckplus", "mmi", "bu3dfe", "rafdb", "baseline_ckplus"]),
+    ("cgan_wsc.py", ["ckplus", "jaffe", "oulu_casia"]),
+    ("groupgan.py", ["ckplus_oulu"]),
+])
+def test_paper_presets_name_registered_builders(config_file, presets):
+  module = config_lib.load_config_module(
+      os.path.join(ROOT, "configs", config_file))
+  for preset in presets:
+    config = module.get_config(preset)
+    config_lib.validate(config)
+    for name in config.data.name.split("+"):
+      assert name in REAL
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_empty_missing_or_wrong_manual_dir_says_what_it_looked_for(
+    tmp_path, data_dir, name):
+  cls = registry.builder_class(name)
+  cfg = cls.builder_configs["small"]
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  with pytest.raises(LayoutError, match="does not exist or is empty") as e:
+    ft.build(cls, empty, data_dir, cfg)
+  assert str(empty) in str(e.value) and "Expected layout" in str(e.value)
+  with pytest.raises(LayoutError, match="does not exist or is empty"):
+    ft.build(cls, tmp_path / "nowhere", data_dir, cfg)
+  wrong = tmp_path / "wrong"
+  (wrong / "photos" / "holiday").mkdir(parents=True)
+  (wrong / "photos" / "holiday" / "a.txt").write_text("x")
+  with pytest.raises(LayoutError, match=str(wrong)) as e:
+    ft.build(cls, wrong, data_dir, cfg)
+  assert "Expected layout" in str(e.value)
+  # nothing written that could pass for a built data set
+  assert not cls(config=cfg, data_dir=str(data_dir)).is_prepared()
+  assert not [p for p in (data_dir / name / "small").rglob("*")]
+
+
+def test_build_command_reports_layout_errors(tmp_path):
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  out = subprocess.run(
+      [sys.executable, "-m", "fer_jax.data.build", "jaffe",
+       f"--manual_dir={empty}", f"--data_dir={tmp_path / 'tfds'}"],
+      capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+  assert out.returncode == 2
+  assert "jaffedbase" in out.stderr or "KA.AN1.39.tiff" in out.stderr
+  assert "Traceback" not in out.stderr
