@@ -58,12 +58,12 @@ def onset_to_apex(num_frames: int, frames: str, max_frames: int) -> list[int]:
   three (the apex of a neutral-apex-neutral video)."""
   mid = num_frames // 2
   peak = [f for f in range(mid - 1, mid + 2) if 0 <= f < num_frames]
-  onset = list(range(0, peak[0]))
+  onset = list(range(peak[0]))
   if frames == "paper":
     onset = onset[:1]
   elif max_frames and len(onset) > max_frames - len(peak):
     keep = max_frames - len(peak)
-    onset = sorted({onset[int(round(x))]
+    onset = sorted({onset[round(float(x))]
                     for x in np.linspace(0, len(onset) - 1, keep)})
   return onset + peak
 
