@@ -37,9 +37,12 @@ TEST_ID_BASE = 1_000_000  # sequence ids: training.csv row, or this + row
 
 @dataclasses.dataclass(eq=False)
 class AffectnetConfig(common.FaceConfig):
-  """num_classes 8 (with contempt) or 7; val_fraction of train carved off."""
+  """num_classes 8 (with contempt) or 7; val_fraction of train carved off;
+  align 'eyes' (from the landmarks) or 'box' (the CSV's face box grown by
+  ``margin``, no rotation)."""
   num_classes: int = 8
   val_fraction: float = 0.05
+  align: str = "eyes"
 
   def __post_init__(self):
     super().__post_init__()
@@ -47,6 +50,8 @@ class AffectnetConfig(common.FaceConfig):
       raise ValueError(f"num_classes={self.num_classes}: 7 or 8")
     if not 0 <= self.val_fraction < 1:
       raise ValueError(f"val_fraction={self.val_fraction} must be in [0, 1)")
+    if self.align not in ("eyes", "box"):
+      raise ValueError(f"align={self.align!r}: 'eyes' or 'box'")
 
 
 def read_csv(path: str) -> list[dict[str, str]]:
@@ -108,6 +113,8 @@ folder and pass it as --manual_dir. Layout:
       AffectnetConfig(name="default", description="8 classes, 256 px"),
       AffectnetConfig(name="7class", num_classes=7,
                       description="7 classes (no contempt), 256 px"),
+      AffectnetConfig(name="box", align="box", margin=0.1,
+                      description="8 classes, face box + 10% margin, 256 px"),
       AffectnetConfig(name="small", image_size=64,
                       description="8 classes, 64 px"),
   ]
@@ -164,9 +171,14 @@ folder and pass it as --manual_dir. Layout:
       if image is None:
         continue
       try:
-        affine = align.landmark_affine(pts, cfg.align_spec)
-      except ValueError as e:
-        log.skip(path, "degenerate landmarks", str(e))
+        if cfg.align == "box":
+          affine = align.box_affine(*(float(row[c]) for c in COLUMNS[1:5]),
+                                    cfg.align_spec)
+        else:
+          affine = align.landmark_affine(pts, cfg.align_spec)
+      except (KeyError, ValueError) as e:
+        log.skip(path, f"degenerate {'box' if cfg.align == 'box' else 'landmarks'}",
+                 str(e))
         continue
       yield rel, self.example(
           log, image, affine, label=label, subject_id=-1,

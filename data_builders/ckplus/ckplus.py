@@ -81,13 +81,18 @@ Landmarks.zip into one folder and pass it as --manual_dir. Layout:
                                      "Emotion_labels"], self.name, _LAYOUT)
     marks = common.find_dir(root, ["Landmarks/Landmarks", "Landmarks"],
                             self.name, _LAYOUT)
+    if not any(_SUBJECT.match(d) and os.path.isdir(os.path.join(images, d))
+               and os.path.isdir(os.path.join(emotion, d))
+               for d in os.listdir(images)):
+      raise common.LayoutError(
+          f"{self.name}: {emotion} holds no S###/ label folder of a subject "
+          f"in {images}. Expected layout:\n{_LAYOUT}")
     return {"train": self._generate_examples(manual, images, emotion, marks)}
 
   def _generate_examples(self, manual, images, emotion, marks):
     cfg = self.builder_config
     spec = cfg.align_spec
     log = self.new_log("train")
-    label_dirs = 0
     for subject in sorted(os.listdir(images)):
       m = _SUBJECT.match(subject)
       if not m:
@@ -97,8 +102,6 @@ Landmarks.zip into one folder and pass it as --manual_dir. Layout:
         if not os.path.isdir(seq_dir) or not seq.isdigit():
           continue
         label = self._label(os.path.join(emotion, subject, seq), log)
-        if os.path.isdir(os.path.join(emotion, subject)):
-          label_dirs += 1
         if label is None:
           continue
         files = common.list_images(seq_dir)
@@ -126,10 +129,6 @@ Landmarks.zip into one folder and pass it as --manual_dir. Layout:
               frame_index=i, num_frames=n,
               intensity=i / max(1, n - 1), landmarks=pts,
               source_path=os.path.relpath(path, manual))
-    if label_dirs == 0:
-      raise common.LayoutError(
-          f"{self.name}: {emotion} holds no S###/### label folders matching "
-          f"{images}. Expected layout:\n{_LAYOUT}")
     self.finish(log)
 
   def _label(self, folder: str, log) -> int | None:

@@ -55,6 +55,10 @@ def main(argv):
   print(f"built {builder.info.full_name} in {builder.data_dir}: "
         + ", ".join(f"{k}={v.num_examples}"
                     for k, v in builder.info.splits.items()))
+  for key, counts in sorted((builder.info.metadata or {}).items()):
+    if key.startswith("skipped_") and counts:  # the face builders' build log
+      print(f"  {key[len('skipped_'):]}: skipped "
+            + ", ".join(f"{n} {why}" for why, n in sorted(counts.items())))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,23 @@ def test_builds_classes_and_splits(tmp_path, data_dir, variant, num_classes):
   expected = ft.write_affectnet(tmp_path / "manual", variant=variant)
   cfg = AffectnetConfig(name=f"t{num_classes}", image_size=32,
                         num_classes=num_classes, val_fraction=0.3)
+  _check(tmp_path, data_dir, expected, cfg)
+
+
+def test_box_alignment(tmp_path, data_dir):
+  expected = ft.write_affectnet(tmp_path / "manual")
+  cfg = AffectnetConfig(name="tbox", image_size=32, align="box", margin=0.1,
+                        val_fraction=0.3)
+  got = _check(tmp_path, data_dir, expected, cfg, eyes_level=False)
+  for rel, (_, r) in got.items():
+    w = 64 + 8 * (int(rel.split("/")[1][3:7]) % 3)
+    side = (w // 2) * 1.2  # the box's longer side, grown 10% each side
+    np.testing.assert_allclose(r["transform"][:, :2],
+                               np.eye(2) * 32 / side, atol=1e-5)
+
+
+def _check(tmp_path, data_dir, expected, cfg, eyes_level=True):
+  num_classes = cfg.num_classes
   builder = ft.build(Affectnet, tmp_path / "manual", data_dir, cfg)
   got = _read(builder)
   want = {k: v for k, v in expected.items() if v[1] < num_classes}
@@ -44,10 +61,11 @@ def test_builds_classes_and_splits(tmp_path, data_dir, variant, num_classes):
     assert r["subject_id"] == -1
     np.testing.assert_allclose(
         r["landmarks"], align.apply_affine(r["transform"], pts), atol=1e-3)
-    left, right = align.eye_centres(r["landmarks"])
-    assert abs(left[1] - right[1]) < 1e-3
-    np.testing.assert_allclose(right[0] - left[0], spec.eye_distance * 32,
-                               atol=1e-3)
+    if eyes_level:
+      left, right = align.eye_centres(r["landmarks"])
+      assert abs(left[1] - right[1]) < 1e-3
+      np.testing.assert_allclose(right[0] - left[0], spec.eye_distance * 32,
+                                 atol=1e-3)
   assert {s for s, _ in got.values()} == {"train", "validation", "test"}
   meta = builder.info.metadata["skipped_train"]
   meta_val = builder.info.metadata.get("skipped_validation", {})
@@ -55,6 +73,7 @@ def test_builds_classes_and_splits(tmp_path, data_dir, variant, num_classes):
             for k in set(meta) | set(meta_val)}
   assert merged == {"missing image": 1, "unreadable image": 1,
                     "duplicate row": 1}
+  return got
 
 
 def test_csv_without_expression_column_is_an_error(tmp_path, data_dir):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
+import sys
 
 import face_trees as ft
 import ml_collections
@@ -18,6 +20,8 @@ from data_builders.common import LayoutError
 from fer_jax.data import align, frames, protocols
 
 SMALL = CkplusConfig(name="t32", image_size=32)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 
 
 def _by_frame(recs):
@@ -115,6 +119,10 @@ def test_missing_labels_and_empty_manual_dir_name_the_path(tmp_path, data_dir):
   with pytest.raises(LayoutError, match="cohn-kanade-images"):
     ft.build(Ckplus, wrong, data_dir, SMALL)
   ft.write_ckplus(tmp_path / "manual")
+  for sub in (tmp_path / "manual" / "Emotion").iterdir():
+    shutil.rmtree(sub)  # the folder without its subjects' label folders
+  with pytest.raises(LayoutError, match=r"Emotion holds no S###"):
+    ft.build(Ckplus, tmp_path / "manual", data_dir, SMALL)
   shutil.rmtree(tmp_path / "manual" / "Emotion")
   with pytest.raises(LayoutError, match=r"Emotion.*Expected layout"):
     ft.build(Ckplus, tmp_path / "manual", data_dir, SMALL)
@@ -138,21 +146,32 @@ def test_failed_build_leaves_nothing_that_looks_complete(tmp_path, data_dir):
   assert Ckplus(config=SMALL, data_dir=str(data_dir)).is_prepared()
 
 
-def test_build_cli_then_trainer_data_path(tmp_path, data_dir):
-  """A user with CK+ on disk: build with the CLI's function, then the gndl
-  :ckplus preset's data loading as the trainer runs it."""
+def test_build_cli_then_trainer_data_path(tmp_path, data_dir, monkeypatch):
+  """A user with CK+ on disk: the README's build command, then the gndl
+  :ckplus preset's data path as the trainer runs it (data dir from
+  $FER_JAX_DATA_DIR, no other step)."""
   from fer_jax import config_lib, train
-  from fer_jax.data import build
+  from fer_jax.data import pipeline
   ft.write_ckplus(tmp_path / "manual")
-  build.build("ckplus", str(tmp_path / "manual"), str(data_dir))
-  config = config_lib.load_config_module("configs/gndl.py").get_config(
-      "ckplus")
-  config.data.data_dir = str(data_dir)
-  config.data.num_folds = 3
+  out = subprocess.run(
+      [sys.executable, "-m", "fer_jax.data.build", "ckplus",
+       f"--manual_dir={tmp_path / 'manual'}", f"--data_dir={data_dir}"],
+      capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "built ckplus/default/1.0.0" in out.stdout
+  assert "train: skipped 1 unlabelled sequence" in out.stdout
+  assert "1 unreadable image" in out.stdout
+  monkeypatch.setenv("FER_JAX_DATA_DIR", str(data_dir))
+  config = config_lib.load_config_module(
+      os.path.join(ROOT, "configs", "gndl.py")).get_config("ckplus")
+  config.data.num_folds = 3  # the tiny archive has 5 subjects
   config_lib.validate(config)
   run = train.prepare_data(config)
   assert run.table.image_shape == (256, 256, 3)
-  ex = run.examples("train", "neutral_pair", "peak")
-  assert len(ex) > 0
   assert set(run.table.subject_id[run.splits["test"]]).isdisjoint(
       run.table.subject_id[run.splits["train"]])
+  ex = run.examples("train", "neutral_pair", "peak")
+  batch = pipeline.gather(ex, np.arange(min(4, len(ex))), with_landmarks=True)
+  assert batch["image"].shape == (len(batch["label"]), 256, 256, 3)
+  assert batch["neutral"].shape == batch["image"].shape
+  assert batch["image_landmarks"].shape == (len(batch["label"]), 68, 2)

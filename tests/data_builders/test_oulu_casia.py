@@ -80,3 +80,30 @@ def test_subject_folds_and_missing_lighting(tmp_path, data_dir):
   with pytest.raises(LayoutError, match=r"OriginalImg.VL.Dark"):
     ft.build(OuluCasia, tmp_path / "manual", data_dir,
              OuluCasiaConfig(name="d32", image_size=32, lighting="Dark"))
+
+
+def test_mixed_with_ckplus_for_groupgan(tmp_path, data_dir):
+  """GroupGAN's preset reads 'ckplus+oulu_casia': one table, ids apart."""
+  from data_builders.ckplus import Ckplus
+  from fer_jax import config_lib, train
+  ft.write_oulu(tmp_path / "oulu")
+  ft.write_ckplus(tmp_path / "ck")
+  ft.build(OuluCasia, tmp_path / "oulu", data_dir,
+           OuluCasia.builder_configs["small"])
+  ft.build(Ckplus, tmp_path / "ck", data_dir, Ckplus.builder_configs["small"])
+  root = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+  config = config_lib.load_config_module(
+      os.path.join(root, "configs", "groupgan.py")).get_config("ckplus_oulu")
+  config.data.data_dir = str(data_dir)
+  config.data.builder_config = "small"
+  config_lib.validate(config)
+  run = train.prepare_data(config)
+  t = run.table
+  assert len(t) == 31 + sum(1 for _ in ft.records(
+      OuluCasia(config="small", data_dir=str(data_dir))))
+  assert len(np.unique(t.subject_id)) == 5 + len(ft.OULU_SUBJECTS)
+  for k, m in run.splits.items():  # folds by sequence: none straddles
+    for j, n in run.splits.items():
+      if k != j:
+        assert not set(t.sequence_id[m]) & set(t.sequence_id[n])
