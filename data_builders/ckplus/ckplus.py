@@ -106,6 +106,9 @@ Landmarks.zip into one folder and pass it as --manual_dir. Layout:
           continue
         files = common.list_images(seq_dir)
         n = len(files)
+        if n == 0:
+          log.skip(seq_dir, "sequence folder without images")
+          continue
         sequence_id = int(m.group(1)) * 1000 + int(seq)
         for i in common.kept_frames(n, cfg.frames, cfg.peak_frames):
           path = os.path.join(seq_dir, files[i])

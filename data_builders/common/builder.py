@@ -45,7 +45,7 @@ class FaceConfig(tfds.core.BuilderConfig):
 def kept_frames(num_frames: int, frames: str, peak_frames: int) -> list[int]:
   """Frame positions a sequence builder keeps: 'all', or 'paper' = the first
   (neutral) plus the last ``peak_frames`` (the papers' CK+/Oulu selection)."""
-  if frames == "all":
+  if frames == "all" or num_frames == 0:
     return list(range(num_frames))
   if frames != "paper":
     raise ValueError(f"frames={frames!r}: 'all' or 'paper'")

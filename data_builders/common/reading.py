@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 
 from data_builders.common.build_log import BuildLog
 
@@ -108,7 +108,10 @@ def require_file(path: str, dataset: str, layout: str) -> str:
 
 def open_image(path: str, log: BuildLog) -> Image.Image | None:
   """The image as RGB, fully decoded; None (and counted in ``log``) if it is
-  unreadable or truncated."""
+  unreadable or truncated (even where a library made PIL pad truncated
+  files)."""
+  lenient = ImageFile.LOAD_TRUNCATED_IMAGES
+  ImageFile.LOAD_TRUNCATED_IMAGES = False
   try:
     with warnings.catch_warnings():
       warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -122,6 +125,8 @@ def open_image(path: str, log: BuildLog) -> Image.Image | None:
           Image.DecompressionBombWarning) as e:
     log.skip(path, "unreadable image", f"{type(e).__name__}: {e}")
     return None
+  finally:
+    ImageFile.LOAD_TRUNCATED_IMAGES = lenient
   if min(rgb.size) < 2:
     log.skip(path, "unreadable image", "empty")
     return None

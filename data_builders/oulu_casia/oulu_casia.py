@@ -115,6 +115,9 @@ B_OriginalImg copy) and pass the folder holding it as --manual_dir. Layout:
         files = common.list_images(seq_dir)
         files.sort(key=lambda f: (len(os.path.splitext(f)[0]), f))
         n = len(files)
+        if n == 0:
+          log.skip(seq_dir, "sequence folder without images")
+          continue
         for i in common.kept_frames(n, cfg.frames, cfg.peak_frames):
           path = os.path.join(seq_dir, files[i])
           image = common.open_image(path, log)

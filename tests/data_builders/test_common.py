@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import face_trees as ft
+import numpy as np
 import pytest
 
 from data_builders.common import LayoutError
@@ -82,3 +83,26 @@ def test_build_command_reports_layout_errors(tmp_path):
   assert out.returncode == 2
   assert "jaffedbase" in out.stderr or "KA.AN1.39.tiff" in out.stderr
   assert "Traceback" not in out.stderr
+
+
+def test_open_image_counts_truncated_files_even_when_pil_is_lenient(tmp_path):
+  from PIL import ImageFile
+
+  from data_builders.common import BuildLog, open_image
+  good = ft.save(ft.face_image(40, 30, np.random.default_rng(0)),
+                 str(tmp_path / "a.jpg"))
+  bad = ft.save(ft.face_image(40, 30, np.random.default_rng(1)),
+                str(tmp_path / "b.jpg"))
+  ft.corrupt(bad)
+  (tmp_path / "c.png").write_bytes(b"not an image")
+  log = BuildLog("t", "train")
+  lenient = ImageFile.LOAD_TRUNCATED_IMAGES
+  ImageFile.LOAD_TRUNCATED_IMAGES = True
+  try:
+    assert open_image(good, log).size == (40, 30)
+    assert open_image(bad, log) is None
+    assert open_image(str(tmp_path / "c.png"), log) is None
+    assert ImageFile.LOAD_TRUNCATED_IMAGES  # left as the caller had it
+  finally:
+    ImageFile.LOAD_TRUNCATED_IMAGES = lenient
+  assert log.counts == {"unreadable image": 2}
