@@ -118,10 +118,10 @@ Landmarks.zip into one folder and pass it as --manual_dir. Layout:
           if not os.path.isfile(mark_file):
             log.skip(mark_file, "missing landmark file")
             continue
-          pts = common.read_floats(mark_file)
+          pts = common.read_floats(mark_file)  # not numbers: an error
           if pts.size != 136 or not np.all(np.isfinite(pts)):
-            log.skip(mark_file, "malformed landmark file")
-            continue
+            raise ValueError(f"{mark_file}: expected 68 lines of 'x y', got "
+                             f"{pts.size} numbers (a damaged extraction?)")
           pts = pts.reshape(68, 2)
           image = common.open_image(path, log)
           if image is None:

@@ -36,12 +36,14 @@ def _by_frame(recs):
 @pytest.mark.parametrize("variant", [False, True])
 def test_builds_labelled_frames_aligned(tmp_path, data_dir, variant, caplog):
   expected = ft.write_ckplus(tmp_path / "manual", variant=variant)
+  lost = next((tmp_path / "manual").rglob("S005_001_00000002_landmarks.txt"))
+  lost.unlink()  # that frame cannot be aligned: skipped and counted
   with caplog.at_level(logging.WARNING, "fer_jax.data_builders"):
     builder = ft.build(Ckplus, tmp_path / "manual", data_dir, SMALL)
   got = _by_frame(ft.records(builder))
   want = {k: v for k, v in expected.items()
-          if v["label"] is not None and k != ft.CK_CORRUPT}
-  assert sorted(got) == sorted(want)  # unlabelled sequence and corrupt frame out
+          if v["label"] is not None and k not in (ft.CK_CORRUPT, (5, 1, 1))}
+  assert sorted(got) == sorted(want)  # unlabelled, corrupt, unaligned out
   spec = SMALL.align_spec
   for k, r in got.items():
     w = want[k]
@@ -67,12 +69,12 @@ def test_builds_labelled_frames_aligned(tmp_path, data_dir, variant, caplog):
     for eye in (left, right):
       x, y = np.round(eye).astype(int)
       assert grey[y - 1:y + 2, x - 1:x + 2].max() > 100
-  assert "skipped 2" in caplog.text  # unlabelled sequence + corrupt frame
+  assert "skipped 3" in caplog.text  # the totals, logged at the end
   assert "unreadable image" in caplog.text
   meta = tfds.builder_from_directory(builder.data_dir).info.metadata
   assert meta["skipped_train"] == {
-      "unlabelled sequence (no _emotion.txt)": 1,
-      "unreadable image": 1}
+      "unlabelled sequence (no _emotion.txt)": 1, "unreadable image": 1,
+      "missing landmark file": 1}
 
 
 def test_frame_order_and_paper_frames(tmp_path, data_dir):
@@ -140,6 +142,10 @@ def test_failed_build_leaves_nothing_that_looks_complete(tmp_path, data_dir):
   leftovers = [p for p in data_dir.rglob("*") if p.is_file()]
   assert not any("incomplete" in str(p) for p in leftovers), leftovers
   assert not os.path.exists(builder.data_dir)
+  bad.write_text("1.0 2.0\n")
+  with pytest.raises(ValueError, match=r"expected 68 lines.*got 2 numbers"):
+    ft.build(Ckplus, tmp_path / "manual", data_dir, SMALL)
+  assert not Ckplus(config=SMALL, data_dir=str(data_dir)).is_prepared()
   # Fixing the file then builds.
   np.savetxt(bad, np.full((68, 2), 20.0) + np.arange(68)[:, None])
   ft.build(Ckplus, tmp_path / "manual", data_dir, SMALL)
