@@ -28,7 +28,6 @@ def ifgan_fields():
       unet_depth=5, unet_features=64, unet_max_features=512,
       unet_dropout_layers=3,
       d_features=64, d_layers=3,  # 70x70 PatchGAN
-      e_init_from="",  # Flax msgpack of ImageNet ResNet params (optional)
   )
 
 

@@ -20,6 +20,10 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.method = ""
   c.seed = 0
+  # Weights file from `python -m fer_jax.tools.import_weights` (ImageNet
+  # torchvision weights): the backbone starts from it (GNDL, IF-GAN's E and
+  # the baseline: their ResNet; GroupGAN: its BaseNets). "" = from scratch.
+  c.init_from = ""
 
   c.data = d = ml_collections.ConfigDict()
   d.name = "fer_synth"
@@ -127,6 +131,10 @@ def validate(config) -> None:
            f"{t.nonfinite!r} is not 'stop' or 'skip'")
   _require(config.model.dtype in ("float32", "bfloat16"), "model.dtype",
            f"{config.model.dtype!r} is not 'float32' or 'bfloat16'")
+  init_from = config.get("init_from", "")
+  _require(not init_from or os.path.isfile(os.path.expanduser(init_from)),
+           "init_from", f"{init_from!r} is not a file (write one with "
+           "python -m fer_jax.tools.import_weights)")
 
 
 def check_workdir(workdir: str) -> None:

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from fer_jax.data import augment as augment_lib
+from fer_jax.models import io as params_io
 from fer_jax.optim import make_optimizer
 
 State = dict[str, Any]
@@ -125,8 +126,53 @@ class Method(abc.ABC):
 
   def load_pretrained(self, state: State) -> State:
     """Host-side: replace initial params with pretrained ones named by the
-    config (ImageNet weights), after the jitted init. Default: unchanged."""
+    config (``config.init_from``: ImageNet weights), after the jitted init.
+    Methods with an ImageNet backbone override this with
+    ``fit_pretrained``; the others refuse the field rather than ignore it."""
+    if self.config.get("init_from", ""):
+      raise ValueError(f"config.init_from: method {self.name!r} has no "
+                       "ImageNet backbone to start from it")
     return state
+
+  def pretrained_weights(self) -> dict[str, Any] | None:
+    """The ``config.init_from`` file (checked against config.model.arch),
+    or None when the field is empty."""
+    path = self.config.get("init_from", "")
+    if not path:
+      return None
+    loaded = params_io.load_pretrained(path)
+    arch = self.config.model.arch
+    if loaded["arch"] is not None and loaded["arch"] != arch:
+      raise ValueError(f"config.init_from: {path} holds {loaded['arch']} "
+                       f"weights, but config.model.arch is {arch!r}")
+    return loaded
+
+  def fit_pretrained(self, net: State, loaded: dict[str, Any],
+                     params_path: tuple[str, ...],
+                     stats_path: tuple[str, ...], where: str,
+                     keep_mismatched_dense: bool = False) -> State:
+    """``net`` ({'params', 'batch_stats', 'opt_state'}) with the subtrees at
+    ``params_path`` / ``stats_path`` taken from ``loaded`` (see
+    ``params_io.load_into``) and a fresh optimizer state; prints what
+    loaded, what was widened and what stayed at init."""
+    source = f"config.init_from={self.config.init_from}"
+    target = {"params": _get(net, params_path),
+              "batch_stats": _get(net, stats_path)}
+    try:
+      fitted, report = params_io.load_into(
+          jax.device_get(target), loaded, source, keep_mismatched_dense)
+    except ValueError as e:
+      m = self.config.model
+      raise ValueError(f"{e} (the model: {m.arch} at config.model."
+                       f"base_width={m.base_width}; torchvision's width is "
+                       "64)") from None
+    net = _set(net, params_path, fitted["params"])
+    net = _set(net, stats_path, fitted["batch_stats"])
+    net["opt_state"] = self.tx.init(net["params"])
+    if jax.process_index() == 0:
+      print(f"fer_jax: {where} from {self.config.init_from}: "
+            f"{report.summary()}", flush=True)
+    return net
 
   def prepare_for_benchmark(self, image_shape: tuple[int, ...]) -> None:
     """Stand-in for ``prepare`` when timing steps on random data."""
@@ -151,6 +197,19 @@ class Method(abc.ABC):
                 if not k.endswith("opt_state")}
       return tree
     return strip(state)
+
+
+def _get(tree, path):
+  for k in path:
+    tree = tree[k]
+  return tree
+
+
+def _set(tree, path, value):
+  """A copy of nested dicts ``tree`` with ``value`` at ``path``."""
+  if not path:
+    return value
+  return {**tree, path[0]: _set(tree[path[0]], path[1:], value)}
 
 
 def apply_updates(tx, params, opt_state, grads, loss=None):

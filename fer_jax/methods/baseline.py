@@ -42,6 +42,15 @@ class Baseline(base.Method):
     return {"params": params, "batch_stats": variables["batch_stats"],
             "opt_state": self.tx.init(params)}
 
+  def load_pretrained(self, state):
+    """The ResNet backbone from ``config.init_from``."""
+    loaded = self.pretrained_weights()
+    if loaded is None:
+      return state
+    return self.fit_pretrained(state, loaded, ("params", "net", "backbone"),
+                               ("batch_stats", "backbone"),
+                               "the baseline's ResNet backbone")
+
   def phases(self):
     return [base.Phase("classifier", self.num_steps, self.batch_size,
                        self.train_step, example_kind="single", role=self.role)]

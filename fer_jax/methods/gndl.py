@@ -99,6 +99,16 @@ class GNDL(base.Method):
             "batch_stats": variables["batch_stats"],
             "opt_state": self.tx.init(variables["params"])}
 
+  def load_pretrained(self, state):
+    """The ResNet backbone (params and BN statistics) from
+    ``config.init_from``, as the paper starts from ImageNet."""
+    loaded = self.pretrained_weights()
+    if loaded is None:
+      return state
+    return self.fit_pretrained(state, loaded, ("params", "backbone"),
+                               ("batch_stats", "backbone"),
+                               "GNDL's ResNet backbone")
+
   def phases(self):
     return [base.Phase("gndl", self.num_steps, self.batch_size,
                        self.train_step, example_kind="neutral_pair",

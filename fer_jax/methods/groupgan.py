@@ -37,6 +37,7 @@ import numpy as np
 from fer_jax import losses, viz
 from fer_jax.data import augment as augment_lib
 from fer_jax.methods import base
+from fer_jax.models import io as params_io
 from fer_jax.models.basenets import BaseNet
 from fer_jax.models.groupgan_nets import MagnifyingGenerator, VGGDiscriminator
 from fer_jax.optim import make_optimizer
@@ -133,6 +134,23 @@ class GroupGAN(base.Method):
       dp_vars = self.d.init(keys[4], img, f_exp)
       state["dp"] = _net(dp_vars["params"], dp_vars, self.tx)
     return state
+
+  def load_pretrained(self, state):
+    """C's and E's BaseNets from ``config.init_from`` (ImageNet weights):
+    convolutions (and BN) load; FC layers narrower than torchvision's
+    (``groupgan.fc_width``) and the K-way head stay at their init."""
+    loaded = self.pretrained_weights()
+    if loaded is None:
+      return state
+    loaded = params_io.basenet_layout(loaded, self.config.model.arch)
+    new = dict(state)
+    for key in ("c", "e"):
+      if key in state:
+        new[key] = self.fit_pretrained(
+            state[key], loaded, ("params",), ("batch_stats",),
+            f"GroupGAN's {key.upper()} ({self.config.model.arch} BaseNet)",
+            keep_mismatched_dense=True)
+    return new
 
   def phases(self):
     if not self.has_g:

@@ -27,7 +27,6 @@ from fer_jax import losses, viz
 from fer_jax.data import augment as augment_lib
 from fer_jax.data.frames import DataError
 from fer_jax.methods import base
-from fer_jax.models import io as params_io
 from fer_jax.models.classifier import ResNetClassifier
 from fer_jax.models.patchgan import PatchGAN
 from fer_jax.models.unet import IFGAN_ATTENTION, UNet
@@ -131,17 +130,16 @@ class IFGAN(base.Method):
             "class_avg": jnp.asarray(self.class_avg)}
 
   def load_pretrained(self, state):
-    """E's backbone from ``config.ifgan.e_init_from`` (ImageNet ResNet)."""
-    path = self.cfg.e_init_from
-    if not path:
+    """E's ResNet backbone from ``config.init_from`` (ImageNet weights); on
+    the 6-channel pair input the RGB first conv is tiled over both halves
+    and halved, so a pair of equal images starts with ImageNet's response."""
+    loaded = self.pretrained_weights()
+    if loaded is None:
       return state
-    net = state["e"]["params"]["net"]
-    backbone = params_io.merge_pretrained(
-        jax.device_get(net["backbone"]), params_io.load_params_file(path),
-        path)
-    state["e"]["params"]["net"] = {**net, "backbone": backbone}
-    state["e"]["opt_state"] = self.tx.init(state["e"]["params"])
-    return state
+    e = self.fit_pretrained(state["e"], loaded, ("params", "net", "backbone"),
+                            ("batch_stats", "backbone"),
+                            "IF-GAN's E (ResNet backbone)")
+    return {**state, "e": e}
 
   def prepare_for_benchmark(self, image_shape):
     self.class_avg = np.random.default_rng(0).uniform(
