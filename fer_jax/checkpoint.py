@@ -28,7 +28,9 @@ class Checkpointer:
 
   def __init__(self, workdir: str, max_to_keep: int = 3,
                async_save: bool = True):
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    if "://" not in workdir:  # gs:// and other remote paths stay as given
+      workdir = os.path.abspath(workdir)
+    self.directory = os.path.join(workdir, "checkpoints")
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
@@ -69,6 +71,22 @@ class Checkpointer:
           f"checkpoint {self.directory}/{step} does not match the state this "
           f"config builds (was the model or data config changed since it was "
           f"written?): {str(e)[:400]}") from None
+    return restored["state"], meta
+
+  def restore_as_saved(self, sharding: Any, step: int | None = None
+                       ) -> tuple[Any, dict[str, Any]]:
+    """Restores a checkpoint as the tree it was saved as (shapes and dtypes
+    from its own metadata), every array placed with ``sharding``: no model
+    or data is needed to build the target, and the device count may differ
+    from the run's."""
+    step, meta = self.read_meta(step)
+    saved = self._manager.item_metadata(step)["state"]
+    tree = saved.tree if hasattr(saved, "tree") else saved
+    abstract = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype,
+                                       sharding=sharding), tree)
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract)))
     return restored["state"], meta
 
   def _resolve(self, step: int | None) -> int:

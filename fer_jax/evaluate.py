@@ -1,15 +1,22 @@
-"""Evaluation: predictions over a split, the report, and its pictures.
+"""Evaluation: predictions over a split, the report, and its pictures; and
+``load``, a trained run as a Python object.
 
 ``report.json`` is the contract between runs: accuracy, per-class accuracy,
 the confusion matrix and a digest of the parameters, so two runs (or a run and
 its restored checkpoint) can be compared exactly.
+
+  model = fer_jax.evaluate.load("workdirs/gndl")   # latest checkpoint
+  model.predict(faces)          # uint8 (N, H, W, 3) -> class ids (N,)
+  model.probabilities(faces)    # (N, K), classes in model.classes
+  model.evaluate("test")        # the run's own report, recomputed
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -35,6 +42,33 @@ def predict_examples(predict_fn, state, examples: Examples, batch_size: int,
   return np.concatenate(preds)
 
 
+def evaluate_examples(method, state, examples: Examples, *, predict_fn,
+                      batch_size: int, mesh, out_dir: str | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+  """(labels, predictions, extra report fields): the method's own
+  evaluation if it has one (``Method.evaluate_split``), else argmax of its
+  predict over every example."""
+  custom = method.evaluate_split(state, examples, out_dir)
+  if custom is not None:
+    return custom
+  preds = predict_examples(predict_fn, state, examples, batch_size, mesh)
+  return examples.label, preds, {}
+
+
+def write_images(method, state, examples: Examples, batch_size: int, mesh,
+                 out_dir: str) -> None:
+  """The method's pictures on one batch spread evenly over ``examples`` (so
+  the first rows show different subjects and classes)."""
+  n = batch_size
+  order = np.argsort(examples.label, kind="stable")  # class by class
+  picks = order[np.linspace(0, len(examples) - 1, n).round().astype(int)]
+  # Interleave so the first rows already cover several classes.
+  picks = np.concatenate([picks[i::8] for i in range(8)])[:n]
+  batch = pipeline.gather(examples, picks[sharding.local_slice(n)])
+  # Every process computes (the arrays are global); viz writes on process 0.
+  method.write_images(state, sharding.to_global(batch, mesh), out_dir)
+
+
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray,
                      num_classes: int) -> np.ndarray:
   m = np.zeros((num_classes, num_classes), np.int64)
@@ -53,7 +87,7 @@ def make_report(*, method: str, dataset: str, fold: int, split: str,
       "accuracy": float(np.mean(labels == preds)) if len(labels) else 0.0,
       "per_class_accuracy": per_class,
       "confusion_matrix": cm.tolist(), "classes": list(classes),
-      "num_examples": int(len(labels)), "step": int(step),
+      "num_examples": len(labels), "step": int(step),
       "state_digest": digest, **extra,
   }
 
@@ -88,3 +122,168 @@ def cv_summary(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
       "mean_accuracy": float(acc.mean()), "std_accuracy": float(acc.std()),
       "pooled_confusion_matrix": pooled.tolist(),
   }
+
+
+# ------------------------------------------------------- a run from Python
+
+def read_config(workdir: str):
+  """The config a run saved in its workdir (``config.json``)."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from etils import epath  # pylint: disable=import-outside-toplevel
+  root = epath.Path(workdir)
+  path = root / "config.json"
+  if not path.exists():
+    folds = sorted(p.name for p in root.glob("fold_*")) if root.exists() else []
+    if folds:
+      raise FileNotFoundError(
+          f"{workdir} holds a cross-validation run: load one fold, e.g. "
+          f"{root / folds[0]}")
+    raise FileNotFoundError(f"{path} does not exist: is {workdir} a workdir "
+                            "written by python -m fer_jax.main?")
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+class Model:
+  """A restored run: its method, state and config (use ``load``).
+
+  ``predict``/``logits``/``probabilities`` take uint8 faces (N, H, W, C) or
+  one face (H, W, C), square, any size (they are resized and centre-cropped
+  as in the run's evaluation), or a dict of the method's image slots (a
+  method whose evaluation needs more than one image, e.g. cGAN+WSC's
+  neutral face). Single-process.
+  """
+
+  def __init__(self, config, workdir: str, method, loop, meta, mesh):
+    from fer_jax.data import classes as classes_lib  # pylint: disable=import-outside-toplevel
+    from fer_jax.data import protocols  # pylint: disable=import-outside-toplevel
+    self.config = config
+    self.workdir = workdir
+    self.method = method
+    self.loop = loop
+    self.meta = meta
+    self.mesh = mesh
+    self.step = int(meta["global_step"])
+    self.classes = classes_lib.resolve_class_set(config.data.classes)
+    # The image slot an array passed to predict fills (GroupGAN: "weak").
+    self.slot = protocols.EXAMPLE_KINDS[method.eval_kind][0]
+    self._predict = jax.jit(method.predict)
+    self._data = None
+
+  @property
+  def state(self):
+    """The method's state pytree (every network's variables)."""
+    return self.loop["model"]
+
+  def _slots(self, images) -> dict[str, np.ndarray]:
+    if not isinstance(images, dict):
+      images = {self.slot: images}
+    out = {}
+    for k, v in images.items():
+      v = np.asarray(v)
+      if v.ndim == 3:
+        v = v[None]
+      if v.dtype != np.uint8 or v.ndim != 4 or v.shape[1] != v.shape[2]:
+        raise ValueError(f"images[{k!r}]: expected square uint8 faces "
+                         f"(N, H, W, C) in 0..255, got {v.dtype} "
+                         f"{v.shape}")
+      out[k] = v
+    return out
+
+  def logits(self, images) -> np.ndarray:
+    """(N, K) float32 class logits."""
+    slots = self._slots(images)
+    n = len(next(iter(slots.values())))
+    bs = self.config.train.eval_batch_size
+    bs += -bs % self.mesh.devices.size
+    out = []
+    for start in range(0, n, bs):
+      chunk = {k: v[start:start + bs] for k, v in slots.items()}
+      m = len(next(iter(chunk.values())))
+      chunk = {k: np.concatenate([v, np.zeros((bs - m,) + v.shape[1:],
+                                              v.dtype)])
+               for k, v in chunk.items()}
+      try:
+        logits = self._predict(self.state, sharding.to_global(chunk,
+                                                              self.mesh))
+      except KeyError as e:
+        from fer_jax.data import protocols  # pylint: disable=import-outside-toplevel
+        raise ValueError(
+            f"method {self.method.name!r} predicts from the slots "
+            f"{protocols.EXAMPLE_KINDS[self.method.eval_kind]}; pass a dict "
+            f"with {e.args[0]!r} too") from None
+      out.append(np.asarray(jax.device_get(logits))[:m])
+    return np.concatenate(out).astype(np.float32)
+
+  def probabilities(self, images) -> np.ndarray:
+    """(N, K) softmax of the logits; columns in ``self.classes`` order."""
+    return np.asarray(jax.nn.softmax(self.logits(images), axis=-1))
+
+  def predict(self, images) -> np.ndarray:
+    """(N,) class ids, indices into ``self.classes``."""
+    return np.argmax(self.logits(images), axis=-1)
+
+  @property
+  def data(self):
+    """The run's data (its fold of its data set), read on first use."""
+    if self._data is None:
+      from fer_jax import train  # pylint: disable=import-outside-toplevel
+      self._data = train.prepare_data(self.config)
+    return self._data
+
+  def examples(self, split: str = "test") -> Examples:
+    """The examples the run evaluates on ``split`` (test, val or train)."""
+    return self.data.examples(split, self.method.eval_kind,
+                              self.config.data.role)
+
+  def evaluate(self, split: str = "test", out_dir: str | None = None
+               ) -> dict[str, Any]:
+    """The report of ``split`` as the run computes it (same examples,
+    batches and digest); with ``out_dir``, also report.json, the confusion
+    matrix and the method's image grids written there."""
+    from fer_jax import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
+    ex = self.examples(split)
+    batch_size = self.config.train.eval_batch_size
+    labels, preds, extra = evaluate_examples(
+        self.method, self.state, ex, predict_fn=self._predict,
+        batch_size=batch_size, mesh=self.mesh, out_dir=out_dir)
+    report = make_report(
+        method=self.method.name, dataset=self.data.table.name,
+        fold=self.config.data.fold, split=split, classes=self.data.classes,
+        labels=labels, preds=preds, step=self.step,
+        digest=ckpt_lib.state_digest(
+            self.method.params_for_digest(self.state)),
+        nonfinite_steps=int(jax.device_get(
+            self.loop["guard"]["nonfinite"])))
+    report.update(extra)
+    if out_dir:
+      write_report(report, out_dir)
+      write_images(self.method, self.state, ex, batch_size, self.mesh,
+                   out_dir)
+    return report
+
+
+def load(workdir: str, step: int | None = None, mesh=None) -> Model:
+  """A trained run from its workdir (local or gs://): the config it saved,
+  the checkpoint at ``step`` (default: the latest), the method rebuilt.
+  Needs no data set until ``Model.evaluate``."""
+  from fer_jax import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
+  from fer_jax.data import classes as classes_lib  # pylint: disable=import-outside-toplevel
+  from fer_jax.methods import method_class  # pylint: disable=import-outside-toplevel
+  config = read_config(workdir)
+  mesh = mesh or sharding.make_mesh()
+  ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
+  try:
+    loop, meta = ckpt.restore_as_saved(sharding.replicated(mesh), step)
+  finally:
+    ckpt.close()
+  if meta.get("method") != config.method:
+    raise ckpt_lib.CheckpointError(
+        f"{workdir}: checkpoint written by method {meta.get('method')!r}, "
+        f"config.json says {config.method!r}")
+  num_classes = len(classes_lib.resolve_class_set(config.data.classes))
+  # Step counts only shape the optimizer's schedule, which predicting
+  # never runs: the method is built without reading the data set.
+  method = method_class(config.method)(
+      config, num_classes=num_classes,
+      count_examples=lambda kind, role: config.train.batch_size)
+  return Model(config, workdir, method, loop, meta, mesh)

@@ -173,32 +173,20 @@ class Trainer:
 
   # -- evaluation
   def write_images(self, loop, split: str, out_dir: str) -> None:
-    """The method's pictures on one batch spread evenly over ``split`` (so
-    the first rows show different subjects and classes)."""
     ex = self.data.examples(split, self.method.eval_kind,
                             self.config.data.role)
-    n = self.config.train.eval_batch_size
-    order = np.argsort(ex.label, kind="stable")  # class by class
-    picks = order[np.linspace(0, len(ex) - 1, n).round().astype(int)]
-    # Interleave so the first rows already cover several classes.
-    picks = np.concatenate([picks[i::8] for i in range(8)])[:n]
-    batch = pipeline.gather(ex, picks[sharding.local_slice(n)])
-    # Every process computes (the arrays are global); viz writes on process 0.
-    self.method.write_images(loop["model"],
-                             sharding.to_global(batch, self.mesh), out_dir)
+    eval_lib.write_images(self.method, loop["model"], ex,
+                          self.config.train.eval_batch_size, self.mesh,
+                          out_dir)
 
   def evaluate(self, loop, split: str, step: int,
                out_dir: str | None = None) -> dict[str, Any]:
     ex = self.data.examples(split, self.method.eval_kind,
                             self.config.data.role)
-    custom = self.method.evaluate_split(loop["model"], ex, out_dir)
-    if custom is None:
-      labels, extra = ex.label, {}
-      preds = eval_lib.predict_examples(
-          self._predict, loop["model"], ex,
-          self.config.train.eval_batch_size, self.mesh)
-    else:
-      labels, preds, extra = custom
+    labels, preds, extra = eval_lib.evaluate_examples(
+        self.method, loop["model"], ex, predict_fn=self._predict,
+        batch_size=self.config.train.eval_batch_size, mesh=self.mesh,
+        out_dir=out_dir)
     report = eval_lib.make_report(
         method=self.method.name, dataset=self.data.table.name,
         fold=self.config.data.fold, split=split, classes=self.data.classes,

@@ -1,0 +1,78 @@
+"""``fer_jax.evaluate.load``: a trained run restored from its workdir alone
+predicts, and evaluating its test split reproduces the run's own report."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from fer_jax import evaluate, train
+from fer_jax.data import pipeline
+
+
+def _tiny(method):
+  import test_groupgan  # pylint: disable=import-outside-toplevel
+  import test_train  # pylint: disable=import-outside-toplevel
+  if method == "groupgan_cnn":  # tests on weak frames: slot "weak"
+    return test_groupgan.tiny_config("cnn"), 32
+  return test_train.tiny_config(method), 16
+
+
+@pytest.mark.parametrize("method", ["gndl", "groupgan_cnn"])
+def test_load_reproduces_the_run_report(method, tmp_path, make_table,
+                                        monkeypatch):
+  cfg, size = _tiny(method)
+  table = make_table(num_subjects=6, num_frames=8, image_size=size)
+  monkeypatch.setattr(train.frames, "load_frames",
+                      lambda data_cfg, split="train": table)
+  wd = tmp_path / "run"
+  train.train_and_evaluate(cfg, str(wd))
+  saved = json.loads((wd / "eval" / "report.json").read_text())
+
+  model = evaluate.load(str(wd))
+  assert model.step == saved["step"] > 0
+  assert list(model.classes) == saved["classes"]
+  report = model.evaluate("test", out_dir=str(tmp_path / "again"))
+  for k in ("accuracy", "confusion_matrix", "per_class_accuracy",
+            "num_examples", "state_digest", "step"):
+    assert report[k] == saved[k], k
+  assert (tmp_path / "again" / "confusion_matrix.png").exists()
+
+  # predict() on the test split's images (its eval slot) gives the same
+  # predictions the report counted.
+  ex = model.examples("test")
+  batch = pipeline.gather(ex, np.arange(len(ex)))
+  assert model.slot == ("weak" if method == "groupgan_cnn" else "image")
+  images = batch[model.slot]
+  preds = model.predict(images)
+  assert preds.shape == (len(ex),)
+  cm = np.zeros_like(np.array(saved["confusion_matrix"]))
+  np.add.at(cm, (ex.label, preds), 1)
+  assert cm.tolist() == saved["confusion_matrix"]
+  probs = model.probabilities(images[:3])
+  np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+  np.testing.assert_array_equal(probs.argmax(-1), preds[:3])
+  # One face without a batch axis; non-uint8 input is refused.
+  assert model.predict(images[0]).tolist() == [preds[0]]
+  with pytest.raises(ValueError, match="uint8"):
+    model.predict(images.astype(np.float32))
+
+
+def test_load_an_earlier_step_and_clear_errors(tmp_path, make_table,
+                                               monkeypatch):
+  import test_train  # pylint: disable=import-outside-toplevel
+  table = make_table(num_subjects=6, num_frames=8, image_size=16)
+  monkeypatch.setattr(train.frames, "load_frames",
+                      lambda data_cfg, split="train": table)
+  wd = tmp_path / "run"
+  train.train_and_evaluate(test_train.tiny_config("baseline"), str(wd))
+  early, late = evaluate.load(str(wd), step=2), evaluate.load(str(wd))
+  assert (early.step, late.step) == (2, 4)
+  leaves = lambda m: jax.tree.leaves(jax.device_get(m.state["params"]))
+  assert any(not np.array_equal(a, b)
+             for a, b in zip(leaves(early), leaves(late)))
+  with pytest.raises(Exception, match="no checkpoint for step 3"):
+    evaluate.load(str(wd), step=3)
+  with pytest.raises(FileNotFoundError, match="config.json does not exist"):
+    evaluate.load(str(tmp_path / "nothing"))
