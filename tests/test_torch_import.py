@@ -487,3 +487,28 @@ def test_init_from_errors_name_the_field(tmp_path, make_table, monkeypatch):
                                        r"shape \(16,\) in the file, the model "
                                        r"expects \(8,\).*base_width=8"):
     trainer.method.load_pretrained(state)
+
+
+def test_fer_jax_works_without_torch(tmp_path):
+  """torch is an optional extra: with it unimportable, the methods, weight
+  loading and the evaluation API import, and the CLI says what to install."""
+  block = "import sys; sys.modules['torch'] = None; "
+  code = block + (
+      "import fer_jax.methods.gndl, fer_jax.methods.ifgan, "
+      "fer_jax.methods.groupgan, fer_jax.evaluate, fer_jax.models.io, "
+      "fer_jax.main, fer_jax.train; print('ok')")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300,
+                       check=False)
+  assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+  cli = block + ("import runpy; runpy.run_module("
+                 "'fer_jax.tools.import_weights', run_name='__main__')")
+  out = subprocess.run(
+      [sys.executable, "-c", cli, "--arch=resnet18",
+       f"--torch_state_dict={tmp_path / 'x.pth'}",
+       f"--out={tmp_path / 'x.msgpack'}"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+      check=False)
+  assert out.returncode == 2
+  assert "fer_jax[torch]" in out.stderr and "Traceback" not in out.stderr

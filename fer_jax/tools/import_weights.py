@@ -30,11 +30,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
-    from fer_jax.models import torch_import  # pylint: disable=import-outside-toplevel
+    import torch  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
   except ImportError as e:
-    print(f"fer_jax: error: {e}; install torch (pip install "
-          "'fer_jax[torch]')", file=sys.stderr)
+    print(f"fer_jax: error: reading a state dict needs torch ({e}); "
+          "pip install 'fer_jax[torch]'", file=sys.stderr)
     sys.exit(2)
+  from fer_jax.models import torch_import  # pylint: disable=import-outside-toplevel
   try:
     state_dict = torch_import.load_torch_file(_STATE_DICT.value)
     variables = torch_import.convert_and_save(state_dict, _ARCH.value,
