@@ -17,6 +17,7 @@ PAPER_DATA = {
     "bu3dfe": "basic6",
     "rafdb": "basic6+neutral",
 }
+OFFICIAL_SPLIT = ("rafdb",)  # data.protocol='official' (see config_lib)
 
 
 def ifgan_fields():
@@ -62,6 +63,11 @@ def paper(c, name):
   c.data.resize, c.data.crop = 256, 224
   c.data.rotate_deg = 5.0
   c.data.num_folds, c.data.val_folds = 10, 1
+  if name in OFFICIAL_SPLIT:
+    # No subjects recorded: the set's own split, val 10% of train as the
+    # folds' 8/1/1; every image (role 'all': neutral is a class here).
+    c.data.protocol, c.data.val_fraction = "official", 0.1
+    c.data.role = "all"
   c.model.arch = "resnet101"
   c.optim.update(name="adam", lr=1e-4, b1=0.9, b2=0.99, weight_decay=1e-4,
                  schedule="step", decay_epochs=10, decay_factor=0.9)

@@ -15,6 +15,8 @@ import ml_collections
 from fer_jax.data import classes as classes_lib
 from fer_jax.data import protocols
 
+PROTOCOLS = ("folds", "official")
+
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -38,6 +40,12 @@ def base_config() -> ml_collections.ConfigDict:
   d.role = "peak"  # frames trained and evaluated on: peak | weak | all
   d.peak_frames = 3  # last k frames of a sequence are 'peak'
   d.weak_frames = (6, 8)  # 1-based inclusive range of 'weak' frames
+  # folds: k-fold by subject (or sequence, fold_by) over the `train` split.
+  # official: the set's own split (RAF-DB, AffectNet: no subjects recorded):
+  # train on `train`, test on `test`; val = the builder's `validation` split
+  # where it has one, else val_fraction of `train` held out by split_seed.
+  d.protocol = "folds"
+  d.val_fraction = 0.1
   d.num_folds = 10
   d.fold = 0
   d.val_folds = 0
@@ -101,6 +109,15 @@ def validate(config) -> None:
   for name in d.name.split("+"):  # "a+b" mixes data sets
     _require(name in registry.BUILDERS, "data.name",
              f"{name!r} is not one of {', '.join(sorted(registry.BUILDERS))}")
+  # .get: a config.json saved before the field existed means 'folds'.
+  protocol = d.get("protocol", "folds")
+  _require(protocol in PROTOCOLS, "data.protocol",
+           f"{protocol!r} is not one of {', '.join(PROTOCOLS)}")
+  _require(not (d.all_folds and protocol == "official"), "data.all_folds",
+           "True needs data.protocol='folds': data.protocol='official' has "
+           "one train/test split, not folds")
+  _require(protocol == "folds" or 0 <= d.val_fraction < 1,
+           "data.val_fraction", f"{d.get('val_fraction')} must be in [0, 1)")
   _require(d.num_folds >= 2, "data.num_folds",
            f"{d.num_folds} must be >= 2")
   _require(0 <= d.fold < d.num_folds, "data.fold",

@@ -63,12 +63,31 @@ class RunData:
 
 
 def prepare_data(config) -> RunData:
+  """The configured data set's frames and this run's train/val/test rows."""
   d = config.data
-  table = frames.load_frames(d, split="train")
-  splits = protocols.fold_rows(table, d.num_folds, d.fold, d.val_folds,
-                               seed=d.split_seed, fold_by=d.fold_by)
+  if d.get("protocol", "folds") == "official":  # older config.json: folds
+    table, splits = official_split(d)
+  else:
+    table = frames.load_frames(d, split="train")
+    splits = protocols.fold_rows(table, d.num_folds, d.fold, d.val_folds,
+                                 seed=d.split_seed, fold_by=d.fold_by)
   classes = classes_lib.resolve_class_set(d.classes)
   return RunData(config, table, splits, classes)
+
+
+def official_split(d) -> tuple[frames.FrameTable, dict[str, np.ndarray]]:
+  """data.protocol='official': the builder's train, test and (if it has one)
+  validation splits read as one table, and their row masks."""
+  have = frames.split_names(d)
+  if "test" not in have:
+    raise frames.DataError(
+        f"config.data.protocol='official' needs a 'test' split, and "
+        f"config.data.name={d.name!r} has only {', '.join(have)}; use "
+        "config.data.protocol='folds'")
+  names = [s for s in ("train", "validation", "test") if s in have]
+  table, rows = frames.load_splits(d, names)
+  return table, protocols.official_rows(rows, table, d.val_fraction,
+                                        d.split_seed)
 
 
 def build_method(config, data: RunData) -> base.Method:

@@ -112,7 +112,8 @@ def test_sigkill_then_rerun_matches_uninterrupted(full_run, data_dir,
 @pytest.mark.parametrize("args,message", [
     (["--config.train.no_such_field=1"], "no_such_field"),
     (["--config.data.fold=9"], "config.data.fold"),
-    (["--config.data.name=ckplus"], "config.data.name"),
+    (["--config.data.name=nosuchset"], "config.data.name"),
+    (["--config.data.protocol=kfold"], "config.data.protocol"),
 ])
 def test_bad_input_gets_a_clear_error(tmp_path, data_dir, args, message):
   out = run_cli(tmp_path / "wd", *args, data_dir=data_dir)

@@ -324,13 +324,19 @@ def test_stills_without_subject_neutral_are_dropped(make_table):
 
 
 def test_stills_roles(make_table):
-  """Stills: peak = non-neutral images, neutral = neutral-labelled images;
-  role 'weak' (and so weak_peak_pair) raises DataError."""
+  """Stills: peak = non-neutral images, neutral = neutral-labelled images,
+  all = every image (RAF-DB's 7 classes train on neutral too); role 'weak'
+  (and so weak_peak_pair) raises DataError."""
   table = make_stills(make_table)
   np.testing.assert_array_equal(protocols.role_mask(table, "neutral"),
                                 table.label == NEUTRAL)
   np.testing.assert_array_equal(protocols.role_mask(table, "peak"),
                                 table.label != NEUTRAL)
+  assert protocols.role_mask(table, "all").all()
+  ex = protocols.make_examples(table, all_rows(table), "single",
+                               classes_lib.BASIC6_NEUTRAL, role="all")
+  assert len(ex) == len(table)
+  assert classes_lib.BASIC6_NEUTRAL.index("neutral") in ex.label
   with pytest.raises(DataError, match="weak"):
     protocols.role_mask(table, "weak")
   with pytest.raises(DataError, match="weak"):

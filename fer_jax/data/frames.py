@@ -164,34 +164,90 @@ def load_frames(data_cfg, split: str = "train") -> FrameTable:
                     landmarks=landmarks, **cols)
 
 
-def concat_tables(tables: Sequence[FrameTable]) -> FrameTable:
-  """One table of several data sets' rows; ids offset so no subject or
-  sequence of one set collides with another's (unknown subjects stay -1)."""
+class StackedImages:
+  """Several tables' images read as one, rows in order (tables that keep
+  their images on disk: data.in_memory=False)."""
+
+  def __init__(self, parts: Sequence[np.ndarray | SourceImages]):
+    self._parts = list(parts)
+    self._starts = np.cumsum([0] + [len(p) for p in parts])
+    self.shape = (int(self._starts[-1]),) + tuple(parts[0].shape[1:])
+    self.dtype = np.dtype(np.uint8)
+
+  def __len__(self) -> int:
+    return self.shape[0]
+
+  def __getitem__(self, index):
+    flat = np.asarray(index).ravel()
+    part = np.searchsorted(self._starts, flat, side="right") - 1
+    out = np.empty((len(flat),) + self.shape[1:], np.uint8)
+    for k in np.unique(part):
+      sel = part == k
+      out[sel] = np.asarray(self._parts[k][flat[sel] - self._starts[k]])
+    return out.reshape(np.shape(index) + self.shape[1:])
+
+
+def stack_tables(tables: Sequence[FrameTable], name: str) -> FrameTable:
+  """The rows of several tables as one table, every column as it is."""
   shapes = {t.image_shape for t in tables}
   if len(shapes) > 1:
     raise DataError("cannot mix data sets of different image shapes "
                     f"{sorted(shapes)} ({', '.join(t.name for t in tables)}): "
                     "build them at one output size")
-  if any(not isinstance(t.images, np.ndarray) for t in tables):
-    raise DataError("mixing data sets needs config.data.in_memory=True")
-  cols = {c: [] for c in COLUMNS}
-  subject_base = sequence_base = 0
-  for t in tables:
-    for c in COLUMNS:
-      v = getattr(t, c)
-      if c == "subject_id":
-        v = np.where(v >= 0, v + subject_base, -1)
-      elif c == "sequence_id":
-        v = v + sequence_base
-      cols[c].append(v)
-    subject_base += int(t.subject_id.max(initial=-1)) + 1
-    sequence_base += int(t.sequence_id.max(initial=-1)) + 1
+  images = [t.images for t in tables]
+  images = (np.concatenate(images)
+            if all(isinstance(i, np.ndarray) for i in images)
+            else StackedImages(images))
   landmarks = (np.concatenate([t.landmarks for t in tables])
                if all(t.landmarks is not None for t in tables) else None)
-  return FrameTable(name="+".join(t.name for t in tables),
-                    images=np.concatenate([t.images for t in tables]),
-                    landmarks=landmarks,
-                    **{c: np.concatenate(v) for c, v in cols.items()})
+  return FrameTable(name=name, images=images, landmarks=landmarks,
+                    **{c: np.concatenate([getattr(t, c) for t in tables])
+                       for c in COLUMNS})
+
+
+def concat_tables(tables: Sequence[FrameTable]) -> FrameTable:
+  """One table of several data sets' rows; ids offset so no subject or
+  sequence of one set collides with another's (unknown subjects stay -1)."""
+  shifted = []
+  subject_base = sequence_base = 0
+  for t in tables:
+    shifted.append(dataclasses.replace(
+        t, subject_id=np.where(t.subject_id >= 0, t.subject_id + subject_base,
+                               -1),
+        sequence_id=t.sequence_id + sequence_base))
+    subject_base += int(t.subject_id.max(initial=-1)) + 1
+    sequence_base += int(t.sequence_id.max(initial=-1)) + 1
+  return stack_tables(shifted, "+".join(t.name for t in tables))
+
+
+def split_names(data_cfg) -> tuple[str, ...]:
+  """The splits of the built data set (of a mix: those every part has)."""
+  names = None
+  for name in data_cfg.name.split("+"):
+    part_cfg = data_cfg.copy_and_resolve_references()
+    part_cfg.name = name
+    have = tuple(get_builder(part_cfg).info.splits)
+    names = have if names is None else tuple(s for s in names if s in have)
+  return names
+
+
+def load_splits(data_cfg, splits: Sequence[str]
+                ) -> tuple[FrameTable, dict[str, np.ndarray]]:
+  """Several splits of one data set as one table, and each split's rows.
+
+  Subject ids are kept (a subject is one person in every split); sequence
+  ids are offset per split, as a sequence never straddles two.
+  """
+  tables, base = [], 0
+  for split in splits:
+    t = load_frames(data_cfg, split)
+    tables.append(dataclasses.replace(t, sequence_id=t.sequence_id + base))
+    base += int(t.sequence_id.max(initial=-1)) + 1
+  table = stack_tables(tables, tables[0].name)
+  ends = np.cumsum([len(t) for t in tables])
+  rows = np.arange(len(table))
+  return table, {s: (rows >= end - len(t)) & (rows < end)
+                 for s, t, end in zip(splits, tables, ends)}
 
 
 def data_dir_of(data_cfg) -> str:

@@ -1,10 +1,12 @@
-"""Evaluation protocols: subject-independent folds, frame roles and pairing.
+"""Evaluation protocols: subject-independent folds or a data set's own
+split, frame roles and pairing.
 
 The papers compare methods under subject-independent k-fold cross-validation
-(no subject in two folds) on peak frames, and pair an examined frame with a
-reference frame of the same face: its sequence's neutral first frame (GNDL,
-IF-GAN, cGAN+WSC) or its sequence's peak (GroupGAN). Everything here is numpy
-over :class:`FrameTable` rows, deterministic from the seed.
+(no subject in two folds) on peak frames, or under the set's own train/test
+split where it records no subjects (RAF-DB, AffectNet), and pair an examined
+frame with a reference frame of the same face: its sequence's neutral first
+frame (GNDL, IF-GAN, cGAN+WSC) or its sequence's peak (GroupGAN). Everything
+here is numpy over :class:`FrameTable` rows, deterministic from the seed.
 """
 
 from __future__ import annotations
@@ -55,8 +57,10 @@ def role_mask(table: FrameTable, role: str, peak_frames: int = 3,
   """Rows playing ``role``: neutral = first frame, peak = last ``peak_frames``,
   weak = frames weak_frames[0]..weak_frames[1] (1-based, GroupGAN's 6-8).
 
-  Stills have no time axis: 'peak' and 'all' are the non-neutral images,
-  'neutral' the images labelled neutral, and 'weak' does not exist.
+  Stills have no time axis: 'peak' is the non-neutral images, 'neutral'
+  the images labelled neutral, 'all' every image (as for sequences, whose
+  neutral first frames 'all' includes: RAF-DB's seven classes need it), and
+  'weak' does not exist.
   """
   if role not in ROLES:
     raise ValueError(f"frame role {role!r} unknown; choose one of {ROLES}")
@@ -64,6 +68,8 @@ def role_mask(table: FrameTable, role: str, peak_frames: int = 3,
     if role == "weak":
       raise DataError(f"{table.name} holds still images: it has no weak "
                       "frames (role 'weak' needs a sequence data set)")
+    if role == "all":
+      return np.ones(len(table), bool)
     is_neutral = table.label == NEUTRAL
     return is_neutral if role == "neutral" else ~is_neutral
   f, n = table.frame_index, table.num_frames
@@ -124,13 +130,45 @@ def fold_rows(table: FrameTable, num_folds: int, fold: int, val_folds: int,
   if group_by == "subject_id" and np.any(groups < 0):
     raise DataError(f"{table.name} does not record subjects, so "
                     "subject-independent folds are impossible; use its "
-                    "official split (config.data.protocol='official')")
+                    "own train/test split: config.data.protocol='official'")
   fold_id = assign_folds(groups, num_folds, seed)
   test = fold_id == fold
   val = np.zeros(len(table), bool)
   for j in range(1, val_folds + 1):
     val |= fold_id == (fold + j) % num_folds
   return {"train": ~(test | val), "val": val, "test": test}
+
+
+def hold_out(groups: np.ndarray, rows: np.ndarray, fraction: float,
+             seed: int) -> np.ndarray:
+  """Mask of whole groups among ``rows``, shuffled by ``seed`` and taken
+  until they hold ``fraction`` of the rows (at least one group if > 0)."""
+  held = np.zeros(len(groups), bool)
+  if fraction <= 0 or not rows.any():
+    return held
+  unique, counts = np.unique(groups[rows], return_counts=True)
+  order = np.random.default_rng(seed).permutation(len(unique))
+  taken = np.cumsum(counts[order])
+  num = int(np.searchsorted(taken, fraction * rows.sum())) + 1
+  held[rows] = np.isin(groups[rows], unique[order[:num]])
+  return held
+
+
+def official_rows(split_rows: dict[str, np.ndarray], table: FrameTable,
+                  val_fraction: float, seed: int) -> dict[str, np.ndarray]:
+  """Train / val / test masks of a data set's own split (RAF-DB, AffectNet).
+
+  Test is its ``test`` split. Validation is its ``validation`` split where
+  the builder has one (AffectNet's, carved from training at build time);
+  otherwise ``val_fraction`` of ``train`` held out by ``seed`` in whole
+  sequences (each still is its own). Training is the rest of ``train``.
+  """
+  train = split_rows["train"]
+  val = split_rows.get("validation")
+  if val is None:
+    val = hold_out(table.sequence_id, train, val_fraction, seed)
+    train = train & ~val
+  return {"train": train, "val": val, "test": split_rows["test"]}
 
 
 def _first_frame_of_sequence(table: FrameTable) -> np.ndarray:
