@@ -22,6 +22,10 @@ def cgan_wsc_fields():
       l1_weight=100.0,  # theta_1 of eq. 3
       cgan_epochs=100.0, cgan_steps=0, landmark_epochs=50.0,
       landmark_steps=0,
+      # The landmark regressor: models.landmarks.HEADS, and its augmentation
+      # (faces and points moved together).
+      landmark_head="heatmap",
+      landmark_rotate_deg=10.0, landmark_scale=0.1, landmark_shift=0.08,
       # The experiment (section 5) and the clustering knobs (METHODS.md).
       label_noise=0.3, num_bins=10, select_threshold=0.125,
       knn_k=100, embed_dim=10, lam=1.0, eta=0.1, max_iter=1000,

@@ -4,7 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from fer_jax.data.augment import AugmentSpec, augment, augment_slots
+from fer_jax.data.augment import (AugmentSpec, augment, augment_slots,
+                                  augment_with_landmarks)
 
 LUMA = np.array([0.299, 0.587, 0.114])
 
@@ -240,3 +241,52 @@ def test_eval_centre_crop_odd_margin_is_pixel_exact():
   out = run(AugmentSpec(resize=16, crop=11, flip=False), x, False)
   windows = [scaled(x[:, :, i:i + 11, i:i + 11]) for i in (2, 3)]
   assert any(np.allclose(out, w, atol=1e-5) for w in windows)
+
+
+def _dots(size, points, sigma=1.5):
+  """uint8 (B, size, size, 3): a Gaussian dot at each (x, y) point (pixel
+  centres at +0.5), one image per point set."""
+  u = np.arange(size) + 0.5
+  yy, xx = np.meshgrid(u, u, indexing="ij")
+  out = []
+  for pts in points:
+    img = sum(np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
+              for x, y in pts)
+    out.append(np.repeat((255 * np.clip(img, 0, 1))[..., None], 3, -1))
+  return np.asarray(out, np.uint8)
+
+
+def _centroid(img):
+  w = np.clip(np.asarray(img)[..., 0] + 1.0, 0, None)  # [-1, 1] -> weight
+  w = np.where(w > 0.2, w, 0.0)
+  u = np.arange(w.shape[0]) + 0.5
+  yy, xx = np.meshgrid(u, u, indexing="ij")
+  return np.array([(w * xx).sum(), (w * yy).sum()]) / w.sum()
+
+
+def test_landmark_augment_eval_is_the_eval_view():
+  """train=False: the images are augment()'s eval view and the points are
+  mapped like the view (resize 40 -> crop 32 of a 48 px source)."""
+  spec = AugmentSpec(resize=40, crop=32, flip=False)
+  rng = np.random.default_rng(0)
+  imgs = rng.integers(0, 256, (2, 48, 48, 3), np.uint8)
+  pts = rng.uniform(10, 38, (2, 5, 2)).astype(np.float32)
+  out, lm = augment_with_landmarks(spec, jax.random.key(0), imgs, pts, False)
+  ref = augment(spec, jax.random.key(0), imgs[:, None], False)[:, 0]
+  np.testing.assert_allclose(out, ref, atol=1e-5)
+  np.testing.assert_allclose(lm, (pts * 40 / 48 - 4) / 32, atol=1e-6)
+
+
+def test_landmark_augment_points_follow_the_pixels():
+  """A random similarity: each image holds one dot at its point; after the
+  transform the dot's centroid is where the returned point says."""
+  spec = AugmentSpec(resize=64, crop=64, flip=False)
+  rng = np.random.default_rng(1)
+  pts = rng.uniform(22, 42, (6, 1, 2)).astype(np.float32)
+  out, lm = augment_with_landmarks(spec, jax.random.key(3), _dots(64, pts),
+                                   pts, True, rotate_deg=20.0, scale=0.2,
+                                   shift=0.1)
+  moved = np.asarray(lm)[:, 0] * 64
+  assert np.abs(moved - pts[:, 0]).max() > 2.0  # the transform did move them
+  for img, p in zip(np.asarray(out), moved):
+    np.testing.assert_allclose(_centroid(img), p, atol=0.35)

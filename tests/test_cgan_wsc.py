@@ -11,7 +11,8 @@ import pytest
 
 from fer_jax import config_lib, train
 from fer_jax.data import pipeline
-from fer_jax.models.landmarks import LandmarkNet, normalised_mean_error
+from fer_jax.models.landmarks import (LandmarkNet, normalised_mean_error,
+                                      soft_argmax)
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 
@@ -63,10 +64,28 @@ def test_landmarks_follow_resize_and_centre_crop(trainer):
 
 
 def test_landmark_net_starts_at_the_centre():
-  net = LandmarkNet("resnet18", base_width=8)
+  net = LandmarkNet("resnet18", base_width=8, head="regression")
   x = jnp.zeros((2, 32, 32, 3))
   variables = net.init(jax.random.key(0), x)
   np.testing.assert_allclose(net.apply(variables, x), 0.5)
+
+
+def test_heatmap_head_shapes_and_soft_argmax():
+  """A peaked map gives its cell's centre, a flat one the map's centre;
+  the heat-map net sees 64 px through 16 x 16 maps."""
+  logits = np.zeros((1, 4, 8, 2), np.float32)
+  logits[0, 1, 6, 0] = 100.0  # row 1 of 4, column 6 of 8
+  np.testing.assert_allclose(soft_argmax(jnp.asarray(logits)),
+                             [[[6.5 / 8, 1.5 / 4], [0.5, 0.5]]], atol=1e-6)
+  net = LandmarkNet("resnet18", base_width=8)
+  x = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
+  variables = net.init(jax.random.key(0), x)
+  assert variables["params"]["heatmaps"]["kernel"].shape == (1, 1, 32, 68)
+  out = net.apply(variables, x)
+  assert out.shape == (2, 68, 2)
+  assert np.all((np.asarray(out) > 0) & (np.asarray(out) < 1))
+  with pytest.raises(ValueError, match="head"):
+    LandmarkNet(head="mlp").init(jax.random.key(0), x)
 
 
 def test_cgan_step_lowers_l1_on_a_fixed_batch(trainer):

@@ -137,3 +137,57 @@ def augment_slots(spec: AugmentSpec, key, batch: dict, slots, train: bool):
   views = jnp.stack([batch[s] for s in slots], axis=1)
   out = augment(spec, key, views, train)
   return [out[:, i] for i in range(len(slots))]
+
+
+def augment_with_landmarks(spec: AugmentSpec, key, images, landmarks,
+                           train: bool, rotate_deg: float = 10.0,
+                           scale: float = 0.1, shift: float = 0.08):
+  """Faces and their points moved together, for landmark regression.
+
+  uint8 images (B, H, W, C) and landmarks (B, P, 2) as (x, y) source pixels
+  -> the evaluation view (resize, centre crop) in [-1, 1] and the points as
+  fractions of it. In training, a random similarity about the view centre
+  (rotation up to ``rotate_deg``, scale 1 +- ``scale``, shift up to
+  ``shift`` of the side) moves both, so the regressor must find the points
+  instead of recalling the training subjects' face shapes. (No flips: they
+  would renumber the points.)
+  """
+  b = images.shape[0]
+  x = images.astype(jnp.float32)
+  if x.shape[-1] == 1:
+    x = jnp.broadcast_to(x, x.shape[:-1] + (3,))
+  x = _prefilter(x, spec.resize)
+  src = x.shape[-2]
+  r, c = float(spec.resize), float(spec.crop)
+  off = float(round((r - c) / 2))
+  if train:
+    k_rot, k_scale, k_shift = jax.random.split(key, 3)
+    angle = jnp.deg2rad(rotate_deg) * jax.random.uniform(k_rot, (b,), minval=-1.0,
+                                                         maxval=1.0)
+    zoom = 1.0 + scale * jax.random.uniform(k_scale, (b,), minval=-1.0,
+                                            maxval=1.0)
+    move = shift * c * jax.random.uniform(k_shift, (b, 2), minval=-1.0,
+                                          maxval=1.0)
+  else:
+    angle, zoom, move = jnp.zeros((b,)), jnp.ones((b,)), jnp.zeros((b, 2))
+  cos, sin = jnp.cos(angle), jnp.sin(angle)
+  u = jnp.arange(spec.crop, dtype=jnp.float32) + 0.5
+  yy, xx = jnp.meshgrid(u, u, indexing="ij")
+  dx, dy = xx - c / 2, yy - c / 2
+
+  def grid(cs, sn, z, t):  # output pixel -> eval-view point -> source index
+    ex = z * (cs * dx - sn * dy) + c / 2 + t[0]
+    ey = z * (sn * dx + cs * dy) + c / 2 + t[1]
+    return (ey + off) * src / r - 0.5, (ex + off) * src / r - 0.5
+
+  ys, xs = jax.vmap(grid)(cos, sin, zoom, move)
+  out = jax.vmap(_bilinear)(x, ys, xs) / 127.5 - 1.0
+  if spec.grey:
+    out = jnp.sum(out * LUMA, axis=-1, keepdims=True)
+  # The inverse map on the points: source pixel -> eval view -> output.
+  e = landmarks.astype(jnp.float32) * (r / src) - off
+  px = e[..., 0] - c / 2 - move[:, None, 0]
+  py = e[..., 1] - c / 2 - move[:, None, 1]
+  ox = (cos[:, None] * px + sin[:, None] * py) / zoom[:, None] + c / 2
+  oy = (-sin[:, None] * px + cos[:, None] * py) / zoom[:, None] + c / 2
+  return out, jnp.stack([ox, oy], axis=-1) / c

@@ -66,7 +66,7 @@ class CGANWSC(base.Method):
     self.d = PatchGAN(base_features=c.d_features, num_layers=c.d_layers,
                       dtype=self.dtype)
     self.lm = LandmarkNet(config.model.arch, config.model.base_width,
-                          dtype=self.dtype)
+                          head=c.landmark_head, dtype=self.dtype)
     self.batch_size = config.train.batch_size
     role = config.data.role
     self.cgan_steps = self._steps(c.cgan_steps, c.cgan_epochs,
@@ -171,13 +171,14 @@ class CGANWSC(base.Method):
     return (landmarks * (r / src_size) - offset) / c
 
   def landmark_step(self, state, batch, rng):
-    """L1 on the points, eval view (geometric augmentation would have to
-    move and, for flips, renumber the points)."""
-    del rng
-    (x,) = augment_lib.augment_slots(self.spec, jax.random.key(0), batch,
-                                     ("image",), train=False)
-    target = self.view_landmarks(batch["image_landmarks"],
-                                 batch["image"].shape[1])
+    """L1 on the points of faces moved at random with their points
+    (rotation, scale, shift: augment_with_landmarks), so the regressor
+    learns to find points rather than recall the training subjects."""
+    c = self.cfg
+    x, target = augment_lib.augment_with_landmarks(
+        self.spec, rng, batch["image"], batch["image_landmarks"], train=True,
+        rotate_deg=c.landmark_rotate_deg, scale=c.landmark_scale,
+        shift=c.landmark_shift)
     lm = state["lm"]
 
     def loss_fn(params):

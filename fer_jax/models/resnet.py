@@ -81,7 +81,9 @@ class ResNet(nn.Module):
   """ResNet over NHWC images in [-1, 1] (or any normalisation the caller picks).
 
   Returns logits of shape (B, num_classes), or the pooled features (B, C) when
-  ``num_classes`` is 0 (C = 8 * base_width * expansion: 512 for ResNet-18).
+  ``num_classes`` is 0 (C = 8 * base_width * expansion: 512 for ResNet-18);
+  with ``pool=False`` (and no classes) the last stage's map (B, H/32, W/32, C)
+  for dense heads such as landmark heat maps.
   """
   stage_sizes: Sequence[int]
   block: type[_Block]
@@ -89,6 +91,7 @@ class ResNet(nn.Module):
   base_width: int = 64
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  pool: bool = True
 
   @property
   def feature_dim(self) -> int:
@@ -117,6 +120,11 @@ class ResNet(nn.Module):
             dtype=self.dtype, param_dtype=self.param_dtype,
             name=f"layer{stage + 1}_{i}")(x, train)
         in_features = out
+    if not self.pool:
+      if self.num_classes:
+        raise ValueError("ResNet(pool=False) returns the feature map: it "
+                         "needs num_classes=0")
+      return x
     x = jnp.mean(x, axis=(1, 2))
     if self.num_classes:
       x = nn.Dense(self.num_classes, dtype=self.dtype,
