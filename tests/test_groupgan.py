@@ -27,9 +27,12 @@ def tiny_config(variant="2v2", **groupgan_overrides):
   c.data.num_folds = 3
   c.basenet = "vgg11_bn"
   c.model.base_width = 8
+  # The paper's plain G (a residual G starts with a zero last layer, so no
+  # gradient would reach E through it on the first step).
   c.groupgan.update(fc_width=16, g_features=(4, 8, 8, 8),
                     d_features=(4, 8, 8, 8), d_fc_width=8, extractor_steps=2,
-                    autoencoder_steps=2, **groupgan_overrides)
+                    autoencoder_steps=2, g_residual=False)
+  c.groupgan.update(**groupgan_overrides)
   c.optim.update(name="sgd", lr=0.05, momentum=0.0, weight_decay=0.0,
                  schedule="constant")
   c.train.batch_size = 4
@@ -85,6 +88,26 @@ def test_generator_shapes_condition_and_size_check():
   assert g1.apply(v1, x, f).shape == x.shape
   with pytest.raises(ValueError, match="divisible by 8"):
     g1.init(jax.random.key(0), jnp.zeros((1, 36, 36, 3)), None)
+
+
+def test_residual_generator_starts_as_identity_and_learns_a_change():
+  """g_residual: zero last conv -> G(x) = x (up to the atanh clip); a
+  nonzero last conv moves the output, and gradient reaches the encoder."""
+  g = MagnifyingGenerator(features=(4, 8, 8, 8), residual=True)
+  x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3), minval=-0.99,
+                         maxval=0.99)
+  f = jax.random.normal(jax.random.key(1), (2, 5))
+  variables = g.init(jax.random.key(2), x, f)
+  np.testing.assert_allclose(g.apply(variables, x, f), x, atol=1e-5)
+  params = jax.tree.map(lambda a: a, variables["params"])
+  params["out1_conv"]["kernel"] = params["out1_conv"]["kernel"] + 0.1
+  moved = g.apply({**variables, "params": params}, x, f)
+  assert float(jnp.max(jnp.abs(moved - x))) > 0.05
+
+  def loss(p):
+    return jnp.sum(g.apply({**variables, "params": p}, x, f))
+  grads = jax.grad(loss)(params)
+  assert float(jnp.max(jnp.abs(grads["enc0_conv"]["kernel"]))) > 0
 
 
 def test_discriminator_takes_the_condition():

@@ -212,6 +212,15 @@ def _set(tree, path, value):
   return {**tree, path[0]: _set(tree[path[0]], path[1:], value)}
 
 
+def network_state(variables, tx, params=None):
+  """One network's slice of a method's state: its params (``params``, or
+  ``variables['params']``), BatchNorm statistics (empty if it has none) and
+  ``tx``'s fresh optimizer state for those params."""
+  params = variables["params"] if params is None else params
+  return {"params": params, "batch_stats": variables.get("batch_stats", {}),
+          "opt_state": tx.init(params)}
+
+
 def apply_updates(tx, params, opt_state, grads, loss=None):
   """One optimizer update; returns (params, opt_state). ``loss`` feeds a
   plateau schedule (``config.optim.schedule='plateau'``)."""

@@ -43,12 +43,6 @@ from fer_jax.optim import make_optimizer
 FEATURE_SETS = ("cgan", "not_optimised", "pca")
 
 
-def _net(variables, tx):
-  params = variables["params"]
-  return {"params": params, "batch_stats": variables.get("batch_stats", {}),
-          "opt_state": tx.init(params)}
-
-
 class CGANWSC(base.Method):
   name = "cgan_wsc"
   # Evaluated faces come with their sequence's real neutral frame: shown
@@ -92,10 +86,13 @@ class CGANWSC(base.Method):
     kg, kd, kl = jax.random.split(rng, 3)
     s, ch = self.spec.crop, self.spec.channels
     img = jnp.zeros((1, s, s, ch), jnp.float32)
-    return {"g": _net(self.g.init(kg, img, train=False), self.tx),
-            "d": _net(self.d.init(kd, jnp.concatenate([img, img], -1),
-                                  train=False), self.tx),
-            "lm": _net(self.lm.init(kl, img, train=False), self.lm_tx)}
+    pair = jnp.concatenate([img, img], -1)
+    return {"g": base.network_state(self.g.init(kg, img, train=False),
+                                    self.tx),
+            "d": base.network_state(self.d.init(kd, pair, train=False),
+                                    self.tx),
+            "lm": base.network_state(self.lm.init(kl, img, train=False),
+                                     self.lm_tx)}
 
   def phases(self):
     return [

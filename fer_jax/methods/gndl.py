@@ -95,9 +95,7 @@ class GNDL(base.Method):
     size = (1, self.spec.crop, self.spec.crop, self.spec.channels)
     dummy = jnp.zeros(size, jnp.float32)
     variables = self.net.init(rng, dummy, dummy, method=GNDLNet.train_pair)
-    return {"params": variables["params"],
-            "batch_stats": variables["batch_stats"],
-            "opt_state": self.tx.init(variables["params"])}
+    return base.network_state(variables, self.tx)
 
   def load_pretrained(self, state):
     """The ResNet backbone (params and BN statistics) from

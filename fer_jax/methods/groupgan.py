@@ -58,11 +58,6 @@ def heat_map(a, b):
                  axis=-1)
 
 
-def _net(params, variables, tx):
-  return {"params": params, "batch_stats": variables.get("batch_stats", {}),
-          "opt_state": tx.init(params)}
-
-
 class GroupGAN(base.Method):
   name = "groupgan"
   eval_kind = "weak_peak_pair"  # test on the weak frame; grids show its peak
@@ -82,6 +77,7 @@ class GroupGAN(base.Method):
     self.c_net = BaseNet(config.model.arch, self.num_classes, **net)
     self.g = MagnifyingGenerator(features=tuple(c.g_features),
                                  strides=tuple(c.g_strides),
+                                 residual=c.g_residual,
                                  init_scheme=c.init,
                                  out_channels=self.spec.channels,
                                  dtype=self.dtype)
@@ -118,21 +114,21 @@ class GroupGAN(base.Method):
     s, ch = self.spec.crop, self.spec.channels
     img = jnp.zeros((1, s, s, ch), jnp.float32)
     c_vars = self.c_net.init(keys[0], img, train=False)
-    state = {"c": _net(c_vars["params"], c_vars, self.tx)}
+    state = {"c": base.network_state(c_vars, self.tx)}
     if not self.has_g:
       return state
     # E has C's architecture (the BaseNet; its last FC is only used while
     # pre-training it as a classifier).
     e_vars = self.c_net.init(keys[1], img, train=False)
-    state["e"] = _net(e_vars["params"], e_vars, self.tx)
+    state["e"] = base.network_state(e_vars, self.tx)
     f_exp = self._extract(state, img)[0] if self.has_e else None
     g_vars = self.g.init(keys[2], img, f_exp, train=False)
-    state["g"] = _net(g_vars["params"], g_vars, self.tx)
+    state["g"] = base.network_state(g_vars, self.tx)
     d_vars = self.d.init(keys[3], img, f_exp)
-    state["d"] = _net(d_vars["params"], d_vars, self.tx)
+    state["d"] = base.network_state(d_vars, self.tx)
     if self.has_dp:
       dp_vars = self.d.init(keys[4], img, f_exp)
-      state["dp"] = _net(dp_vars["params"], dp_vars, self.tx)
+      state["dp"] = base.network_state(dp_vars, self.tx)
     return state
 
   def load_pretrained(self, state):

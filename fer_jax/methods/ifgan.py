@@ -120,13 +120,9 @@ class IFGAN(base.Method):
     e_params = {"net": e_vars["params"],
                 "centers": 0.1 * jax.random.normal(
                     kc, (self.num_classes, feat_dim))}
-
-    def net(params, variables):
-      return {"params": params, "batch_stats": variables["batch_stats"],
-              "opt_state": self.tx.init(params)}
-    return {"g": net(g_vars["params"], g_vars),
-            "d": net(d_vars["params"], d_vars),
-            "e": net(e_params, e_vars),
+    return {"g": base.network_state(g_vars, self.tx),
+            "d": base.network_state(d_vars, self.tx),
+            "e": base.network_state(e_vars, self.tx, params=e_params),
             "class_avg": jnp.asarray(self.class_avg)}
 
   def load_pretrained(self, state):

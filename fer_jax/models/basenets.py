@@ -58,9 +58,9 @@ _ALEXNET_WIDTHS = (1, 3, 6, 4, 4)
 # uniform init; we use the VGG scheme for both so "default" means one thing.)
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 _dense_init = nn.initializers.normal(0.01)
-# GroupGAN sec. 4.2: every weight N(0, 0.01), every bias 1.
-_paper_kernel_init = nn.initializers.normal(0.01)
-_paper_bias_init = nn.initializers.constant(1.0)
+# GroupGAN sec. 4.2: every weight N(0, 0.01), every bias 1 (also used by
+# its generator and discriminators, models/groupgan_nets.py).
+PAPER_INIT = (nn.initializers.normal(0.01), nn.initializers.constant(1.0))
 
 
 def _parse_arch(arch: str) -> tuple[str, bool]:
@@ -148,7 +148,7 @@ class BaseNet(nn.Module):
 
   def _inits(self, conv: bool):
     if self.init_scheme == "paper":
-      return _paper_kernel_init, _paper_bias_init
+      return PAPER_INIT
     if self.init_scheme == "default":
       return (_conv_init if conv else _dense_init), nn.initializers.zeros
     raise ValueError(f"unknown init {self.init_scheme!r}; use 'default' or 'paper'")

@@ -21,6 +21,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fer_jax.models.basenets import PAPER_INIT
+
 Dtype = Any
 INITS = ("default", "paper")
 
@@ -28,7 +30,7 @@ INITS = ("default", "paper")
 def initializers(init: str):
   """(kernel_init, bias_init) for ``init`` in INITS."""
   if init == "paper":
-    return nn.initializers.normal(0.01), nn.initializers.constant(1.0)
+    return PAPER_INIT
   if init == "default":
     return (nn.initializers.variance_scaling(2.0, "fan_in", "normal"),
             nn.initializers.zeros)
@@ -86,11 +88,18 @@ class MagnifyingGenerator(_Layers):
   ``features`` are the four encoder widths and ``strides`` their strides
   (the paper gives only kernels; all 2 = a side/16 bottleneck); the decoder
   mirrors both. The input side must be a multiple of the total stride.
+
+  ``residual=True`` (not in the paper) makes G predict the change: the last
+  convolution starts at zero and its output is added to the input before
+  the tanh (in atanh space), so G starts as the identity and only has to
+  learn the expression's change instead of redrawing the whole face from
+  the bottleneck, which a short CPU run cannot.
   """
   features: Sequence[int] = (64, 128, 256, 512)
   kernels: Sequence[int] = (7, 5, 3, 3)
   strides: Sequence[int] = (2, 2, 2, 2)
   out_channels: int = 3
+  residual: bool = False
 
   def encode(self, x, train: bool):
     total = 1
@@ -111,7 +120,7 @@ class MagnifyingGenerator(_Layers):
                             h, train)
     return h
 
-  def decode(self, h, f_exp, train: bool):
+  def decode(self, h, f_exp, train: bool, x=None):
     if f_exp is not None:
       cond = jnp.broadcast_to(f_exp[:, None, None, :].astype(h.dtype),
                               h.shape[:3] + (f_exp.shape[-1],))
@@ -122,13 +131,19 @@ class MagnifyingGenerator(_Layers):
       h = nn.relu(self.bn(train, f"dec{i}_bn")(h))
     h = nn.relu(self.bn(train, "out0_bn")(
         self.conv(self.features[0], 3, name="out0_conv")(h)))
-    h = self.conv(self.out_channels, 3, name="out1_conv")(h)
-    return jnp.tanh(h.astype(jnp.float32))
+    if not self.residual:
+      h = self.conv(self.out_channels, 3, name="out1_conv")(h)
+      return jnp.tanh(h.astype(jnp.float32))
+    h = nn.Conv(self.out_channels, (3, 3), padding=((1, 1), (1, 1)),
+                kernel_init=nn.initializers.zeros, dtype=self.dtype,
+                param_dtype=self.param_dtype, name="out1_conv")(h)
+    base = jnp.arctanh(jnp.clip(x.astype(jnp.float32), -0.999, 0.999))
+    return jnp.tanh(base + h.astype(jnp.float32))
 
   @nn.compact
   def __call__(self, x, f_exp=None, train: bool = False):
     """x (B, H, W, C) in [-1, 1]; f_exp (B, F) or None (no extractor)."""
-    return self.decode(self.encode(x, train), f_exp, train)
+    return self.decode(self.encode(x, train), f_exp, train, x)
 
 
 class VGGDiscriminator(_Layers):
