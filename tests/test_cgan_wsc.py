@@ -117,8 +117,8 @@ def test_run_reports_the_reannotation_experiment(trainer, tmp_path):
   assert set(report["baselines"]) == {"pca", "not_optimised",
                                       "true_landmarks"}
   assert report["binary"]["num_examples"] > 0
-  assert set(report["clean_label_knn_accuracy"]) == {"cgan",
-                                                      "true_landmarks"}
+  assert set(report["clean_label_knn_accuracy"]) == {
+      "cgan", "true_face_generated_neutral", "true_landmarks"}
   assert 0 <= report["landmark_nme"]
   for name in ("reannotation.png", "neutral.png", "confusion_matrix.png"):
     assert os.path.exists(tmp_path / "eval" / name)
