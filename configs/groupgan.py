@@ -77,6 +77,12 @@ def cpu_synthetic(c):
   `--config.basenet=vgg13_bn` is the paper's best but needs a longer run.)"""
   c.data.synth.update(num_subjects=96, num_frames=10, image_size=64)
   c.data.resize, c.data.crop = 72, 64
+  # Folds by subject, not by sequence: every synthetic subject has exactly
+  # one sequence per expression, so with sequence folds a test sequence's
+  # expression is the one expression its subject never shows in training,
+  # and a net that partly recognises identity is pushed off the right
+  # class (measured: the CNN variant at 1.8% with an empty diagonal).
+  c.data.fold_by = "subject"
   c.basenet = "resnet18"
   c.model.base_width = 16
   # Strides (1, 2, 2, 2): the same 8x8 bottleneck on 64 px faces as the
