@@ -250,6 +250,14 @@ def test_state_dict_of_another_arch_is_refused():
   vgg = torchvision_model(torch, "vgg11_bn", width=8).state_dict()
   with pytest.raises(ValueError, match="features_1"):
     torch_import.convert_state_dict(vgg, "vgg11")
+  # AlexNet and VGG share features_0 and classifier_6 but not their first
+  # FC: a ValueError naming it (the CLI reports ValueErrors in one line).
+  alex = torchvision_model(torch, "alexnet", width=8).state_dict()
+  with pytest.raises(ValueError, match="classifier_0"):
+    torch_import.convert_state_dict(alex, "vgg11")
+  with pytest.raises(ValueError, match="classifier_1"):
+    torch_import.convert_state_dict(
+        torchvision_model(torch, "vgg11", width=8).state_dict(), "alexnet")
   # DataParallel's 'module.' prefix and a {'state_dict': ...} wrapper are
   # unwrapped.
   wrapped = {"state_dict": {"module." + k: v for k, v in sd.items()}}

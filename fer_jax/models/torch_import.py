@@ -148,11 +148,11 @@ def check_against_model(variables: dict[str, Any], arch: str) -> None:
   try:
     conv1 = params["conv1" if arch in RESNETS else "features_0"]["kernel"]
     head = params["fc" if arch in RESNETS else "classifier_6"]["kernel"]
+    fc_width = (params[_FIRST_FC[arch][0]]["kernel"].shape[1]
+                if arch in BASENETS else 4096)
   except KeyError as e:
     raise ValueError(f"state dict has no {e.args[0]!r} layer: is it a "
                      f"torchvision {arch}?") from None
-  fc_width = (params[_FIRST_FC[arch][0]]["kernel"].shape[1]
-              if arch in BASENETS else 4096)
   model = reference_model(arch, num_classes=head.shape[1], fc_width=fc_width,
                           base_width=conv1.shape[3])
   x = jax.ShapeDtypeStruct((1, 64, 64, conv1.shape[2]), jnp.float32)
