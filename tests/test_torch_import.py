@@ -266,6 +266,17 @@ def test_state_dict_of_another_arch_is_refused():
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
+def test_pickled_model_is_a_value_error(tmp_path):
+  """torch.save(model) instead of its state_dict: a ValueError saying so
+  (import_weights prints ValueErrors in one line, not a traceback)."""
+  torch = pytest.importorskip("torch")
+  from fer_jax.models import torch_import  # pylint: disable=import-outside-toplevel
+  torch.save(torch.nn.Linear(2, 2), tmp_path / "model.pth")
+  with pytest.raises(ValueError, match=r"model.pth is not a plain state "
+                                       r"dict.*model.state_dict\(\)"):
+    torch_import.load_torch_file(str(tmp_path / "model.pth"))
+
+
 def test_cli_writes_a_file_that_loads(tmp_path):
   torch = pytest.importorskip("torch")
   from fer_jax.models import torch_import  # pylint: disable=import-outside-toplevel

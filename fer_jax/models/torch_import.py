@@ -174,6 +174,15 @@ def convert_and_save(state_dict: Mapping[str, Any], arch: str, out: str
 
 def load_torch_file(path: str) -> dict[str, Any]:
   """``torch.load`` of a state-dict file, tensors only (no pickled code)."""
+  import pickle  # pylint: disable=import-outside-toplevel
+
   import torch  # pylint: disable=import-outside-toplevel
-  return unwrap_state_dict(torch.load(path, map_location="cpu",
-                                      weights_only=True))
+  try:
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+  except pickle.UnpicklingError as e:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    raise ValueError(
+        f"{path} is not a plain state dict of tensors ({first}); a whole "
+        "pickled model is not read: save torch.save(model.state_dict(), "
+        "PATH) instead") from None
+  return unwrap_state_dict(obj)
