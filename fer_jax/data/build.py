@@ -49,7 +49,9 @@ def main(argv):
   try:
     builder = build(argv[1], _MANUAL.value, _DATA_DIR.value,
                     _BUILDER_CONFIG.value)
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, FileNotFoundError, ImportError) as e:
+    # ImportError: an optional decoder a builder needs (MMI's PyAV); its
+    # message says what to install.
     print(f"fer_jax.data.build: error: {e}", file=sys.stderr)
     sys.exit(2)
   print(f"built {builder.info.full_name} in {builder.data_dir}: "

@@ -85,6 +85,25 @@ def test_build_command_reports_layout_errors(tmp_path):
   assert "Traceback" not in out.stderr
 
 
+def test_build_command_reports_a_missing_optional_decoder(tmp_path):
+  """MMI without PyAV: exit 2 saying what to install, no traceback."""
+  session = tmp_path / "manual" / "Sessions" / "101"
+  session.mkdir(parents=True)
+  (session / "S001-101.avi").write_bytes(b"RIFF....AVI ")
+  (session / "session.xml").write_text(
+      '<session sessionId="101" mediaFile="S001-101.avi">'
+      '<subject id="1"/><Metatag Name="Emotion" Value="4"/></session>')
+  code = ("import runpy, sys; sys.modules['av'] = None; "
+          "runpy.run_module('fer_jax.data.build', run_name='__main__')")
+  out = subprocess.run(
+      [sys.executable, "-c", code, "mmi", f"--manual_dir={tmp_path / 'manual'}",
+       f"--data_dir={tmp_path / 'tfds'}"],
+      capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert "pip install" in out.stderr and "av" in out.stderr
+  assert "Traceback" not in out.stderr
+
+
 def test_open_image_counts_truncated_files_even_when_pil_is_lenient(tmp_path):
   from PIL import ImageFile
 
