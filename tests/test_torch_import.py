@@ -258,6 +258,16 @@ def test_state_dict_of_another_arch_is_refused():
   with pytest.raises(ValueError, match="classifier_1"):
     torch_import.convert_state_dict(
         torchvision_model(torch, "vgg11", width=8).state_dict(), "alexnet")
+  # A shortcut laid out otherwise than torchvision's (conv, bn) Sequential:
+  # a ValueError naming the key, not a KeyError/IndexError traceback.
+  odd = dict(sd)
+  odd["layer2.0.downsample.2.weight"] = odd["layer2.0.downsample.1.weight"]
+  with pytest.raises(ValueError, match=r"layer2\.0\.downsample\.2"):
+    torch_import.convert_state_dict(odd, "resnet18")
+  odd = dict(sd)
+  odd["layer2.0.downsample.weight"] = odd.pop("layer2.0.downsample.0.weight")
+  with pytest.raises(ValueError, match=r"layer2\.0\.downsample"):
+    torch_import.convert_state_dict(odd, "resnet18")
   # DataParallel's 'module.' prefix and a {'state_dict': ...} wrapper are
   # unwrapped.
   wrapped = {"state_dict": {"module." + k: v for k, v in sd.items()}}

@@ -79,7 +79,12 @@ def _module_name(arch: str, torch_module: str) -> str:
   parts = torch_module.split(".")
   if arch in RESNETS and len(parts) >= 3 and parts[2] == "downsample":
     # layer2.0.downsample.0 -> layer2_0 / downsample_conv (1 -> _bn)
-    kind = {"0": "downsample_conv", "1": "downsample_bn"}[parts[3]]
+    kind = ({"0": "downsample_conv", "1": "downsample_bn"}.get(parts[3])
+            if len(parts) == 4 else None)
+    if kind is None:
+      raise ValueError(f"state dict module {torch_module!r} is not a layer "
+                       f"of torchvision's {arch} (its shortcut is "
+                       "downsample.0 conv, downsample.1 BatchNorm)")
     return f"{parts[0]}_{parts[1]}/{kind}"
   if arch in RESNETS and len(parts) == 3:  # layer1.0.conv1
     return f"{parts[0]}_{parts[1]}/{parts[2]}"
