@@ -80,7 +80,7 @@ def _synth_builder(data_cfg, data_dir: str):
 
 def get_builder(data_cfg) -> tfds.core.DatasetBuilder:
   """The configured builder; the synthetic set is built on first use."""
-  data_dir = data_cfg.get("data_dir") or registry.default_data_dir()
+  data_dir = data_dir_of(data_cfg)
   name = data_cfg.name
   if name == "fer_synth":
     builder = _synth_builder(data_cfg, data_dir)
@@ -251,4 +251,7 @@ def load_splits(data_cfg, splits: Sequence[str]
 
 
 def data_dir_of(data_cfg) -> str:
-  return os.fspath(data_cfg.get("data_dir") or registry.default_data_dir())
+  """config.data.data_dir, else the default; '~' expanded as the build
+  command expands it (TFDS does not, and the shell leaves '--x=~/...')."""
+  return os.path.expanduser(os.fspath(data_cfg.get("data_dir")
+                                      or registry.default_data_dir()))

@@ -28,9 +28,8 @@ DEFAULT_DATA_DIR_ENV = "FER_JAX_DATA_DIR"
 
 def default_data_dir() -> str:
   """$FER_JAX_DATA_DIR, else ~/tensorflow_datasets (TFDS's own default)."""
-  return os.environ.get(DEFAULT_DATA_DIR_ENV,
-                        os.path.join(os.path.expanduser("~"),
-                                     "tensorflow_datasets"))
+  return os.path.expanduser(os.environ.get(DEFAULT_DATA_DIR_ENV)
+                            or os.path.join("~", "tensorflow_datasets"))
 
 
 def builder_class(name: str):

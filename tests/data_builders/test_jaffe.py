@@ -53,3 +53,19 @@ def test_subject_folds_and_neutral_pairs(tmp_path, data_dir):
   ref = ex.slots["neutral"]
   assert np.all(table.label[ref] == canonical_index("neutral"))
   assert np.all(table.subject_id[ref] == table.subject_id[ex.slots["image"]])
+
+
+def test_data_dir_with_a_tilde_is_the_home_folder(tmp_path, monkeypatch):
+  """--config.data.data_dir=~/... (the shell leaves '~' after '=' alone) and
+  FER_JAX_DATA_DIR='~/...' read the set the build command wrote there."""
+  monkeypatch.setenv("HOME", str(tmp_path))
+  ft.write_jaffe(tmp_path / "manual")
+  ft.build(Jaffe, tmp_path / "manual", tmp_path / "tfds",
+           Jaffe.builder_configs["small"])
+  table = frames.load_frames(ml_collections.ConfigDict(
+      {"name": "jaffe", "data_dir": "~/tfds", "builder_config": "small"}))
+  assert len(table) == 69
+  monkeypatch.setenv("FER_JAX_DATA_DIR", "~/tfds")
+  table = frames.load_frames(ml_collections.ConfigDict(
+      {"name": "jaffe", "data_dir": "", "builder_config": "small"}))
+  assert len(table) == 69
