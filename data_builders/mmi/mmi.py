@@ -151,7 +151,9 @@ PyAV: pip install 'fer_jax[video]'. Layout:
       label = (None if meta["emotion"] is None
                else dataset_label("mmi", meta["emotion"]))
       if label is None:
-        log.skip(folder, "no Emotion metatag (AU-only session)")
+        log.skip(folder, "no Emotion metatag (AU-only session)"
+                 if meta["emotion"] is None else "unknown emotion code",
+                 f"Value={meta['emotion']}")
         continue
       videos = sorted(f for f in os.listdir(folder)
                       if f.lower().endswith(_VIDEO_EXT))

@@ -69,3 +69,18 @@ def test_peak_is_the_middle_and_folds(tmp_path, data_dir):
     rows = table.sequence_id == s
     bright = table.images[rows].mean((1, 2, 3))
     assert bright[peak[rows]].min() > bright[~peak[rows]].max()
+
+
+def test_unknown_emotion_code_is_counted_as_such(tmp_path, data_dir):
+  """A code outside 1-6 is not an AU-only session: its own skip reason."""
+  ft.write_mmi(tmp_path / "manual")
+  xml = tmp_path / "manual" / "Sessions" / "250" / "session.xml"
+  xml.write_text(xml.read_text().replace('Name="Emotion" Value="5"',
+                                         'Name="Emotion" Value="9"'))
+  builder = ft.build(Mmi, tmp_path / "manual", data_dir,
+                     MmiConfig(name="t32", image_size=32))
+  assert 250 not in _by_session(ft.records(builder))
+  assert builder.info.metadata["skipped_train"] == {
+      "no Emotion metatag (AU-only session)": 1,
+      "unknown emotion code": 1,
+      "no video (still-image session)": 1, "unreadable video": 1}
