@@ -56,7 +56,7 @@ class AffectnetConfig(common.FaceConfig):
 
 def read_csv(path: str) -> list[dict[str, str]]:
   """Rows as dicts; a header row is optional (some copies drop it)."""
-  with open(path, newline="", encoding="utf-8") as f:
+  with open(path, newline="", encoding="utf-8-sig") as f:  # BOM: header
     rows = list(csv.reader(f))
   if not rows:
     raise ValueError(f"{path} is empty; expected columns {', '.join(COLUMNS)}")

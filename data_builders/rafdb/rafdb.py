@@ -31,7 +31,7 @@ def read_label_file(path: str) -> list[tuple[str, int, int]]:
   """(image name, code, line number) per line; a malformed line is an error
   naming the file and line (the label file is the data set's truth)."""
   rows = []
-  with open(path, encoding="utf-8") as f:
+  with open(path, encoding="utf-8-sig") as f:  # -sig: a BOM is no name
     for n, line in enumerate(f, 1):
       parts = line.split()
       if not parts:

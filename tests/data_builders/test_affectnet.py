@@ -83,3 +83,13 @@ def test_csv_without_expression_column_is_an_error(tmp_path, data_dir):
   with pytest.raises(ValueError, match=r"training.csv: header lacks"):
     ft.build(Affectnet, tmp_path / "manual", data_dir,
              AffectnetConfig(name="t", image_size=32))
+
+
+def test_csv_with_a_byte_order_mark_keeps_its_header(tmp_path):
+  """A header row behind a BOM is still the header, not a malformed row."""
+  ft.write_affectnet(tmp_path / "manual")
+  csv = tmp_path / "manual" / "Manually_Annotated_file_lists" / "training.csv"
+  csv.write_bytes(b"\xef\xbb\xbf" + csv.read_bytes())
+  rows = affectnet.read_csv(str(csv))
+  assert len(rows) == 34  # 33 + the duplicate, no header row among them
+  assert rows[0]["subDirectory_filePath"] == "100/tra0000.jpg"

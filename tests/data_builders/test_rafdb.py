@@ -47,3 +47,13 @@ def test_label_file_errors_name_the_path(tmp_path, data_dir):
   with pytest.raises(LayoutError, match="list_patition_label.txt"):
     ft.build(Rafdb, tmp_path / "manual", data_dir, SMALL)
   assert not Rafdb(config=SMALL, data_dir=str(data_dir)).is_prepared()
+
+
+def test_label_file_with_a_byte_order_mark(tmp_path, data_dir):
+  """A label file saved by a Windows editor starts with a BOM: still read."""
+  expected = ft.write_rafdb(tmp_path / "manual")
+  label = tmp_path / "manual" / "basic" / "EmoLabel" / "list_patition_label.txt"
+  label.write_bytes(b"\xef\xbb\xbf" + label.read_bytes())
+  builder = ft.build(Rafdb, tmp_path / "manual", data_dir, SMALL)
+  assert sum(len(ft.records(builder, s)) for s in ("train", "test")) == len(
+      expected)
