@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 
 class CheckpointError(ValueError):
@@ -80,8 +81,15 @@ class Checkpointer:
     or data is needed to build the target, and the device count may differ
     from the run's."""
     step, meta = self.read_meta(step)
-    saved = self._manager.item_metadata(step)["state"]
+    # A manager that has not saved or restored 'state' yet knows no handler
+    # for it, and its item_metadata is None (restoring with None would put
+    # every array back on the saving run's devices): ask the handler.
+    saved = ocp.StandardCheckpointHandler().metadata(
+        epath.Path(self.directory) / str(step) / "state")
     tree = saved.tree if hasattr(saved, "tree") else saved
+    if not jax.tree.leaves(tree):
+      raise CheckpointError(f"checkpoint {self.directory}/{step} holds no "
+                            "arrays under 'state'")
     abstract = jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype,
                                        sharding=sharding), tree)

@@ -76,3 +76,58 @@ def test_load_an_earlier_step_and_clear_errors(tmp_path, make_table,
     evaluate.load(str(wd), step=3)
   with pytest.raises(FileNotFoundError, match="config.json does not exist"):
     evaluate.load(str(tmp_path / "nothing"))
+
+
+
+def _four_device_run(tmp_path, make_table, monkeypatch, eval_batch_size):
+  """A tiny baseline run trained here (one device), and a function running
+  Python in a process with 4 CPU devices that has the same fake data."""
+  import os  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+
+  import test_train  # pylint: disable=import-outside-toplevel
+  table = make_table(num_subjects=6, num_frames=8, image_size=16)
+  monkeypatch.setattr(train.frames, "load_frames",
+                      lambda data_cfg, split="train": table)
+  wd = tmp_path / "run"
+  cfg = test_train.tiny_config("baseline")
+  cfg.train.eval_batch_size = eval_batch_size
+  train.train_and_evaluate(cfg, str(wd))
+  tests = os.path.dirname(os.path.abspath(__file__))
+
+  def run(body: str) -> dict:
+    code = (
+        f"import json, sys; sys.path.insert(0, {tests!r})\n"
+        "from conftest import build_table\n"
+        "import jax; assert jax.device_count() == 4\n"
+        "import numpy as np\n"
+        "from fer_jax import evaluate, train\n"
+        "t = build_table(num_subjects=6, num_frames=8, image_size=16)\n"
+        "train.frames.load_frames = lambda data_cfg, split='train': t\n"
+        f"model = evaluate.load({str(wd)!r})\n") + body
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tests,
+                         capture_output=True, text=True, timeout=600,
+                         check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+  return wd, table, run
+
+
+def test_load_places_the_state_on_every_device_of_the_mesh(
+    tmp_path, make_table, monkeypatch):
+  """Trained on one device, restored where there are 4 (a Colab TPU, say):
+  the state is replicated over the new mesh, so predict runs."""
+  wd, table, run = _four_device_run(tmp_path, make_table, monkeypatch, 16)
+  got = run(
+      "devs = {len(x.sharding.device_set) for x in "
+      "jax.tree.leaves(model.state)}\n"
+      "faces = t.images[:5]\n"
+      "print(json.dumps({'devices': sorted(devs), "
+      "'preds': model.predict(faces).tolist()}))\n")
+  assert got["devices"] == [4]
+  assert got["preds"] == evaluate.load(str(wd)).predict(
+      table.images[:5]).tolist()
