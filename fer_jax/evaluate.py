@@ -170,6 +170,14 @@ class Model:
     self._data = None
 
   @property
+  def eval_batch_size(self) -> int:
+    """The run's eval batch, rounded up to a multiple of this mesh's
+    devices (which may be more than the run's: the padded rows are masked,
+    so the report is the same)."""
+    bs = self.config.train.eval_batch_size
+    return bs + -bs % self.mesh.devices.size
+
+  @property
   def state(self):
     """The method's state pytree (every network's variables)."""
     return self.loop["model"]
@@ -193,8 +201,7 @@ class Model:
     """(N, K) float32 class logits."""
     slots = self._slots(images)
     n = len(next(iter(slots.values())))
-    bs = self.config.train.eval_batch_size
-    bs += -bs % self.mesh.devices.size
+    bs = self.eval_batch_size
     out = []
     for start in range(0, n, bs):
       chunk = {k: v[start:start + bs] for k, v in slots.items()}
@@ -242,7 +249,7 @@ class Model:
     matrix and the method's image grids written there."""
     from fer_jax import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
     ex = self.examples(split)
-    batch_size = self.config.train.eval_batch_size
+    batch_size = self.eval_batch_size
     labels, preds, extra = evaluate_examples(
         self.method, self.state, ex, predict_fn=self._predict,
         batch_size=batch_size, mesh=self.mesh, out_dir=out_dir)

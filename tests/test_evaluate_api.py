@@ -131,3 +131,17 @@ def test_load_places_the_state_on_every_device_of_the_mesh(
   assert got["devices"] == [4]
   assert got["preds"] == evaluate.load(str(wd)).predict(
       table.images[:5]).tolist()
+
+
+def test_evaluate_on_more_devices_than_the_eval_batch_divides(
+    tmp_path, make_table, monkeypatch):
+  """eval_batch_size=6 on one device, evaluated where 4 devices share each
+  batch: the batch is padded to 8 (masked rows), the report is the run's."""
+  wd, _, run = _four_device_run(tmp_path, make_table, monkeypatch, 6)
+  saved = json.loads((wd / "eval" / "report.json").read_text())
+  got = run(
+      "r = model.evaluate('test')\n"
+      "print(json.dumps({k: r[k] for k in ('accuracy', 'confusion_matrix', "
+      "'state_digest', 'num_examples')}))\n")
+  for k, v in got.items():
+    assert v == saved[k], k
