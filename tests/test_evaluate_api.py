@@ -145,3 +145,37 @@ def test_evaluate_on_more_devices_than_the_eval_batch_divides(
       "'state_digest', 'num_examples')}))\n")
   for k, v in got.items():
     assert v == saved[k], k
+
+
+def test_load_a_run_trained_on_more_devices(tmp_path, make_table,
+                                            monkeypatch):
+  """Trained where 4 devices share the batch (a TPU), restored on one: the
+  checkpoint's arrays are placed on this mesh, the report is the run's."""
+  import os  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  tests = os.path.dirname(os.path.abspath(__file__))
+  wd = tmp_path / "run4"
+  code = (
+      f"import sys; sys.path.insert(0, {tests!r})\n"
+      "from conftest import build_table\n"
+      "import jax; assert jax.device_count() == 4\n"
+      "import test_train\n"
+      "from fer_jax import train\n"
+      "t = build_table(num_subjects=6, num_frames=8, image_size=16)\n"
+      "train.frames.load_frames = lambda data_cfg, split='train': t\n"
+      f"train.train_and_evaluate(test_train.tiny_config('baseline'), "
+      f"{str(wd)!r})\n")
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tests,
+                       capture_output=True, text=True, timeout=600,
+                       check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  table = make_table(num_subjects=6, num_frames=8, image_size=16)
+  monkeypatch.setattr(train.frames, "load_frames",
+                      lambda data_cfg, split="train": table)
+  saved = json.loads((wd / "eval" / "report.json").read_text())
+  report = evaluate.load(str(wd)).evaluate("test")
+  for k in ("accuracy", "confusion_matrix", "state_digest", "step"):
+    assert report[k] == saved[k], k
