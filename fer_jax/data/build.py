@@ -49,9 +49,10 @@ def main(argv):
   try:
     builder = build(argv[1], _MANUAL.value, _DATA_DIR.value,
                     _BUILDER_CONFIG.value)
-  except (ValueError, FileNotFoundError, ImportError) as e:
-    # ImportError: an optional decoder a builder needs (MMI's PyAV); its
-    # message says what to install.
+  except (ValueError, OSError, ImportError) as e:
+    # OSError: the layout errors (FileNotFoundError) and a data dir that
+    # cannot be written; ImportError: an optional decoder a builder needs
+    # (MMI's PyAV), its message says what to install.
     print(f"fer_jax.data.build: error: {e}", file=sys.stderr)
     sys.exit(2)
   print(f"built {builder.info.full_name} in {builder.data_dir}: "

@@ -85,6 +85,19 @@ def test_build_command_reports_layout_errors(tmp_path):
   assert "Traceback" not in out.stderr
 
 
+def test_build_command_reports_an_unusable_data_dir(tmp_path):
+  """--data_dir under a file (or unwritable): one line, exit 2."""
+  ft.write_jaffe(tmp_path / "manual")
+  (tmp_path / "afile").write_text("x")
+  out = subprocess.run(
+      [sys.executable, "-m", "fer_jax.data.build", "jaffe",
+       f"--manual_dir={tmp_path / 'manual'}",
+       f"--data_dir={tmp_path / 'afile' / 'tfds'}"],
+      capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert "afile" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_build_command_reports_a_missing_optional_decoder(tmp_path):
   """MMI without PyAV: exit 2 saying what to install, no traceback."""
   session = tmp_path / "manual" / "Sessions" / "101"
