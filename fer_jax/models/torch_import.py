@@ -184,10 +184,10 @@ def load_torch_file(path: str) -> dict[str, Any]:
   import torch  # pylint: disable=import-outside-toplevel
   try:
     obj = torch.load(path, map_location="cpu", weights_only=True)
-  except pickle.UnpicklingError as e:
-    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+  except pickle.UnpicklingError:
+    # (torch's own message is a screenful, with terminal escapes)
     raise ValueError(
-        f"{path} is not a plain state dict of tensors ({first}); a whole "
-        "pickled model is not read: save torch.save(model.state_dict(), "
-        "PATH) instead") from None
+        f"{path} is not a plain state dict of tensors (torch.load with "
+        "weights_only=True refused it); a whole pickled model is not read: "
+        "save torch.save(model.state_dict(), PATH) instead") from None
   return unwrap_state_dict(obj)
