@@ -35,7 +35,8 @@ def base_config() -> ml_collections.ConfigDict:
   d.synth = ml_collections.ConfigDict(dict(
       num_subjects=24, sequences_per_subject=7, num_frames=12,
       image_size=128, seed=0))
-  d.in_memory = True  # decode every frame once into host memory
+  d.in_memory = True  # decode every frame once into host memory ...
+  d.in_memory_max_gb = 8.0  # ... unless they need more than this
   d.classes = "basic6+contempt"  # a named set or comma-separated names
   d.role = "peak"  # frames trained and evaluated on: peak | weak | all
   d.peak_frames = 3  # last k frames of a sequence are 'peak'

@@ -13,6 +13,7 @@ import dataclasses
 import os
 from typing import Any, Sequence
 
+from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -101,6 +102,22 @@ def get_builder(data_cfg) -> tfds.core.DatasetBuilder:
   return builder
 
 
+def _fits_in_memory(data_cfg, name: str, split: str, n: int,
+                    image_shape) -> bool:
+  """Whether ``n`` decoded images fit ``data.in_memory_max_gb``; if not,
+  say so and keep them on disk (AffectNet at 256 px is ~56 GB)."""
+  need = n * int(np.prod(image_shape)) / 2**30
+  budget = float(data_cfg.get("in_memory_max_gb", 8.0))
+  if need <= budget:
+    return True
+  logging.warning(
+      "%s/%s: %d images of %s need %.1f GB, over "
+      "config.data.in_memory_max_gb=%.1f: reading them from disk in the "
+      "input workers instead (raise the limit to hold them in memory)",
+      name, split, n, tuple(image_shape), need, budget)
+  return False
+
+
 def load_frames(data_cfg, split: str = "train") -> FrameTable:
   """Reads every record of ``split`` into a FrameTable.
 
@@ -149,6 +166,8 @@ def load_frames(data_cfg, split: str = "train") -> FrameTable:
         img = img[..., None]
       if image_shape is None:
         image_shape = img.shape
+        in_memory = in_memory and _fits_in_memory(
+            data_cfg, builder.info.full_name, split, n, image_shape)
         if in_memory:
           images = np.zeros((n,) + image_shape, np.uint8)
       elif img.shape != image_shape:

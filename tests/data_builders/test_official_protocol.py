@@ -130,6 +130,20 @@ def test_images_on_disk_read_the_same(rafdb_dir):
   np.testing.assert_array_equal(lazy.images[5], held.images[5])
 
 
+def test_images_over_the_memory_budget_stay_on_disk(rafdb_dir, caplog):
+  """data.in_memory=True but over data.in_memory_max_gb: read from disk,
+  with a warning naming the field, and the same pixels."""
+  config = shrink(preset("ifgan.py", "rafdb"), rafdb_dir)
+  held = train.prepare_data(config).table
+  config.data.in_memory_max_gb = 1e-9
+  with caplog.at_level("WARNING"):
+    lazy = train.prepare_data(config).table
+  assert isinstance(lazy.images, frames.StackedImages)
+  assert "in_memory_max_gb" in caplog.text
+  np.testing.assert_array_equal(lazy.images[np.arange(len(held))],
+                                held.images[np.arange(len(held))])
+
+
 def test_folds_on_a_set_without_subjects_points_at_official(rafdb_dir):
   config = shrink(preset("ifgan.py", "rafdb"), rafdb_dir)
   config.data.protocol = "folds"
