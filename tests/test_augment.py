@@ -277,6 +277,19 @@ def test_landmark_augment_eval_is_the_eval_view():
   np.testing.assert_allclose(lm, (pts * 40 / 48 - 4) / 32, atol=1e-6)
 
 
+def test_landmark_augment_maps_points_of_a_downscaled_source():
+  """A 128 px source viewed at 32 px (box-prefiltered by 4 first): points
+  scale by 32 / 128 of the source, not of the prefiltered frame, and a dot
+  drawn at a point is found there in the output."""
+  spec = AugmentSpec(resize=32, crop=32, flip=False)
+  pts = np.array([[[40.0, 72.0]], [[88.0, 56.0]]], np.float32)
+  out, lm = augment_with_landmarks(spec, jax.random.key(0),
+                                   _dots(128, pts, sigma=4.0), pts, False)
+  np.testing.assert_allclose(lm, pts / 128, atol=1e-6)
+  for img, p in zip(np.asarray(out), np.asarray(lm)[:, 0] * 32):
+    np.testing.assert_allclose(_centroid(img), p, atol=0.35)
+
+
 def test_landmark_augment_points_follow_the_pixels():
   """A random similarity: each image holds one dot at its point; after the
   transform the dot's centroid is where the returned point says."""

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fer_jax import config_lib, train
+from fer_jax.data import augment as augment_lib
 from fer_jax.data import pipeline
 from fer_jax.models.landmarks import (LandmarkNet, normalised_mean_error,
                                       soft_argmax)
@@ -59,7 +60,7 @@ def test_landmarks_follow_resize_and_centre_crop(trainer):
   m = trainer.method
   object.__setattr__(m.spec, "resize", 40)  # 40 -> centre crop 32, offset 4
   p = jnp.asarray([[[16.0, 8.0]]])
-  np.testing.assert_allclose(m.view_landmarks(p, 32),
+  np.testing.assert_allclose(augment_lib.view_points(m.spec, p, 32),
                              [[[(20 - 4) / 32, (10 - 4) / 32]]])
 
 

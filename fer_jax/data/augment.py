@@ -78,6 +78,30 @@ def _prefilter(images, resize: int):
   return x.mean(axis=(-4, -2))
 
 
+def _source(images, resize: int):
+  """uint8 (..., H, W, C) -> float32 RGB, box-prefiltered for ``resize``."""
+  x = images.astype(jnp.float32)
+  if x.shape[-1] == 1:
+    x = jnp.broadcast_to(x, x.shape[:-1] + (3,))
+  return _prefilter(x, resize)
+
+
+def _output(spec: AugmentSpec, sampled):
+  """Sampled [0, 255] pixels -> [-1, 1], grey if the spec asks."""
+  out = sampled / 127.5 - 1.0
+  if spec.grey:
+    out = jnp.sum(out * LUMA, axis=-1, keepdims=True)
+  return out
+
+
+def view_points(spec: AugmentSpec, points, src_size: int):
+  """(x, y) points in source pixels of a ``src_size`` frame -> fractions of
+  the evaluation view (resize to ``spec.resize``, centre crop)."""
+  r, c = float(spec.resize), spec.crop
+  offset = float(round((r - c) / 2))
+  return (jnp.asarray(points, jnp.float32) * (r / src_size) - offset) / c
+
+
 def _sample_grid(spec: AugmentSpec, src_size: int, key, train: bool):
   """Source (y, x) coordinates of every output pixel for one example."""
   r, c = float(spec.resize), spec.crop
@@ -113,18 +137,13 @@ def augment(spec: AugmentSpec, key, views, train: bool):
     raise ValueError(f"augment expects (batch, views, H, W, C) frames, got "
                      f"shape {views.shape}")
   b = views.shape[0]
-  x = views.astype(jnp.float32)
-  if x.shape[-1] == 1:
-    x = jnp.broadcast_to(x, x.shape[:-1] + (3,))
-  x = _prefilter(x, spec.resize)
+  x = _source(views, spec.resize)
   src = x.shape[-2]
   k_geo, k_noise = jax.random.split(key)
   ys, xs = jax.vmap(lambda k: _sample_grid(spec, src, k, train))(
       jax.random.split(k_geo, b))
   sample = jax.vmap(jax.vmap(_bilinear, in_axes=(0, None, None)))
-  out = sample(x, ys, xs) / 127.5 - 1.0
-  if spec.grey:
-    out = jnp.sum(out * LUMA, axis=-1, keepdims=True)
+  out = _output(spec, sample(x, ys, xs))
   if train and spec.noise_std > 0:
     noise = spec.noise_std * jax.random.normal(
         k_noise, (b, 1) + out.shape[2:], jnp.float32)
@@ -153,10 +172,7 @@ def augment_with_landmarks(spec: AugmentSpec, key, images, landmarks,
   would renumber the points.)
   """
   b = images.shape[0]
-  x = images.astype(jnp.float32)
-  if x.shape[-1] == 1:
-    x = jnp.broadcast_to(x, x.shape[:-1] + (3,))
-  x = _prefilter(x, spec.resize)
+  x = _source(images, spec.resize)
   src = x.shape[-2]
   r, c = float(spec.resize), float(spec.crop)
   off = float(round((r - c) / 2))
@@ -181,11 +197,9 @@ def augment_with_landmarks(spec: AugmentSpec, key, images, landmarks,
     return (ey + off) * src / r - 0.5, (ex + off) * src / r - 0.5
 
   ys, xs = jax.vmap(grid)(cos, sin, zoom, move)
-  out = jax.vmap(_bilinear)(x, ys, xs) / 127.5 - 1.0
-  if spec.grey:
-    out = jnp.sum(out * LUMA, axis=-1, keepdims=True)
+  out = _output(spec, jax.vmap(_bilinear)(x, ys, xs))
   # The inverse map on the points: source pixel -> eval view -> output.
-  e = landmarks.astype(jnp.float32) * (r / src) - off
+  e = view_points(spec, landmarks, images.shape[-2]) * c
   px = e[..., 0] - c / 2 - move[:, None, 0]
   py = e[..., 1] - c / 2 - move[:, None, 1]
   ox = (cos[:, None] * px + sin[:, None] * py) / zoom[:, None] + c / 2

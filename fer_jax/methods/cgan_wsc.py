@@ -160,13 +160,6 @@ class CGANWSC(base.Method):
     return new, {"loss": g_loss + d_loss, "d_loss": d_loss, "g_adv": adv,
                  "g_l1": l1}
 
-  def view_landmarks(self, landmarks, src_size):
-    """Source-pixel landmarks (B, 68, 2) -> fractions of the eval view
-    (resize to data.resize, centre crop to data.crop)."""
-    r, c = float(self.spec.resize), self.spec.crop
-    offset = float(round((r - c) / 2))
-    return (landmarks * (r / src_size) - offset) / c
-
   def landmark_step(self, state, batch, rng):
     """L1 on the points of faces moved at random with their points
     (rotation, scale, shift: augment_with_landmarks), so the regressor
@@ -211,8 +204,9 @@ class CGANWSC(base.Method):
     neutral = self._generate(state, x)
     src = batch["image"].shape[1]
     return (self._landmarks(state, x), self._landmarks(state, neutral),
-            self.view_landmarks(batch["image_landmarks"], src),
-            self.view_landmarks(batch["neutral_landmarks"], src))
+            augment_lib.view_points(self.spec, batch["image_landmarks"], src),
+            augment_lib.view_points(self.spec, batch["neutral_landmarks"],
+                                    src))
 
   def evaluate_split(self, state, examples, out_dir):
     c = self.cfg
