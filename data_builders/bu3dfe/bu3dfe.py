@@ -47,13 +47,6 @@ class Bu3dfeConfig(common.FaceConfig):
       raise ValueError(f"intensities={self.intensities}: a subset of 1-4")
 
 
-def _has_subjects(folder: str) -> bool:
-  try:
-    return any(_SUBJECT.match(e) for e in os.listdir(folder))
-  except OSError:
-    return False
-
-
 class Bu3dfe(common.FaceBuilder):
   """BU-3DFE 2D textures."""
 
@@ -87,7 +80,7 @@ subject folders (F0001 ... M0044) as --manual_dir. Layout:
   def _split_generators(self, dl_manager):
     manual = self.manual_dir(dl_manager)
     root = common.find_root_where(
-        manual, _has_subjects, "subject folders F0001 ... M0044", self.name,
+        manual, _SUBJECT.match, "subject folders F0001 ... M0044", self.name,
         _LAYOUT)
     return {"train": self._generate_examples(manual, root)}
 

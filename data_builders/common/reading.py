@@ -59,13 +59,18 @@ def check_manual_dir(manual_dir, looked_for: str, dataset: str,
   return manual_dir
 
 
-def find_root_where(manual_dir, test, looked_for: str, dataset: str,
+def find_root_where(manual_dir, entry_test, looked_for: str, dataset: str,
                     layout: str, depth: int = 2) -> str:
   """The first folder under ``manual_dir`` (itself, then down to ``depth``)
-  for which ``test(folder)`` holds; for layouts marked by file patterns."""
+  holding an entry whose name passes ``entry_test``; for layouts marked by
+  file or folder name patterns."""
   manual_dir = check_manual_dir(manual_dir, looked_for, dataset, layout)
   for root in candidate_dirs(manual_dir, depth):
-    if test(root):
+    try:
+      names = os.listdir(root)
+    except OSError:
+      continue
+    if any(entry_test(name) for name in names):
       return root
   raise LayoutError(
       f"{dataset}: no folder under {manual_dir} (down to {depth} levels) "

@@ -39,13 +39,6 @@ def parse_name(name: str) -> tuple[str, str, int, int] | None:
   return subject, expr[:2], int(expr[2]), int(number)
 
 
-def _is_image_root(folder: str) -> bool:
-  try:
-    return any(parse_name(f) for f in os.listdir(folder))
-  except OSError:
-    return False
-
-
 class Jaffe(common.FaceBuilder):
   """JAFFE stills; the subject's NE images are its neutral faces."""
 
@@ -77,7 +70,7 @@ Layout:
   def _split_generators(self, dl_manager):
     manual = self.manual_dir(dl_manager)
     root = common.find_root_where(
-        manual, _is_image_root, "JAFFE images named like KA.AN1.39.tiff",
+        manual, parse_name, "JAFFE images named like KA.AN1.39.tiff",
         self.name, _LAYOUT)
     return {"train": self._generate_examples(manual, root)}
 
