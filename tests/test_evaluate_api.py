@@ -2,6 +2,9 @@
 predicts, and evaluating its test split reproduces the run's own report."""
 
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -79,13 +82,33 @@ def test_load_an_earlier_step_and_clear_errors(tmp_path, make_table,
 
 
 
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+
+def _run_on_four_devices(body: str) -> str:
+  """Runs ``body`` in a Python process with 4 CPU devices and this folder's
+  fake data (``t``) as the data set; returns its stdout."""
+  code = (
+      f"import json, sys; sys.path.insert(0, {TESTS!r})\n"
+      "from conftest import build_table\n"
+      "import jax; assert jax.device_count() == 4\n"
+      "import numpy as np\n"
+      "from fer_jax import train\n"
+      "t = build_table(num_subjects=6, num_frames=8, image_size=16)\n"
+      "train.frames.load_frames = lambda data_cfg, split='train': t\n"
+      + body)
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  out = subprocess.run([sys.executable, "-c", code], env=env, cwd=TESTS,
+                       capture_output=True, text=True, timeout=600,
+                       check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return out.stdout
+
+
 def _four_device_run(tmp_path, make_table, monkeypatch, eval_batch_size):
   """A tiny baseline run trained here (one device), and a function running
   Python in a process with 4 CPU devices that has the same fake data."""
-  import os  # pylint: disable=import-outside-toplevel
-  import subprocess  # pylint: disable=import-outside-toplevel
-  import sys  # pylint: disable=import-outside-toplevel
-
   import test_train  # pylint: disable=import-outside-toplevel
   table = make_table(num_subjects=6, num_frames=8, image_size=16)
   monkeypatch.setattr(train.frames, "load_frames",
@@ -94,25 +117,12 @@ def _four_device_run(tmp_path, make_table, monkeypatch, eval_batch_size):
   cfg = test_train.tiny_config("baseline")
   cfg.train.eval_batch_size = eval_batch_size
   train.train_and_evaluate(cfg, str(wd))
-  tests = os.path.dirname(os.path.abspath(__file__))
 
   def run(body: str) -> dict:
-    code = (
-        f"import json, sys; sys.path.insert(0, {tests!r})\n"
-        "from conftest import build_table\n"
-        "import jax; assert jax.device_count() == 4\n"
-        "import numpy as np\n"
-        "from fer_jax import evaluate, train\n"
-        "t = build_table(num_subjects=6, num_frames=8, image_size=16)\n"
-        "train.frames.load_frames = lambda data_cfg, split='train': t\n"
-        f"model = evaluate.load({str(wd)!r})\n") + body
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tests,
-                         capture_output=True, text=True, timeout=600,
-                         check=False)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    out = _run_on_four_devices(
+        "from fer_jax import evaluate\n"
+        f"model = evaluate.load({str(wd)!r})\n" + body)
+    return json.loads(out.strip().splitlines()[-1])
 
   return wd, table, run
 
@@ -151,27 +161,11 @@ def test_load_a_run_trained_on_more_devices(tmp_path, make_table,
                                             monkeypatch):
   """Trained where 4 devices share the batch (a TPU), restored on one: the
   checkpoint's arrays are placed on this mesh, the report is the run's."""
-  import os  # pylint: disable=import-outside-toplevel
-  import subprocess  # pylint: disable=import-outside-toplevel
-  import sys  # pylint: disable=import-outside-toplevel
-  tests = os.path.dirname(os.path.abspath(__file__))
   wd = tmp_path / "run4"
-  code = (
-      f"import sys; sys.path.insert(0, {tests!r})\n"
-      "from conftest import build_table\n"
-      "import jax; assert jax.device_count() == 4\n"
+  _run_on_four_devices(
       "import test_train\n"
-      "from fer_jax import train\n"
-      "t = build_table(num_subjects=6, num_frames=8, image_size=16)\n"
-      "train.frames.load_frames = lambda data_cfg, split='train': t\n"
       f"train.train_and_evaluate(test_train.tiny_config('baseline'), "
       f"{str(wd)!r})\n")
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=4")
-  out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tests,
-                       capture_output=True, text=True, timeout=600,
-                       check=False)
-  assert out.returncode == 0, out.stderr[-3000:]
   table = make_table(num_subjects=6, num_frames=8, image_size=16)
   monkeypatch.setattr(train.frames, "load_frames",
                       lambda data_cfg, split="train": table)

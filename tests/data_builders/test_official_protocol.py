@@ -29,20 +29,22 @@ def preset(file: str, arg: str):
       os.path.join(CONFIGS, file)).get_config(arg)
 
 
+def _built(tmp_path_factory, name, write_tree, builder):
+  """The tiny tree of ``name`` written and built ('small'): its data dir."""
+  root = tmp_path_factory.mktemp(name)
+  write_tree(root / "manual")
+  ft.build(builder, root / "manual", root / "tfds", "small")
+  return root / "tfds"
+
+
 @pytest.fixture(scope="module")
 def rafdb_dir(tmp_path_factory):
-  root = tmp_path_factory.mktemp("rafdb")
-  ft.write_rafdb(root / "manual")
-  ft.build(Rafdb, root / "manual", root / "tfds", "small")
-  return root / "tfds"
+  return _built(tmp_path_factory, "rafdb", ft.write_rafdb, Rafdb)
 
 
 @pytest.fixture(scope="module")
 def affectnet_dir(tmp_path_factory):
-  root = tmp_path_factory.mktemp("affectnet")
-  ft.write_affectnet(root / "manual")
-  ft.build(Affectnet, root / "manual", root / "tfds", "small")
-  return root / "tfds"
+  return _built(tmp_path_factory, "affectnet", ft.write_affectnet, Affectnet)
 
 
 def split_sizes(cls, data_dir) -> dict[str, int]:
