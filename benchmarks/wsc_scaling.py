@@ -97,9 +97,7 @@ def run_one(args) -> dict:
       xs, k=min(args.knn_k, n - 1), tile_bytes=cfg.tile_bytes,
       method=args.knn_method, num_trees=args.knn_trees))
   out["mutual_edges"] = int(np.asarray(g.mutual).sum()) // 2
-  out["knn_search"] = ("rp_forest" if args.knn_method == "rp_forest" or (
-      args.knn_method == "auto" and n > graph_lib.EXACT_MAX_POINTS)
-                       else "exact")
+  out["knn_search"] = graph_lib.search_method(args.knn_method, n)
   if args.stochastic_partitions:
     res = stage("wse", lambda: wse.wse_embedding_stochastic(
         g, noisy, args.classes, dim=args.dim, lam=args.lam,

@@ -84,6 +84,16 @@ def _knn_blocked(x, k, block_size, approximate, recall_target):
 KNN_METHODS = ("auto", "exact", "rp_forest")
 
 
+def search_method(method: str, n: int) -> str:
+  """The search ``knn(method=method)`` runs on n points: 'exact' or
+  'rp_forest' ('auto': exact up to EXACT_MAX_POINTS)."""
+  if method not in KNN_METHODS:
+    raise ValueError(f"k-NN method {method!r} is not one of {KNN_METHODS}")
+  if method == "auto":
+    return "exact" if n <= EXACT_MAX_POINTS else "rp_forest"
+  return method
+
+
 def knn(x, k: int, block_size: int | None = None,
         tile_bytes: int = DEFAULT_TILE_BYTES, approximate: bool = False,
         recall_target: float = 0.95, method: str = "auto",
@@ -98,13 +108,11 @@ def knn(x, k: int, block_size: int | None = None,
   ``approximate`` makes the exact search use ``lax.approx_min_k``
   (approximate only on TPU).
   """
-  if method not in KNN_METHODS:
-    raise ValueError(f"k-NN method {method!r} is not one of {KNN_METHODS}")
   x = jnp.asarray(x, jnp.float32)
   n = x.shape[0]
   if not 0 < k < n:
     raise ValueError(f"k={k} neighbours need 0 < k < N={n} points")
-  if method == "rp_forest" or (method == "auto" and n > EXACT_MAX_POINTS):
+  if search_method(method, n) == "rp_forest":
     return rp_forest_knn(x, k, num_trees=num_trees, seed=seed,
                          tile_bytes=tile_bytes)
   if block_size is None:
