@@ -60,6 +60,10 @@ def base_config() -> ml_collections.ConfigDict:
   d.noise_std = 0.0
   d.grey = False
   d.num_threads = 2  # Grain reader threads
+  # Training frames in device memory, gathered inside the step (only indices
+  # travel): auto = when they fit device_memory_gb per device | on | off.
+  d.device_resident = "auto"
+  d.device_memory_gb = 0.0  # 0 = a quarter of the device's memory
 
   c.model = m = ml_collections.ConfigDict()
   m.arch = "resnet18"
@@ -92,6 +96,10 @@ def base_config() -> ml_collections.ConfigDict:
   t.async_checkpoint = True
   t.nonfinite = "stop"  # stop | skip
   t.progress_bar = True
+  # Optimizer steps per dispatch: a lax.scan over this many stacked batches,
+  # so small steps are not bound by launch overhead. Logs, checkpoints and
+  # evaluations still happen at their exact steps (a group ends there).
+  t.steps_per_dispatch = 1
   return c
 
 
@@ -145,6 +153,11 @@ def validate(config) -> None:
            "must be positive")
   _require(t.num_steps > 0 or t.num_epochs > 0, "train.num_epochs",
            "give num_epochs > 0 or num_steps > 0")
+  _require(t.get("steps_per_dispatch", 1) >= 1, "train.steps_per_dispatch",
+           f"{t.get('steps_per_dispatch')} must be >= 1")
+  _require(d.get("device_resident", "off") in ("auto", "on", "off"),
+           "data.device_resident",
+           f"{d.get('device_resident')!r} is not 'auto', 'on' or 'off'")
   _require(t.nonfinite in ("stop", "skip"), "train.nonfinite",
            f"{t.nonfinite!r} is not 'stop' or 'skip'")
   _require(config.model.dtype in ("float32", "bfloat16"), "model.dtype",

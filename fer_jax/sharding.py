@@ -47,8 +47,20 @@ def local_slice(global_batch: int) -> slice:
   return slice(start, start + per)
 
 
-def to_global(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, Any]:
-  """Host arrays of this process's rows -> global jax.Arrays sharded on data."""
-  sharding = batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, v)
-          for k, v in local_batch.items()}
+def stacked_batch_sharding(mesh: Mesh) -> NamedSharding:
+  """A group of batches stacked on axis 0 (one scan dispatch): axis 1 on data."""
+  return NamedSharding(mesh, P(None, DATA_AXIS))
+
+
+def to_global(local_batch: dict[str, np.ndarray], mesh: Mesh,
+              stacked: bool = False) -> dict[str, Any]:
+  """Host arrays of this process's rows -> global jax.Arrays sharded on data
+  (on axis 1 with ``stacked``: a leading axis of consecutive batches)."""
+  sharding = stacked_batch_sharding(mesh) if stacked else batch_sharding(mesh)
+  axis = 1 if stacked else 0
+  out = {}
+  for k, v in local_batch.items():
+    shape = list(v.shape)
+    shape[axis] *= jax.process_count()
+    out[k] = jax.make_array_from_process_local_data(sharding, v, tuple(shape))
+  return out

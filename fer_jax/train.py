@@ -27,7 +27,7 @@ from fer_jax import evaluate as eval_lib
 from fer_jax import metrics as metrics_lib
 from fer_jax import sharding
 from fer_jax.data import classes as classes_lib
-from fer_jax.data import frames, pipeline, protocols
+from fer_jax.data import frames, pipeline, protocols, resident
 from fer_jax.methods import base, method_class
 
 
@@ -137,6 +137,48 @@ def guarded_step(step_fn: base.StepFn, stop_on_nonfinite: bool):
   return fn
 
 
+def dispatch_step(step_fn: base.StepFn, stop_on_nonfinite: bool,
+                  group: int = 1, on_device_data: bool = False):
+  """The function the trainer jits for one dispatch, ``(loop, batch, data)
+  -> (loop, metrics)``.
+
+  ``group`` > 1: a ``lax.scan`` of that many guarded steps over batches
+  stacked on axis 0 (metrics come back stacked too), so one launch runs
+  several optimizer steps. ``on_device_data``: the batch is
+  ``{"index": ...}`` and ``data`` the device-resident split
+  (``fer_jax.data.resident``) the step gathers from; otherwise ``data`` is
+  None.
+  """
+  guarded = guarded_step(step_fn, stop_on_nonfinite)
+
+  def one(loop, batch, data):
+    if on_device_data:
+      batch = resident.gather(data, batch["index"])
+    return guarded(loop, batch)
+
+  if group == 1:
+    return one
+
+  def scanned(loop, batches, data):
+    return jax.lax.scan(lambda l, b: one(l, b, data), loop, batches)
+
+  return scanned
+
+
+def dispatch_groups(first: int, end: int, group: int, every: list[int]
+                    ) -> list[int]:
+  """Sizes of the dispatches that run global steps first+1 .. end: up to
+  ``group`` steps each, a group ending wherever a step is a multiple of one
+  of ``every`` (log, checkpoint, evaluation), so those happen on time."""
+  sizes, s = [], first
+  while s < end:
+    stop = min([end] + [(s // e + 1) * e for e in every if e > 0])
+    n = min(group, stop - s)
+    sizes.append(n)
+    s += n
+  return sizes
+
+
 # ---------------------------------------------------------------- the loop
 
 class Trainer:
@@ -157,6 +199,7 @@ class Trainer:
     self.ckpt = ckpt_lib.Checkpointer(workdir, config.train.max_to_keep,
                                       async_save=config.train.async_checkpoint)
     self._predict = jax.jit(self.method.predict)
+    self._compile_cache_hits = _CompileCacheHits()
 
   # -- state
   def _first_batch(self):
@@ -265,14 +308,28 @@ class Trainer:
       self.ckpt.close()
     return report
 
+  def _resident_data(self, examples, phase):
+    """The phase's training split in device memory, or None (streaming)."""
+    on, why = resident.choose(self.config.data, examples,
+                              phase.with_landmarks, self.mesh.devices.flat[0])
+    if jax.process_index() == 0:
+      print(f"fer_jax: phase {phase.name!r} reads its frames "
+            f"{'from device memory' if on else 'by streaming'} ({why})",
+            flush=True)
+    return resident.put(examples, phase.with_landmarks, self.mesh) if on \
+        else None
+
   def _run_phase(self, phase_idx, phase, offset, loop, start_step, meta,
                  writer, bar, last_saved):
     cfg = self.config.train
     examples = self.data.examples("train", phase.example_kind, phase.role)
+    on_device = self._resident_data(examples, phase)
     it = pipeline.TrainIterator(examples, phase.batch_size,
                                 seed=self.config.seed + 1000 * phase_idx,
                                 with_landmarks=phase.with_landmarks,
-                                num_threads=self.config.data.num_threads)
+                                num_threads=self.config.data.num_threads,
+                                sampler=phase.sampler,
+                                indices_only=on_device is not None)
     first = max(start_step - offset, 0)
     if first and meta is not None and meta.get("phase") == phase_idx:
       it.restore(meta["iterator"])
@@ -280,21 +337,32 @@ class Trainer:
       enter = jax.jit(phase.enter, out_shardings=self.replicated,
                       donate_argnums=0)
       loop = {**loop, "model": enter(loop["model"])}
-    step_fn = jax.jit(guarded_step(phase.step, cfg.nonfinite == "stop"),
-                      donate_argnums=0)
-    batches = pipeline.device_prefetch(it, self.mesh)
+    groups = dispatch_groups(
+        offset + first, offset + phase.num_steps,
+        cfg.get("steps_per_dispatch", 1),
+        [cfg.log_every, cfg.checkpoint_every, cfg.eval_every])
+    step_fns = {
+        n: jax.jit(dispatch_step(phase.step, cfg.nonfinite == "stop", n,
+                                 on_device is not None), donate_argnums=0)
+        for n in set(groups)}
+    batches = pipeline.device_prefetch(it, self.mesh, groups)
     images_per_step = phase.batch_size * len(
         protocols.EXAMPLE_KINDS[phase.example_kind])
     pending, t_last, n_last = [], time.perf_counter(), 0
-    for phase_step in range(first, phase.num_steps):
+    step = offset + first
+    for i, n in enumerate(groups):
       batch, it_state = next(batches)
-      loop, m = step_fn(loop, batch)
-      pending.append(m)
-      step = offset + phase_step + 1
-      n_last += 1
-      end = phase_step + 1 == phase.num_steps
+      if i == 0:
+        self._compile_cache_hits.start()
+      loop, m = step_fns[n](loop, batch, on_device)
+      if i == 0:
+        self._compile_cache_hits.report(f"phase {phase.name!r}")
+      pending.append((n, m))
+      step += n
+      n_last += n
+      end = step == offset + phase.num_steps
       if step % cfg.log_every == 0 or end:
-        values = jax.device_get(pending)
+        values = _per_step(jax.device_get(pending))
         self._check_guard(loop, last_saved)
         dt = time.perf_counter() - t_last
         scalars = {f"train/{k}": float(np.nanmean([v[k] for v in values]))
@@ -305,12 +373,12 @@ class Trainer:
         bar.set_postfix(phase=phase.name, loss=f"{scalars['train/loss']:.4f}",
                         img_s=f"{scalars['train/images_per_sec']:.0f}")
         pending, t_last, n_last = [], time.perf_counter(), 0
-      bar.update(1)
+      bar.update(n)
       if step % cfg.checkpoint_every == 0 or end:
         self._check_guard(loop, last_saved)
         self.ckpt.save(step, loop, {
             "method": self.method.name, "phase": phase_idx,
-            "phase_name": phase.name, "phase_step": phase_step + 1,
+            "phase_name": phase.name, "phase_step": step - offset,
             "global_step": step, "iterator": it_state,
             "fold": self.config.data.fold})
         last_saved = step
@@ -323,6 +391,51 @@ class Trainer:
         self.write_images(loop, split, out_dir)
         writer.write(step, {f"{split}/accuracy": report["accuracy"]})
     return loop, last_saved
+
+
+def _per_step(groups) -> list[dict[str, Any]]:
+  """[(n, metrics)] from single steps (scalars) and scanned groups (arrays
+  of n) -> one dict of scalars per step."""
+  out = []
+  for n, m in groups:
+    if n == 1:
+      out.append(m)
+    else:
+      out.extend({k: v[i] for k, v in m.items()} for i in range(n))
+  return out
+
+
+_CACHE_HITS = [0]  # persistent-compilation-cache hits in this process
+
+
+def _count_cache_hit(event: str, **_) -> None:
+  if event == "/jax/compilation_cache/cache_hits":
+    _CACHE_HITS[0] += 1
+
+
+jax.monitoring.register_event_listener(_count_cache_hit)
+
+
+class _CompileCacheHits:
+  """Says in the log whether a phase's first dispatch compiled its program
+  or loaded it from JAX's persistent compilation cache (a rerun, a resume
+  or a later fold of the same config)."""
+
+  def __init__(self):
+    self._t0 = 0.0
+    self._before = 0
+
+  def start(self) -> None:
+    self._t0, self._before = time.perf_counter(), _CACHE_HITS[0]
+
+  def report(self, what: str) -> None:
+    if jax.process_index() != 0 or not jax.config.jax_compilation_cache_dir:
+      return
+    hits = _CACHE_HITS[0] - self._before
+    print(f"fer_jax: {what}: step program "
+          f"{'loaded from the compilation cache' if hits else 'compiled'} "
+          f"({time.perf_counter() - self._t0:.1f} s; "
+          f"cache {jax.config.jax_compilation_cache_dir})", flush=True)
 
 
 def write_config(config, workdir: str) -> None:

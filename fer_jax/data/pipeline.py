@@ -1,15 +1,20 @@
-"""Grain pipelines: examples -> shuffled uint8 batches -> global jax.Arrays.
+"""Grain pipelines: examples -> batches of indices -> global jax.Arrays.
 
-The host only reads (gathers decoded frames) and batches; augmentation runs on
-the device inside the jitted step (``fer_jax.data.augment``). Every process
-walks the same shuffled order of global batches and reads its own rows of each,
-so a run's batches do not depend on the number of hosts or devices.
+Grain walks an endless order of global batches of example indices (shuffled
+epochs, or class-balanced draws). In the streaming mode the host gathers the
+decoded uint8 frames of those indices; in the device-resident mode
+(``fer_jax.data.resident``) only the indices travel and the step gathers from
+the split already in device memory. Augmentation runs on the device inside
+the jitted step (``fer_jax.data.augment``) either way. Every process walks the
+same order of global batches and takes its own rows of each, so a run's
+batches do not depend on the number of hosts or devices.
 """
 
 from __future__ import annotations
 
 import collections
-from typing import Any, Iterator
+import itertools
+from typing import Any, Iterable, Iterator
 
 import grain
 import jax
@@ -33,8 +38,85 @@ def gather(examples: Examples, indices: np.ndarray,
   return batch
 
 
+SAMPLERS = ("shuffle", "class_balanced")
+
+
+class _ClassBalancedBatches:
+  """Global batch j of a class-balanced order (SNA's selective learning).
+
+  Every batch holds ``global_batch // C`` examples of each of the C classes
+  present. Each class walks its own endless sequence of shuffled epochs, so a
+  rare class repeats sooner than a common one; within a batch the classes are
+  shuffled, so no device's rows hold one class. Batch j is a pure function of
+  (seed, j): Grain's iterator state (the next j) resumes it exactly.
+  """
+
+  def __init__(self, labels: np.ndarray, global_batch: int, seed: int):
+    classes = np.unique(labels)
+    if global_batch % len(classes):
+      raise ValueError(
+          f"class-balanced batches: the batch size {global_batch} must be a "
+          f"multiple of the {len(classes)} classes in the training examples")
+    self._per_class = global_batch // len(classes)
+    self._members = [np.flatnonzero(labels == c) for c in classes]
+    self._seed = seed
+    self._perms: dict[tuple[int, int], np.ndarray] = {}
+
+  def __len__(self) -> int:
+    return 1 << 40  # endless for any run
+
+  def _perm(self, c: int, epoch: int) -> np.ndarray:
+    key = (c, epoch)
+    perm = self._perms.get(key)
+    if perm is None:
+      if len(self._perms) > 4 * len(self._members):
+        self._perms.clear()
+      rng = np.random.default_rng([self._seed, c, epoch])
+      perm = self._perms[key] = rng.permutation(len(self._members[c]))
+    return perm
+
+  def __getitem__(self, j: int) -> np.ndarray:
+    per = self._per_class
+    parts = []
+    for c, members in enumerate(self._members):
+      pos = np.arange(j * per, (j + 1) * per)
+      epoch, within = np.divmod(pos, len(members))
+      out = np.empty(per, np.int64)
+      for e in np.unique(epoch):
+        sel = epoch == e
+        out[sel] = members[self._perm(c, int(e))[within[sel]]]
+      parts.append(out)
+    batch = np.concatenate(parts)
+    return batch[np.random.default_rng([self._seed, j, 1]).permutation(
+        len(batch))]
+
+
+def index_batches(labels: np.ndarray, global_batch: int, seed: int,
+                  sampler: str = "shuffle") -> grain.MapDataset:
+  """Endless global batches of example indices (int64, ``global_batch``).
+
+  ``shuffle``: epochs in a fresh random order, the last partial batch of an
+  epoch dropped. ``class_balanced``: see :class:`_ClassBalancedBatches`.
+  """
+  n = len(labels)
+  if global_batch > n:
+    raise ValueError(f"batch size {global_batch} exceeds the {n} training "
+                     "examples")
+  if sampler == "shuffle":
+    return (grain.MapDataset.range(n).seed(seed).shuffle().repeat()
+            .batch(global_batch, drop_remainder=True))
+  if sampler == "class_balanced":
+    return grain.MapDataset.source(
+        _ClassBalancedBatches(np.asarray(labels), global_batch, seed))
+  raise ValueError(f"sampler {sampler!r} is not one of {', '.join(SAMPLERS)}")
+
+
 class TrainIterator:
-  """Endless shuffled batches with a resumable position.
+  """Endless batches with a resumable position.
+
+  Yields host batches of this process's rows: the gathered uint8 frames and
+  labels, or with ``indices_only`` just ``{"index": int32 example indices}``
+  for a step that gathers from device-resident data.
 
   ``state()`` is the Grain iterator state after the last batch handed out, so
   a checkpoint taken after step k resumes exactly at batch k+1 even though
@@ -43,14 +125,16 @@ class TrainIterator:
 
   def __init__(self, examples: Examples, global_batch: int, seed: int,
                with_landmarks: bool = False, num_threads: int = 2,
-               prefetch: int = 4):
-    if global_batch > len(examples):
-      raise ValueError(f"batch size {global_batch} exceeds the "
-                       f"{len(examples)} training examples")
+               prefetch: int = 4, sampler: str = "shuffle",
+               indices_only: bool = False):
     rows = sharding.local_slice(global_batch)
-    dataset = (grain.MapDataset.range(len(examples)).seed(seed).shuffle()
-               .repeat().batch(global_batch, drop_remainder=True)
-               .map(lambda idx: gather(examples, idx[rows], with_landmarks)))
+    dataset = index_batches(examples.label, global_batch, seed, sampler)
+    if indices_only:
+      dataset = dataset.map(
+          lambda idx: {"index": idx[rows].astype(np.int32)})
+    else:
+      dataset = dataset.map(
+          lambda idx: gather(examples, idx[rows], with_landmarks))
     self._dataset = dataset.to_iter_dataset(grain.ReadOptions(
         num_threads=num_threads, prefetch_buffer_size=prefetch))
     self._it = iter(self._dataset)
@@ -73,18 +157,35 @@ class TrainIterator:
     self._state = self._it.get_state()
 
 
-def device_prefetch(it: TrainIterator, mesh, depth: int = 2
+def device_prefetch(it: TrainIterator, mesh,
+                    group_sizes: Iterable[int] | None = None, depth: int = 2
                     ) -> Iterator[tuple[dict[str, jax.Array], dict[str, Any]]]:
-  """Yields (global batch on device, iterator state after it), ``depth`` ahead.
+  """Yields (global batch group on device, iterator state after it),
+  ``depth`` groups ahead.
 
-  ``jax.make_array_from_process_local_data`` starts the host-to-device copy
-  asynchronously, so the next batches travel while the current step runs.
+  Group i holds ``group_sizes[i]`` (default 1) consecutive batches: one
+  batch as it is,
+  several stacked on a new leading axis (one ``lax.scan`` dispatch of
+  several steps). ``jax.make_array_from_process_local_data`` starts the
+  host-to-device copy asynchronously, so the next groups travel while the
+  current step runs.
   """
+  sizes = iter(itertools.repeat(1) if group_sizes is None else group_sizes)
   queue = collections.deque()
   while True:
     while len(queue) < depth:
-      local = next(it)
-      queue.append((sharding.to_global(local, mesh), it.state()))
+      n = next(sizes, None)
+      if n is None:
+        break
+      local = [next(it) for _ in range(n)]
+      if n == 1:
+        queue.append((sharding.to_global(local[0], mesh), it.state()))
+      else:
+        stacked = {k: np.stack([b[k] for b in local]) for k in local[0]}
+        queue.append((sharding.to_global(stacked, mesh, stacked=True),
+                      it.state()))
+    if not queue:
+      return
     yield queue.popleft()
 
 

@@ -55,6 +55,10 @@ class Phase:
   enter: Callable[[State], State] | None = None
   # Batches also carry "<slot>_landmarks" (N, 68, 2) source-pixel coordinates.
   with_landmarks: bool = False
+  # Order of training examples (``fer_jax.data.pipeline.SAMPLERS``):
+  # shuffled epochs, or class_balanced batches (SNA's selective learning:
+  # equal counts of every class in each batch).
+  sampler: str = "shuffle"
 
 
 class Method(abc.ABC):
