@@ -1,18 +1,24 @@
-"""Train-step throughput of a method: images/s, step ms, compile s, TFLOP/s.
+"""Train-step throughput of a method: images/s, step ms, compile s, FLOP use.
 
   python benchmarks/throughput.py --config=configs/gndl.py:ckplus \
       --config.model.dtype=bfloat16 --batch_size=128 --steps=50
 
-The step is the trainer's own (the method's phase step inside the non-finite
-guard), jitted with donated state, on random uint8 batches already on the
-device, so the figure is the accelerator's, not the input pipeline's. FLOPs
-come from the lowered, unoptimised HLO (``jit(f).lower(...).cost_analysis()``):
-on GPU the compiled program's cost analysis leaves out cuDNN convolutions.
+The step is the trainer's own (``fer_jax.step_lib.dispatch_step``: the method's
+phase step inside the non-finite guard, optionally a ``lax.scan`` of
+``--group`` steps and a gather from device-resident frames), jitted with
+donated state, on random uint8 batches already on the device, so the figure
+is the accelerator's, not the input pipeline's.
+
+FLOPs come from the lowered, unoptimised HLO of one step
+(``jit(f).lower(...).cost_analysis()``): on GPU the compiled program's cost
+analysis leaves out cuDNN convolutions. Utilisation is achieved FLOP/s over
+the device's dense peak for the compute dtype (PEAK_TFLOPS, datasheet).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 
@@ -21,30 +27,87 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from fer_jax import sharding, train
-from fer_jax.data import protocols
+from fer_jax import sharding
+from fer_jax import steps as step_lib
+from fer_jax.data import protocols, resident
 from fer_jax.data.classes import resolve_class_set
 from fer_jax.methods import method_class
+
+# Dense datasheet peaks (TFLOP/s): bf16 tensor cores, and TF32 for float32
+# (XLA's default precision lets cuDNN/cuBLAS use TF32 for fp32 on Hopper).
+PEAK_TFLOPS = {
+    "H100": {"bfloat16": 989.0, "float32": 494.7},
+    "H200": {"bfloat16": 989.0, "float32": 494.7},
+    "A100": {"bfloat16": 312.0, "float32": 156.0},
+}
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Method config.")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Global batch (default: "
                               "the config's).")
 _PHASE = flags.DEFINE_string("phase", None, "Phase to time (default: last).")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps after warm-up.")
-_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compiling.")
+_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed dispatches after "
+                               "compiling.")
+_GROUP = flags.DEFINE_integer("group", 1, "Steps per dispatch (lax.scan).")
+_RESIDENT = flags.DEFINE_bool("resident", False, "Gather the batch inside "
+                              "the step from device-resident frames.")
+_PROFILE = flags.DEFINE_string("profile_dir", None, "Also trace a few steps "
+                               "here and print the top device kernels.")
 _JSON = flags.DEFINE_string("json_out", None, "Append the result as JSON here.")
 
 
-def random_batch(phase, image_shape, num_classes, mesh, seed=0):
+def peak_tflops(device, dtype: str) -> float | None:
+  for name, peaks in PEAK_TFLOPS.items():
+    if name in device.device_kind:
+      return peaks[dtype]
+  return None
+
+
+def _random_images(rng, n, image_shape):
+  return rng.integers(0, 256, (n,) + image_shape, dtype=np.uint8)
+
+
+def random_batch(phase, image_shape, num_classes, seed=0):
+  """One host batch of the phase's slots: random frames, labels, landmarks."""
   rng = np.random.default_rng(seed)
   b = phase.batch_size
-  local = {s: rng.integers(0, 256, (b,) + image_shape, dtype=np.uint8)
+  batch = {s: _random_images(rng, b, image_shape)
            for s in protocols.EXAMPLE_KINDS[phase.example_kind]}
-  local["label"] = rng.integers(0, num_classes, (b,), dtype=np.int32)
-  return sharding.to_global(local, mesh)
+  if phase.with_landmarks:
+    for s in protocols.EXAMPLE_KINDS[phase.example_kind]:
+      batch[f"{s}_landmarks"] = rng.uniform(
+          0.2, 0.8, (b, 68, 2)).astype(np.float32) * image_shape[0]
+  batch["label"] = rng.integers(0, num_classes, (b,), dtype=np.int32)
+  return batch
 
 
-def benchmark(config, batch_size=None, phase_name=None, steps=20, warmup=3):
+def random_resident(phase, image_shape, num_classes, mesh, frames=None,
+                    seed=0):
+  """Device-resident stand-in for a training split: ``frames`` random
+  frames (default 4 batches' worth) and every slot reading a random row."""
+  rng = np.random.default_rng(seed)
+  slots = protocols.EXAMPLE_KINDS[phase.example_kind]
+  n = frames or 4 * phase.batch_size * len(slots)
+  host = {"images": _random_images(rng, n, image_shape),
+          "rows": {s: rng.integers(0, n, (n,), dtype=np.int32)
+                   for s in slots},
+          "label": rng.integers(0, num_classes, (n,), dtype=np.int32)}
+  if phase.with_landmarks:
+    host["landmarks"] = (rng.uniform(0.2, 0.8, (n, 68, 2)) *
+                         image_shape[0]).astype(np.float32)
+  return jax.device_put(host, sharding.replicated(mesh)), n
+
+
+def _timed(fn, loop, batches, data, dispatches):
+  t = time.perf_counter()
+  for i in range(dispatches):
+    loop, m = fn(loop, batches[i % len(batches)], data)
+  jax.block_until_ready((loop, m))
+  return loop, time.perf_counter() - t
+
+
+def benchmark(config, batch_size=None, phase_name=None, steps=20, warmup=3,
+              group=1, on_device_data=False, profile_dir=None):
   if batch_size:
     config.train.batch_size = batch_size
   mesh = sharding.make_mesh()
@@ -59,48 +122,84 @@ def benchmark(config, batch_size=None, phase_name=None, steps=20, warmup=3):
        else config.data.resize)
   image_shape = (s, s, 1 if config.data.grey else 3)
   method.prepare_for_benchmark(image_shape)
-  batch = random_batch(phase, image_shape, num_classes, mesh)
-  loop = jax.jit(lambda: train.init_loop_state(method, 0, batch),
-                 out_shardings=sharding.replicated(mesh))()
-  step = jax.jit(train.guarded_step(phase.step, True), donate_argnums=0)
 
+  host = random_batch(phase, image_shape, num_classes)
+  loop = jax.jit(lambda: step_lib.init_loop_state(method, 0, host),
+                 out_shardings=sharding.replicated(mesh))()
+  data = None
+  rng = np.random.default_rng(1)
+  if on_device_data:
+    data, n = random_resident(phase, image_shape, num_classes, mesh)
+    make = lambda: {"index": rng.integers(0, n, (phase.batch_size,),
+                                          dtype=np.int32)}
+  else:
+    make = lambda: random_batch(phase, image_shape, num_classes,
+                                seed=int(rng.integers(1 << 30)))
+  # Several different batches (groups), cycled, so no cache sees one input.
+  batches = []
+  for _ in range(2):
+    if group == 1:
+      batches.append(sharding.to_global(make(), mesh))
+    else:
+      many = [make() for _ in range(group)]
+      batches.append(sharding.to_global(
+          {k: np.stack([b[k] for b in many]) for k in many[0]}, mesh,
+          stacked=True))
+
+  stop = config.train.nonfinite == "stop"
+  one = step_lib.dispatch_step(phase.step, stop, 1, on_device_data)
+  first = (sharding.to_global(make(), mesh))
+  flops = float((jax.jit(one).lower(loop, first, data).cost_analysis() or {}
+                 ).get("flops", 0.0))
+  fn = jax.jit(step_lib.dispatch_step(phase.step, stop, group, on_device_data),
+               donate_argnums=0)
   t0 = time.perf_counter()
-  lowered = step.lower(loop, batch)
-  cost = lowered.cost_analysis() or {}
-  flops = float(cost.get("flops", 0.0))
-  compiled = lowered.compile()
+  compiled = fn.lower(loop, batches[0], data).compile()
   compile_s = time.perf_counter() - t0
 
-  for _ in range(warmup):
-    loop, m = compiled(loop, batch)
-  jax.block_until_ready(loop)
-  times = []
-  for _ in range(steps):
-    t = time.perf_counter()
-    loop, m = compiled(loop, batch)
-    jax.block_until_ready(m)
-    times.append(time.perf_counter() - t)
-  med = statistics.median(times)
-  images = phase.batch_size * len(protocols.EXAMPLE_KINDS[phase.example_kind])
+  loop, _ = _timed(compiled, loop, batches, data, warmup)
+  # Median over repeats of a run of dispatches (no sync between them, as in
+  # the trainer), per optimizer step.
+  dispatches = max(1, steps // group)
+  per_step = []
+  for _ in range(5):
+    loop, dt = _timed(compiled, loop, batches, data, dispatches)
+    per_step.append(dt / (dispatches * group))
+  med = statistics.median(per_step)
+  profile = None
+  if profile_dir:
+    from profile_summary import summarize  # pylint: disable=import-outside-toplevel
+    with jax.profiler.trace(profile_dir):
+      loop, _ = _timed(compiled, loop, batches, data, max(1, 5 // group))
+    profile = summarize(profile_dir, steps=max(1, 5 // group) * group)
+
+  slots = len(protocols.EXAMPLE_KINDS[phase.example_kind])
+  images = phase.batch_size * slots
   dev = jax.devices()[0]
   mem = dev.memory_stats() or {}
+  peak = peak_tflops(dev, config.model.dtype)
+  achieved = flops / med / 1e12
   return {
       "method": config.method, "phase": phase.name,
       "batch": phase.batch_size, "images_per_step": images,
-      "image_size": s, "dtype": config.model.dtype,
+      "examples_per_sec": phase.batch_size / med,
+      "image_size": s, "dtype": config.model.dtype, "group": group,
+      "resident": bool(on_device_data),
       "device": f"{jax.device_count()}x {dev.device_kind}",
       "step_ms": 1e3 * med, "images_per_sec": images / med,
       "compile_s": compile_s, "hlo_gflops_per_step": flops / 1e9,
-      "achieved_tflops": flops / med / 1e12,
+      "achieved_tflops": achieved,
+      "utilisation": achieved / peak if peak else None,
       "peak_mem_gb": mem.get("peak_bytes_in_use", 0) / 2**30,
-      "jax": jax.__version__,
+      "jax": jax.__version__, "profile": profile,
   }
 
 
 def main(argv):
   del argv
   result = benchmark(_CONFIG.value, _BATCH.value, _PHASE.value, _STEPS.value,
-                     _WARMUP.value)
+                     _WARMUP.value, _GROUP.value, _RESIDENT.value,
+                     _PROFILE.value)
   print(json.dumps(result, indent=2))
   if _JSON.value:
     with open(_JSON.value, "a") as f:
@@ -108,5 +207,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  import sys  # pylint: disable=import-outside-toplevel
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   flags.mark_flags_as_required(["config"])
   app.run(main)

@@ -66,3 +66,13 @@ def make_table():
   """Factory: ``make_table(num_subjects=6, num_frames=8, image_size=16,
   seed=0, with_landmarks=False) -> FrameTable`` (see ``build_table``)."""
   return build_table
+
+
+@pytest.fixture
+def fake_data(monkeypatch, make_table):
+  """The trainer reads a small in-memory table instead of a built data set."""
+  from fer_jax import train  # pylint: disable=import-outside-toplevel
+  table = make_table(num_subjects=6, num_frames=8, image_size=16)
+  monkeypatch.setattr(train.frames, "load_frames",
+                      lambda data_cfg, split="train": table)
+  return table

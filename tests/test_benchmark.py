@@ -24,3 +24,36 @@ def test_benchmark_reports_images_per_second_and_flops():
   per_image_fwd = 3.6e9 / 64 * (32 / 224) ** 2
   expected = 3 * 8 * per_image_fwd
   assert 0.3 * expected < r["hlo_gflops_per_step"] * 1e9 < 3 * expected
+
+
+def test_scanned_resident_variant_and_profile_summary(tmp_path):
+  cfg = load_config_module(os.path.join(ROOT, "configs", "gndl.py")
+                           ).get_config()
+  cfg.data.synth.image_size = cfg.data.resize = cfg.data.crop = 32
+  cfg.model.base_width = 8
+  plain = throughput.benchmark(cfg, batch_size=4, steps=2, warmup=1)
+  r = throughput.benchmark(cfg, batch_size=4, steps=4, warmup=1, group=2,
+                           on_device_data=True,
+                           profile_dir=str(tmp_path / "trace"))
+  assert r["group"] == 2 and r["resident"]
+  # FLOPs are one step's either way (the gather adds next to nothing).
+  assert abs(r["hlo_gflops_per_step"] - plain["hlo_gflops_per_step"]) < (
+      0.01 * plain["hlo_gflops_per_step"])
+  prof = r["profile"]
+  assert prof["total_ms_per_step"] > 0
+  assert prof["by_kind"].get("convolution", 0) > 0, prof["by_kind"]
+
+
+def test_every_suite_entry_names_a_real_phase():
+  """Cheap guard for a device lease: each entry's config loads and its
+  phase exists (no compile)."""
+  import suite  # pylint: disable=import-outside-toplevel
+  from fer_jax.data.classes import resolve_class_set
+  from fer_jax.methods import method_class
+  for entry in suite.ENTRIES:
+    cfg = suite.config_for(entry, "bfloat16")
+    method = method_class(cfg.method)(
+        cfg, num_classes=len(resolve_class_set(cfg.data.classes)),
+        count_examples=lambda k, r: 10_000)
+    names = [p.name for p in method.phases()]
+    assert entry.phase is None or entry.phase in names, (entry, names)

@@ -12,10 +12,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from fer_jax import train
+from fer_jax import steps, train
 from fer_jax.data import pipeline, protocols, resident
 
-from test_train import fake_data, tiny_config  # noqa: F401  (fixture)
+from test_train import tiny_config
 
 
 def _log(workdir):
@@ -31,9 +31,9 @@ def _log(workdir):
 ])
 def test_dispatch_groups_end_on_logs_and_checkpoints(group, log_every,
                                                      ckpt_every, want):
-  sizes = train.dispatch_groups(0, 8, group, [log_every, ckpt_every, 0])
+  sizes = steps.dispatch_groups(0, 8, group, [log_every, ckpt_every, 0])
   assert sizes == want
-  assert train.dispatch_groups(5, 8, group, [log_every, ckpt_every, 0]
+  assert steps.dispatch_groups(5, 8, group, [log_every, ckpt_every, 0]
                                )[-1] <= 3
 
 

@@ -8,7 +8,7 @@ import textwrap
 SCRIPT = textwrap.dedent("""
     import os, json, tempfile
     import jax, numpy as np
-    from fer_jax import config_lib, sharding, train
+    from fer_jax import config_lib, sharding, steps, train
     from fer_jax.data.frames import FrameTable
     assert jax.device_count() == 4, jax.devices()
     cfg = config_lib.load_config_module(os.path.join(%(configs)r, "gndl.py")).get_config()
@@ -32,7 +32,7 @@ SCRIPT = textwrap.dedent("""
       loop = tr.init_state()
       phase = tr.phases[0]
       it = train.pipeline.TrainIterator(tr.data.examples("train", phase.example_kind, phase.role), 8, seed=0)
-      step = jax.jit(train.guarded_step(phase.step, True))
+      step = jax.jit(steps.guarded_step(phase.step, True))
       out = []
       for _ in range(3):
         batch = sharding.to_global(next(it), mesh)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fer_jax import checkpoint as ckpt_lib
+from fer_jax import steps
 from fer_jax import config_lib, train
 from fer_jax.data import pipeline
 
@@ -33,14 +34,6 @@ def tiny_config(method="gndl", **train_overrides):
   for k, v in train_overrides.items():
     setattr(c.train, k, v)
   return c
-
-
-@pytest.fixture
-def fake_data(monkeypatch, make_table):
-  table = make_table(num_subjects=6, num_frames=8, image_size=16)
-  monkeypatch.setattr(train.frames, "load_frames",
-                      lambda data_cfg, split="train": table)
-  return table
 
 
 def test_one_step_lowers_the_loss(fake_data, tmp_path):
@@ -115,7 +108,7 @@ def test_guard_skips_nonfinite_updates_and_halts():
           "guard": {"nonfinite": jnp.int32(0),
                     "first_bad_step": jnp.int32(-1),
                     "halted": jnp.asarray(False)}}
-  fn = jax.jit(train.guarded_step(step, stop_on_nonfinite=True))
+  fn = jax.jit(steps.guarded_step(step, stop_on_nonfinite=True))
   loop, _ = fn(loop, {"x": jnp.ones(2)})
   loop, _ = fn(loop, {"x": jnp.array([jnp.nan, 1.0])})
   loop, _ = fn(loop, {"x": jnp.ones(2)})
@@ -124,7 +117,7 @@ def test_guard_skips_nonfinite_updates_and_halts():
   assert bool(loop["guard"]["halted"])
   assert int(loop["step"]) == 3
 
-  skip = jax.jit(train.guarded_step(step, stop_on_nonfinite=False))
+  skip = jax.jit(steps.guarded_step(step, stop_on_nonfinite=False))
   loop["guard"]["halted"] = jnp.asarray(False)
   loop, _ = skip(loop, {"x": jnp.array([jnp.inf, 1.0])})
   loop, _ = skip(loop, {"x": jnp.ones(2)})

@@ -15,7 +15,6 @@ from typing import Any, Sequence
 
 from absl import logging
 import numpy as np
-import tensorflow_datasets as tfds
 
 from fer_jax.data import registry
 
@@ -79,7 +78,7 @@ def _synth_builder(data_cfg, data_dir: str):
                             data_dir=data_dir)
 
 
-def get_builder(data_cfg) -> tfds.core.DatasetBuilder:
+def get_builder(data_cfg) -> "tfds.core.DatasetBuilder":  # noqa: F821
   """The configured builder; the synthetic set is built on first use."""
   data_dir = data_dir_of(data_cfg)
   name = data_cfg.name
