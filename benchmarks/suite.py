@@ -23,6 +23,7 @@ import throughput  # noqa: E402  pylint: disable=wrong-import-position
 from profile_summary import format_summary  # noqa: E402  pylint: disable=wrong-import-position
 
 from fer_jax.config_lib import load_config_module  # noqa: E402
+from fer_jax.models import fast_layers  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,6 +55,11 @@ ENTRIES = (
     Entry("groupgan", "groupgan.py", "ckplus_oulu", 64),
     Entry("groupgan", "groupgan.py", "ckplus_oulu", 4),
     Entry("groupgan", "groupgan.py", "ckplus_oulu", 4, group=16),
+    # SNA's masked step (F on I and on Dec(Enc(I) + noise)) at grey 112:
+    # the paper's batch 63 and 4x; its decoder/critic refinement (batch 64).
+    Entry("sna", "sna.py", "affectnet", 63, phase="fer_sna"),
+    Entry("sna", "sna.py", "affectnet", 252, phase="fer_sna"),
+    Entry("sna", "sna.py", "affectnet", 64, phase="ae_refine"),
 )
 
 _ONLY = flags.DEFINE_list("only", None, "Entry names to run (default all).")
@@ -64,6 +70,9 @@ _PROFILE = flags.DEFINE_list("profile", [], "Entry names to also trace "
                              "(bfloat16 only) and summarise.")
 _PROFILE_ROOT = flags.DEFINE_string("profile_root", "/tmp/fer_jax_profiles",
                                     "Where traces are written.")
+_ABLATE = flags.DEFINE_list("ablate", [], "Entry names to also time "
+                            "(bfloat16) with fer_jax.models.fast_layers off: "
+                            "XLA's plain max-pool and 7x7 stem lowering.")
 _DEADLINE = flags.DEFINE_float("deadline_s", 0.0, "Skip entries once this "
                                "many seconds have passed (0 = never).")
 
@@ -85,8 +94,10 @@ def table(rows) -> str:
   out = [head, "| --- " * 15 + "|"]
   for r in rows:
     util = f"{100 * r['utilisation']:.1f}%" if r["utilisation"] else "-"
+    phase = r["phase"] + ("" if r.get("fast_layers", True) else
+                          " (plain layers)")
     out.append(
-        f"| {r['method']} | {r['phase']} | {r['batch']} | {r['group']} | "
+        f"| {r['method']} | {phase} | {r['batch']} | {r['group']} | "
         f"{r['image_size']} | {r['dtype']} | {r['device']} | "
         f"{r['step_ms']:.2f} | {r['examples_per_sec']:.0f} | "
         f"{r['images_per_sec']:.0f} | {r['compile_s']:.1f} | "
@@ -102,8 +113,13 @@ def main(argv):
   for entry in ENTRIES:
     if _ONLY.value and entry.name not in _ONLY.value:
       continue
-    for dtype in _DTYPES.value:
-      label = f"{entry.label}:{dtype}"
+    runs = [(d, True) for d in _DTYPES.value]
+    if entry.name in _ABLATE.value:
+      runs.append(("bfloat16", False))
+    for dtype, fast in runs:
+      label = f"{entry.label}:{dtype}{'' if fast else ':plain_layers'}"
+      fast_layers.USE_SLICE_MAX_POOL = fast_layers.USE_SPACE_TO_DEPTH_STEM = (
+          fast)
       if _DEADLINE.value and time.perf_counter() - t_start > _DEADLINE.value:
         skipped.append(label)
         continue
@@ -119,6 +135,7 @@ def main(argv):
         print(f"suite: {label} failed: {type(e).__name__}: {e}", flush=True)
         skipped.append(f"{label} (failed)")
         continue
+      r["fast_layers"] = fast
       rows.append(r)
       if r["profile"]:
         print(f"profile {label}:\n{format_summary(r['profile'])}",

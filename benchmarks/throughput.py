@@ -29,7 +29,7 @@ from ml_collections import config_flags
 
 from fer_jax import sharding
 from fer_jax import steps as step_lib
-from fer_jax.data import protocols, resident
+from fer_jax.data import protocols
 from fer_jax.data.classes import resolve_class_set
 from fer_jax.methods import method_class
 
@@ -41,26 +41,25 @@ PEAK_TFLOPS = {
     "A100": {"bfloat16": 312.0, "float32": 156.0},
 }
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Method config.")
-_BATCH = flags.DEFINE_integer("batch_size", None, "Global batch (default: "
-                              "the config's).")
-_PHASE = flags.DEFINE_string("phase", None, "Phase to time (default: last).")
-_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps after warm-up.")
-_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed dispatches after "
-                               "compiling.")
-_GROUP = flags.DEFINE_integer("group", 1, "Steps per dispatch (lax.scan).")
-_RESIDENT = flags.DEFINE_bool("resident", False, "Gather the batch inside "
-                              "the step from device-resident frames.")
-_PROFILE = flags.DEFINE_string("profile_dir", None, "Also trace a few steps "
-                               "here and print the top device kernels.")
-_JSON = flags.DEFINE_string("json_out", None, "Append the result as JSON here.")
-
-
 def peak_tflops(device, dtype: str) -> float | None:
   for name, peaks in PEAK_TFLOPS.items():
     if name in device.device_kind:
       return peaks[dtype]
   return None
+
+
+def hlo_flops(fn, *args) -> float:
+  """FLOPs of ``fn(*args)`` from the lowered, unoptimised HLO. Where the
+  backend's lowering reports none (jax 0.11 on GPU), the same function is
+  lowered for the CPU from the arguments' shapes alone: the count is of the
+  program's math, not of the platform's kernels."""
+  cost = jax.jit(fn).lower(*args).cost_analysis() or {}
+  if cost.get("flops"):
+    return float(cost["flops"])
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                          args)
+  lowered = jax.jit(fn).trace(*abstract).lower(lowering_platforms=("cpu",))
+  return float((lowered.cost_analysis() or {}).get("flops", 0.0))
 
 
 def _random_images(rng, n, image_shape):
@@ -149,8 +148,7 @@ def benchmark(config, batch_size=None, phase_name=None, steps=20, warmup=3,
   stop = config.train.nonfinite == "stop"
   one = step_lib.dispatch_step(phase.step, stop, 1, on_device_data)
   first = (sharding.to_global(make(), mesh))
-  flops = float((jax.jit(one).lower(loop, first, data).cost_analysis() or {}
-                 ).get("flops", 0.0))
+  flops = hlo_flops(one, loop, first, data)
   fn = jax.jit(step_lib.dispatch_step(phase.step, stop, group, on_device_data),
                donate_argnums=0)
   t0 = time.perf_counter()
@@ -195,19 +193,33 @@ def benchmark(config, batch_size=None, phase_name=None, steps=20, warmup=3,
   }
 
 
-def main(argv):
+def _main(argv):
+  """Command line (flags defined here, not at import: other scripts import
+  this module and define their own)."""
   del argv
-  result = benchmark(_CONFIG.value, _BATCH.value, _PHASE.value, _STEPS.value,
-                     _WARMUP.value, _GROUP.value, _RESIDENT.value,
-                     _PROFILE.value)
+  f = flags.FLAGS
+  result = benchmark(f.config, f.batch_size, f.phase, f.steps, f.warmup,
+                     f.group, f.resident, f.profile_dir)
   print(json.dumps(result, indent=2))
-  if _JSON.value:
-    with open(_JSON.value, "a") as f:
-      f.write(json.dumps(result) + "\n")
+  if f.json_out:
+    with open(f.json_out, "a") as out:
+      out.write(json.dumps(result) + "\n")
 
 
 if __name__ == "__main__":
   import sys  # pylint: disable=import-outside-toplevel
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  config_flags.DEFINE_config_file("config", None, "Method config.")
+  flags.DEFINE_integer("batch_size", None, "Global batch (default: the "
+                       "config's).")
+  flags.DEFINE_string("phase", None, "Phase to time (default: last).")
+  flags.DEFINE_integer("steps", 20, "Timed steps after warm-up.")
+  flags.DEFINE_integer("warmup", 3, "Untimed dispatches after compiling.")
+  flags.DEFINE_integer("group", 1, "Steps per dispatch (lax.scan).")
+  flags.DEFINE_bool("resident", False, "Gather the batch inside the step "
+                    "from device-resident frames.")
+  flags.DEFINE_string("profile_dir", None, "Also trace a few steps here and "
+                      "print the top device kernels.")
+  flags.DEFINE_string("json_out", None, "Append the result as JSON here.")
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  app.run(_main)

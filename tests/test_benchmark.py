@@ -57,3 +57,11 @@ def test_every_suite_entry_names_a_real_phase():
         count_examples=lambda k, r: 10_000)
     names = [p.name for p in method.phases()]
     assert entry.phase is None or entry.phase in names, (entry, names)
+
+
+def test_hlo_flops_of_a_matmul_and_its_cpu_fallback():
+  import jax.numpy as jnp
+  a = jnp.ones((32, 64), jnp.float32)
+  b = jnp.ones((64, 16), jnp.float32)
+  flops = throughput.hlo_flops(lambda x, y: x @ y, a, b)
+  assert flops == 2 * 32 * 64 * 16

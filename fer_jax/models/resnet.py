@@ -14,6 +14,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fer_jax.models import fast_layers
+
 Dtype = Any
 
 # He-normal over fan_out, torchvision's init for ResNet convolutions.
@@ -100,14 +102,14 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = x.astype(self.dtype)
-    x = nn.Conv(self.base_width, (7, 7), (2, 2), padding=_pad(7),
-                use_bias=False, kernel_init=conv_init, dtype=self.dtype,
-                param_dtype=self.param_dtype, name="conv1")(x)
+    x = fast_layers.StridedStemConv(
+        self.base_width, kernel_init=conv_init, dtype=self.dtype,
+        param_dtype=self.param_dtype, name="conv1")(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
                      epsilon=1e-5, dtype=self.dtype,
                      param_dtype=self.param_dtype, name="bn1")(x)
     x = nn.relu(x)
-    x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    x = fast_layers.max_pool(x, 3, 2, 1)
     in_features = self.base_width
     for stage, num_blocks in enumerate(self.stage_sizes):
       features = self.base_width * 2**stage

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One device lease: install the carried wheels, then run the named parts.
+#   carry: .whl (wheels the device image lacks) and .tfds (a built synthetic set)
+#   bash benchmarks/device_session.sh "suite-args" "e2e-args"
+set -uo pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+  --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+export FER_JAX_DATA_DIR=$PWD/.tfds
+OUT=${OUT:-/tmp/out}
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv
+python3 -c "import jax, flax, optax, orbax.checkpoint, grain, ml_collections
+import tensorflow_datasets
+print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
+cd benchmarks
+if [ -n "${1:-}" ]; then
+  eval "python3 suite.py --out=$OUT/suite.jsonl $1" 2>&1 | grep -v "^W1\|^I1" | tee $OUT/suite.log
+fi
+if [ -n "${2:-}" ]; then
+  eval "python3 end_to_end.py --workdir=/tmp/e2e $2" 2>&1 | grep -v "^W1\|^I1" | tee $OUT/e2e.log
+fi
