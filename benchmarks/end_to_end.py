@@ -24,13 +24,20 @@ import throughput  # noqa: E402  pylint: disable=wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Method config.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Fresh directory for the run.")
+_CACHE = flags.DEFINE_string("compilation_cache", "~/.cache/fer_jax/xla",
+                             "As fer_jax.main's: run twice to see the second "
+                             "start load its steps from the cache.")
 
 
 def main(argv):
   del argv
   from absl import logging  # pylint: disable=import-outside-toplevel
   from fer_jax import train  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+  if _CACHE.value:
+    jax.config.update("jax_compilation_cache_dir",
+                      os.path.expanduser(_CACHE.value))
   cfg = _CONFIG.value
   t = time.perf_counter()
   trainer = train.Trainer(cfg, _WORKDIR.value)

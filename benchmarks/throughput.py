@@ -169,7 +169,8 @@ def benchmark(config, batch_size=None, phase_name=None, steps=20, warmup=3,
     from profile_summary import summarize  # pylint: disable=import-outside-toplevel
     with jax.profiler.trace(profile_dir):
       loop, _ = _timed(compiled, loop, batches, data, max(1, 5 // group))
-    profile = summarize(profile_dir, steps=max(1, 5 // group) * group)
+    profile = summarize(profile_dir, steps=max(1, 5 // group) * group,
+                        top=25, hlo_text=compiled.as_text())
 
   slots = len(protocols.EXAMPLE_KINDS[phase.example_kind])
   images = phase.batch_size * slots
