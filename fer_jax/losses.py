@@ -106,3 +106,82 @@ def island_loss(features, labels, centers, alpha: float = 0.03,
   off_diagonal = 1.0 - jnp.eye(c.shape[0], dtype=jnp.float32)
   pair_term = jnp.sum((cos + 1.0) * off_diagonal)
   return center_term + alpha * pair_term
+
+
+# --- SNA (Fu et al.): focal, multi-scale AE, perceptual, WGAN, symmetric KL,
+# --- neighbourhood mask (eq. 4-7, 11-14) ---
+
+
+def focal_loss_per_sample(logits, labels, gamma: float = 2.0):
+  """-(1 - p_t)^gamma log p_t per sample (Lin et al. 2017, SNA sec. IV-B);
+  gamma 0 is the cross-entropy."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+  logp_t = jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
+  return -((1.0 - jnp.exp(logp_t)) ** gamma) * logp_t
+
+
+def symmetric_kl(logits_p, logits_q):
+  """Div of eq. 12-13 per sample: (KL(P||Q) + KL(Q||P)) / 2 of the softmax
+  outputs, = 1/2 sum_i (P_i - Q_i)(log P_i - log Q_i)."""
+  logp = jax.nn.log_softmax(logits_p.astype(jnp.float32))
+  logq = jax.nn.log_softmax(logits_q.astype(jnp.float32))
+  return 0.5 * jnp.sum((jnp.exp(logp) - jnp.exp(logq)) * (logp - logq), -1)
+
+
+def neighbourhood_mask(div, threshold=None):
+  """m_i = delta(T - Div_i) (eq. 11): 1 where Div_i < T. ``threshold``
+  None is the batch-level T of eq. 14, the batch's mean Div ('BT')."""
+  div = div.astype(jnp.float32)
+  t = jnp.mean(div) if threshold is None else threshold
+  return (div < t).astype(jnp.float32)
+
+
+def masked_mean(per_sample, mask):
+  """sum_i m_i L_i / N (Algorithm 1, line 14): a masked sample contributes
+  nothing, and the others keep their weight 1/N (the normaliser is the
+  batch size, not the count kept, so masking does not raise the step)."""
+  return jnp.sum(per_sample.astype(jnp.float32) * mask) / per_sample.shape[0]
+
+
+def multiscale_ae_loss(targets, recoveries, alphas):
+  """Eq. 4: sum_l alpha_l / |z^l| ||z^l - z_hat^l||^2, each level's squared
+  error averaged over its |z^l| elements and over the batch. Returns (total,
+  per-level list)."""
+  levels = []
+  for z, z_hat in zip(targets, recoveries):
+    d = z.astype(jnp.float32) - z_hat.astype(jnp.float32)
+    levels.append(jnp.mean(jnp.square(d)))
+  total = sum(a * v for a, v in zip(alphas, levels))
+  return total, levels
+
+
+def reconstruction_loss(recon, image, recon_feats, image_feats,
+                        pixel_weight: float, perceptual_weights):
+  """Eq. 5: lambda_pixel ||H(I) - I||^2 + sum_k lambda_k ||C_k(H(I)) -
+  C_k(I)||^2, each squared error a mean over elements (torch's MSELoss);
+  C_k the stage-1 network's Conv3..Conv5 features (weights 100, 0.1, 0.001
+  in the paper). Returns (total, pixel term, [perceptual terms])."""
+  pixel = jnp.mean(jnp.square(recon.astype(jnp.float32)
+                              - image.astype(jnp.float32)))
+  perc = [jnp.mean(jnp.square(a.astype(jnp.float32) - b.astype(jnp.float32)))
+          for a, b in zip(recon_feats, image_feats)]
+  total = pixel_weight * pixel + sum(w * p for w, p in
+                                     zip(perceptual_weights, perc))
+  return total, pixel, perc
+
+
+def wgan_critic_loss(real_scores, fake_scores):
+  """Eq. 6, minimised by the critic: E[D(fake)] - E[D(real)]."""
+  return (jnp.mean(fake_scores.astype(jnp.float32))
+          - jnp.mean(real_scores.astype(jnp.float32)))
+
+
+def wgan_generator_loss(fake_scores):
+  """Eq. 7, minimised by the decoder: -E[D(fake)]."""
+  return -jnp.mean(fake_scores.astype(jnp.float32))
+
+
+def clip_weights(params, clip: float):
+  """WGAN's Lipschitz constraint (Arjovsky et al. 2017): every critic
+  parameter clipped to [-clip, clip] after each update."""
+  return jax.tree.map(lambda p: jnp.clip(p, -clip, clip), params)

@@ -11,6 +11,7 @@ METHODS = {
     "ifgan": "fer_jax.methods.ifgan:IFGAN",
     "groupgan": "fer_jax.methods.groupgan:GroupGAN",
     "cgan_wsc": "fer_jax.methods.cgan_wsc:CGANWSC",
+    "sna": "fer_jax.methods.sna:SNA",
 }
 
 
