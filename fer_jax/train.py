@@ -226,8 +226,10 @@ class Trainer:
 
   def _resident_data(self, examples, phase):
     """The phase's training split in device memory, or None (streaming)."""
+    local = [d for d in self.mesh.devices.flat
+             if d.process_index == jax.process_index()]
     on, why = resident.choose(self.config.data, examples,
-                              phase.with_landmarks, self.mesh.devices.flat[0])
+                              phase.with_landmarks, local[0])
     if jax.process_index() == 0:
       print(f"fer_jax: phase {phase.name!r} reads its frames "
             f"{'from device memory' if on else 'by streaming'} ({why})",

@@ -86,7 +86,12 @@ def put(examples: Examples, with_landmarks: bool, mesh) -> dict[str, Any]:
   if with_landmarks and table.landmarks is not None:
     host["landmarks"] = np.asarray(table.landmarks[used], np.float32)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  return jax.device_put(host, replicated)
+  # Every process holds the same host arrays: each fills its own devices.
+  # (jax.device_put would also compare them across processes: a collective
+  # over the whole split.)
+  return jax.tree.map(
+      lambda a: jax.make_array_from_callback(a.shape, replicated,
+                                             lambda index: a[index]), host)
 
 
 def gather(data: dict[str, Any], index: jax.Array) -> dict[str, jax.Array]:
