@@ -16,6 +16,11 @@ cd benchmarks
 if [ -n "${1:-}" ]; then
   eval "python3 suite.py --out=$OUT/suite.jsonl $1" 2>&1 | grep -v "^W1\|^I1" | tee $OUT/suite.log
 fi
-if [ -n "${2:-}" ]; then
-  eval "python3 end_to_end.py --workdir=/tmp/e2e $2" 2>&1 | grep -v "^W1\|^I1" | tee $OUT/e2e.log
-fi
+# e2e runs: ";;"-separated argument sets, each a fresh workdir (the same
+# config twice shows the second start loading its steps from the cache).
+i=0
+IFS=$'\n'
+for args in $(echo "${2:-}" | sed 's/;;/\n/g'); do
+  i=$((i+1))
+  eval "python3 end_to_end.py --workdir=/tmp/e2e_$i $args" 2>&1 | grep -v "^W1\|^I1" | tee -a $OUT/e2e.log
+done

@@ -50,6 +50,12 @@ ENTRIES = (
     # The cGAN of the clustering method at the issue's 128x128.
     Entry("cgan_wsc", "cgan_wsc.py", "ckplus", 64, phase="cgan",
           overrides=(("data.resize", 128), ("data.crop", 128))),
+    # SNA's stage 4 (masked training with the AE's neighbours made inside
+    # the step) at the paper's batch 63 (9 x 7 classes) and 252; the AE
+    # refinement step (decoder + WGAN critic).
+    Entry("sna", "sna.py", "affectnet", 63, phase="fer_sna"),
+    Entry("sna", "sna.py", "affectnet", 252, phase="fer_sna"),
+    Entry("sna", "sna.py", "affectnet", 64, phase="ae_refine"),
     # GroupGAN's 2V2 loop (D, D', G, E, C) at 128x128: batch 64 and the
     # paper's 4 (launch-bound: one dispatch per step, and a scan of 16).
     Entry("groupgan", "groupgan.py", "ckplus_oulu", 64),
