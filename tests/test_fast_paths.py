@@ -202,3 +202,22 @@ def test_four_devices_resident_and_scanned_match_one_device_streaming():
   losses = json.loads(out.stdout.strip().splitlines()[-1])
   assert len(losses["plain1"]) == 2
   np.testing.assert_allclose(losses["fast4"], losses["plain1"], rtol=1e-4)
+
+
+def test_shuffled_batches_walk_permuted_epochs_and_are_one_call_each(
+    make_table):
+  table = make_table(num_subjects=3, num_frames=5, image_size=8)
+  ex = protocols.make_examples(table, np.ones(len(table), bool), "single",
+                               "basic6+contempt", "all", 1, (2, 3), 0)
+  n = len(ex)
+  ds = pipeline.index_batches(ex.label, 8, seed=5)
+  stream = np.concatenate([ds[j] for j in range(3 * n // 8 + 1)])
+  epochs = [stream[e * n:(e + 1) * n] for e in range(3)]
+  for e in epochs:
+    assert sorted(e) == list(range(n))
+  assert not np.array_equal(epochs[0], epochs[1])  # reshuffled
+  # A pure function of (seed, j): the same batch again, another seed differs.
+  np.testing.assert_array_equal(ds[7], pipeline.index_batches(
+      ex.label, 8, seed=5)[7])
+  assert not np.array_equal(ds[7], pipeline.index_batches(
+      ex.label, 8, seed=6)[7])

@@ -91,20 +91,59 @@ class _ClassBalancedBatches:
         len(batch))]
 
 
+class _ShuffledBatches:
+  """Global batch j of endless shuffled epochs, computed whole with numpy.
+
+  The stream is epoch 0's permutation, then epoch 1's, ...; batch j is
+  positions [j*B, (j+1)*B) of it (a batch may straddle two epochs). One
+  Python call per batch: Grain's ``MapDataset.batch`` fetches its elements
+  one by one, ~0.1 ms each, which at batch 128 was 13 ms of host time per
+  step and held a 3 ms GPU step to half speed.
+  """
+
+  def __init__(self, n: int, global_batch: int, seed: int):
+    self._n, self._batch, self._seed = n, global_batch, seed
+    self._perms: dict[int, np.ndarray] = {}
+
+  def __len__(self) -> int:
+    return 1 << 40  # endless for any run
+
+  def _perm(self, epoch: int) -> np.ndarray:
+    perm = self._perms.get(epoch)
+    if perm is None:
+      if len(self._perms) > 4:
+        self._perms.clear()
+      perm = self._perms[epoch] = np.random.default_rng(
+          [self._seed, epoch]).permutation(self._n)
+    return perm
+
+  def __getitem__(self, j: int) -> np.ndarray:
+    pos = np.arange(j * self._batch, (j + 1) * self._batch)
+    epoch, within = np.divmod(pos, self._n)
+    first = int(epoch[0])
+    if first == int(epoch[-1]):
+      return self._perm(first)[within]
+    out = np.empty(self._batch, np.int64)
+    for e in (first, first + 1):
+      sel = epoch == e
+      out[sel] = self._perm(e)[within[sel]]
+    return out
+
+
 def index_batches(labels: np.ndarray, global_batch: int, seed: int,
                   sampler: str = "shuffle") -> grain.MapDataset:
   """Endless global batches of example indices (int64, ``global_batch``).
 
-  ``shuffle``: epochs in a fresh random order, the last partial batch of an
-  epoch dropped. ``class_balanced``: see :class:`_ClassBalancedBatches`.
+  ``shuffle``: :class:`_ShuffledBatches`. ``class_balanced``: see
+  :class:`_ClassBalancedBatches`. Batch j is a pure function of (seed, j):
+  Grain's iterator state (the next j) resumes the order exactly.
   """
   n = len(labels)
   if global_batch > n:
     raise ValueError(f"batch size {global_batch} exceeds the {n} training "
                      "examples")
   if sampler == "shuffle":
-    return (grain.MapDataset.range(n).seed(seed).shuffle().repeat()
-            .batch(global_batch, drop_remainder=True))
+    return grain.MapDataset.source(_ShuffledBatches(n, global_batch, seed))
   if sampler == "class_balanced":
     return grain.MapDataset.source(
         _ClassBalancedBatches(np.asarray(labels), global_batch, seed))
