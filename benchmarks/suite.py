@@ -78,7 +78,7 @@ _PROFILE_ROOT = flags.DEFINE_string("profile_root", "/tmp/fer_jax_profiles",
                                     "Where traces are written.")
 _ABLATE = flags.DEFINE_list("ablate", [], "Entry names to also time "
                             "(bfloat16) with fer_jax.models.fast_layers off: "
-                            "XLA's plain max-pool and 7x7 stem lowering.")
+                            "XLA's plain 7x7 stem lowering.")
 _DEADLINE = flags.DEFINE_float("deadline_s", 0.0, "Skip entries once this "
                                "many seconds have passed (0 = never).")
 
@@ -124,8 +124,7 @@ def main(argv):
       runs.append(("bfloat16", False))
     for dtype, fast in runs:
       label = f"{entry.label}:{dtype}{'' if fast else ':plain_layers'}"
-      fast_layers.USE_SLICE_MAX_POOL = fast_layers.USE_SPACE_TO_DEPTH_STEM = (
-          fast)
+      fast_layers.USE_SPACE_TO_DEPTH_STEM = fast
       if _DEADLINE.value and time.perf_counter() - t_start > _DEADLINE.value:
         skipped.append(label)
         continue

@@ -1,12 +1,10 @@
 """Same math, faster kernels: layers rewritten where XLA's GPU lowering is
 slow (measured on an H200, benchmarks/RESULTS.md).
 
-* ``max_pool``: the gradient of ``lax.reduce_window`` max is a
-  select-and-scatter, which XLA runs as a serial scatter kernel (1.3 ms of a
-  15 ms GNDL step at 224 px). Here the forward is a max over the k*k strided
-  window slices and the backward routes each output's gradient to the first
-  maximum of its window (the same choice select-and-scatter makes) by
-  comparisons and strided pads, which fuse into elementwise loops.
+(A scatter-free max-pool gradient was tried too and removed: XLA fused it
+into the next BatchNorm's backward reduction, which then cost as much as the
+select-and-scatter it replaced; see RESULTS.md.)
+
 * ``StridedStemConv``: ResNet's 7x7 stride-2 stem on 3 channels leaves
   cuDNN padding channels to 8 and running an Ampere-era kernel (2.4 ms of
   the same step). Rewritten as space-to-depth (2x2 pixel blocks -> 12
@@ -17,7 +15,6 @@ slow (measured on an H200, benchmarks/RESULTS.md).
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax.linen as nn
@@ -25,73 +22,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-# Module switches, so benchmarks can time the plain lowering beside these.
-USE_SLICE_MAX_POOL = True
+# Module switch, so benchmarks can time the plain lowering beside this.
 USE_SPACE_TO_DEPTH_STEM = True
-
-
-def _window_slices(xp, k, s, out_hw):
-  """The k*k strided views of padded ``xp`` (B, H, W, C), window order."""
-  ho, wo = out_hw
-  for dy in range(k):
-    for dx in range(k):
-      yield dy, dx, lax.slice(
-          xp, (0, dy, dx, 0),
-          (xp.shape[0], dy + s * (ho - 1) + 1, dx + s * (wo - 1) + 1,
-           xp.shape[3]), (1, s, s, 1))
-
-
-def _pool_geometry(x, k, s, pad):
-  h, w = x.shape[1:3]
-  ho = (h + 2 * pad - k) // s + 1
-  wo = (w + 2 * pad - k) // s + 1
-  return ho, wo
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
-def _max_pool(x, k, s, pad):
-  return _max_pool_fwd(x, k, s, pad)[0]
-
-
-def _max_pool_fwd(x, k, s, pad):
-  ho, wo = _pool_geometry(x, k, s, pad)
-  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)),
-               constant_values=-jnp.inf)
-  y = None
-  for _, _, v in _window_slices(xp, k, s, (ho, wo)):
-    y = v if y is None else jnp.maximum(y, v)
-  return y, (xp, y)
-
-
-def _max_pool_bwd(k, s, pad, res, g):
-  xp, y = res
-  ho, wo = y.shape[1:3]
-  taken = jnp.zeros(y.shape, bool)
-  dxp = jnp.zeros(xp.shape, g.dtype)
-  for dy, dx, v in _window_slices(xp, k, s, (ho, wo)):
-    first = (v == y) & ~taken
-    taken = taken | first
-    part = jnp.where(first, g, jnp.zeros_like(g))
-    # Place output (i, j) at padded input (dy + s*i, dx + s*j): a strided
-    # pad, not a scatter.
-    hi_h = xp.shape[1] - dy - s * (ho - 1) - 1
-    hi_w = xp.shape[2] - dx - s * (wo - 1) - 1
-    dxp = dxp + lax.pad(part, jnp.zeros((), g.dtype),
-                        ((0, 0, 0), (dy, hi_h, s - 1), (dx, hi_w, s - 1),
-                         (0, 0, 0)))
-  h, w = xp.shape[1] - 2 * pad, xp.shape[2] - 2 * pad
-  return (dxp[:, pad:pad + h, pad:pad + w, :],)
-
-
-_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
-
-
-def max_pool(x: jax.Array, k: int, s: int, pad: int = 0) -> jax.Array:
-  """``nn.max_pool(x, (k, k), (s, s), ((pad, pad), (pad, pad)))`` on NHWC,
-  with a scatter-free gradient (see the module docstring)."""
-  if not USE_SLICE_MAX_POOL:
-    return nn.max_pool(x, (k, k), (s, s), ((pad, pad), (pad, pad)))
-  return _max_pool(x, k, s, pad)
 
 
 def space_to_depth_conv_7x7_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:

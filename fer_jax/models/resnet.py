@@ -109,7 +109,7 @@ class ResNet(nn.Module):
                      epsilon=1e-5, dtype=self.dtype,
                      param_dtype=self.param_dtype, name="bn1")(x)
     x = nn.relu(x)
-    x = fast_layers.max_pool(x, 3, 2, 1)
+    x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
     in_features = self.base_width
     for stage, num_blocks in enumerate(self.stage_sizes):
       features = self.base_width * 2**stage
