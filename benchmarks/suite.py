@@ -61,11 +61,6 @@ ENTRIES = (
     Entry("groupgan", "groupgan.py", "ckplus_oulu", 64),
     Entry("groupgan", "groupgan.py", "ckplus_oulu", 4),
     Entry("groupgan", "groupgan.py", "ckplus_oulu", 4, group=16),
-    # SNA's masked step (F on I and on Dec(Enc(I) + noise)) at grey 112:
-    # the paper's batch 63 and 4x; its decoder/critic refinement (batch 64).
-    Entry("sna", "sna.py", "affectnet", 63, phase="fer_sna"),
-    Entry("sna", "sna.py", "affectnet", 252, phase="fer_sna"),
-    Entry("sna", "sna.py", "affectnet", 64, phase="ae_refine"),
 )
 
 _ONLY = flags.DEFINE_list("only", None, "Entry names to run (default all).")
@@ -79,6 +74,9 @@ _PROFILE_ROOT = flags.DEFINE_string("profile_root", "/tmp/fer_jax_profiles",
 _ABLATE = flags.DEFINE_list("ablate", [], "Entry names to also time "
                             "(bfloat16) with fer_jax.models.fast_layers off: "
                             "XLA's plain 7x7 stem lowering.")
+_FLOPS_ONLY = flags.DEFINE_bool("flops_only", False, "Only count each "
+                                 "entry's FLOPs per step from the lowered HLO "
+                                 "(CPU lowering from shapes; no device).")
 _DEADLINE = flags.DEFINE_float("deadline_s", 0.0, "Skip entries once this "
                                "many seconds have passed (0 = never).")
 
@@ -112,8 +110,23 @@ def table(rows) -> str:
   return "\n".join(out)
 
 
+def flops_table() -> str:
+  out = ["| entry | HLO GFLOP/step |", "| --- | --- |"]
+  for entry in ENTRIES:
+    if _ONLY.value and entry.name not in _ONLY.value:
+      continue
+    f = throughput.step_flops(config_for(entry, "bfloat16"), entry.batch,
+                              entry.phase)
+    out.append(f"| {entry.label} | {f / 1e9:.1f} |")
+    print(out[-1], flush=True)
+  return "\n".join(out)
+
+
 def main(argv):
   del argv
+  if _FLOPS_ONLY.value:
+    print("\n" + flops_table())
+    return
   t_start = time.perf_counter()
   rows, skipped = [], []
   for entry in ENTRIES:

@@ -62,6 +62,41 @@ def hlo_flops(fn, *args) -> float:
   return float((lowered.cost_analysis() or {}).get("flops", 0.0))
 
 
+def _setup(config, batch_size=None, phase_name=None):
+  """(method, phase, image_shape, num_classes) for a config, as the trainer
+  would build them, with ``prepare`` stood in by random data."""
+  if batch_size:
+    config.train.batch_size = batch_size
+  num_classes = len(resolve_class_set(config.data.classes))
+  method = method_class(config.method)(
+      config, num_classes=num_classes, count_examples=lambda k, r: 10_000)
+  phases = method.phases()
+  phase = (phases[-1] if phase_name is None
+           else next(p for p in phases if p.name == phase_name))
+  # Frames arrive at the size the builder stored them; the step resizes.
+  s = (config.data.synth.image_size if config.data.name == "fer_synth"
+       else config.data.resize)
+  image_shape = (s, s, 1 if config.data.grey else 3)
+  method.prepare_for_benchmark(image_shape)
+  return method, phase, image_shape, num_classes
+
+
+def step_flops(config, batch_size=None, phase_name=None) -> float:
+  """One training step's FLOPs from shapes alone (CPU lowering, nothing
+  compiled or run): what a GPU run's utilisation is computed from where
+  that backend's lowering reports none."""
+  method, phase, image_shape, num_classes = _setup(config, batch_size,
+                                                   phase_name)
+  host = random_batch(phase, image_shape, num_classes)
+  loop = jax.eval_shape(lambda: step_lib.init_loop_state(method, 0, host))
+  batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
+                       host)
+  one = step_lib.dispatch_step(phase.step, True, 1, False)
+  lowered = jax.jit(one).trace(loop, batch, None).lower(
+      lowering_platforms=("cpu",))
+  return float((lowered.cost_analysis() or {}).get("flops", 0.0))
+
+
 def _random_images(rng, n, image_shape):
   return rng.integers(0, 256, (n,) + image_shape, dtype=np.uint8)
 
@@ -107,21 +142,10 @@ def _timed(fn, loop, batches, data, dispatches):
 
 def benchmark(config, batch_size=None, phase_name=None, steps=20, warmup=3,
               group=1, on_device_data=False, profile_dir=None):
-  if batch_size:
-    config.train.batch_size = batch_size
   mesh = sharding.make_mesh()
-  num_classes = len(resolve_class_set(config.data.classes))
-  method = method_class(config.method)(
-      config, num_classes=num_classes, count_examples=lambda k, r: 10_000)
-  phases = method.phases()
-  phase = (phases[-1] if phase_name is None
-           else next(p for p in phases if p.name == phase_name))
-  # Frames arrive at the size the builder stored them; the step resizes.
-  s = (config.data.synth.image_size if config.data.name == "fer_synth"
-       else config.data.resize)
-  image_shape = (s, s, 1 if config.data.grey else 3)
-  method.prepare_for_benchmark(image_shape)
-
+  method, phase, image_shape, num_classes = _setup(config, batch_size,
+                                                   phase_name)
+  s = image_shape[0]
   host = random_batch(phase, image_shape, num_classes)
   loop = jax.jit(lambda: step_lib.init_loop_state(method, 0, host),
                  out_shardings=sharding.replicated(mesh))()
