@@ -35,6 +35,14 @@ _SPLIT = flags.DEFINE_enum("split", "test", ["test", "val", "train"],
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Multi-host run: call jax.distributed.initialize() "
     "first (on Cloud TPU pods and SLURM it finds its peers itself).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "With --distributed, where the cluster has "
+    "no auto-detection (not Cloud TPU, SLURM, Open MPI, Kubernetes): "
+    "host:port of process 0's coordinator.")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "With --coordinator_address: how many processes.")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "With --coordinator_address: this process's index.")
 _CACHE = flags.DEFINE_string(
     "compilation_cache", "~/.cache/fer_jax/xla",
     "Persistent XLA compilation cache directory ('' to disable): a rerun or "
@@ -61,7 +69,8 @@ def setup_jax() -> None:
     logging.set_verbosity(logging.WARNING)
     logging.get_absl_logger().addFilter(_quiet_known_warnings)
   if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
+                               _PROCESS_ID.value)
   if _CACHE.value:
     import os  # pylint: disable=import-outside-toplevel
     jax.config.update("jax_compilation_cache_dir",
