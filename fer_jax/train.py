@@ -128,7 +128,9 @@ class Trainer:
     init = jax.jit(lambda: init_loop_state(self.method, self.config.seed,
                                            batch),
                    out_shardings=self.replicated)
+    self._compile_cache_hits.start()
     loop = init()
+    self._compile_cache_hits.report("initial state")
     loop["model"] = jax.device_put(self.method.load_pretrained(loop["model"]),
                                    self.replicated)
     return loop
@@ -350,7 +352,7 @@ class _CompileCacheHits:
     if jax.process_index() != 0 or not jax.config.jax_compilation_cache_dir:
       return
     hits = _CACHE_HITS[0] - self._before
-    print(f"fer_jax: {what}: step program "
+    print(f"fer_jax: {what}: program "
           f"{'loaded from the compilation cache' if hits else 'compiled'} "
           f"({time.perf_counter() - self._t0:.1f} s; "
           f"cache {jax.config.jax_compilation_cache_dir})", flush=True)

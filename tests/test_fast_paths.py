@@ -162,7 +162,8 @@ def test_rerun_loads_its_step_from_the_compilation_cache(fake_data, tmp_path,
   capsys.readouterr()
   train.Trainer(cfg, str(tmp_path / "b")).train()
   out = capsys.readouterr().out
-  assert "step program loaded from the compilation cache" in out, out
+  assert "'gndl': program loaded from the compilation cache" in out, out
+  assert "initial state: program loaded from the compilation cache" in out
 
 
 FOUR_DEVICES = textwrap.dedent("""
