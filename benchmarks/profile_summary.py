@@ -61,9 +61,12 @@ def _events(space):
 
 
 def _hlo_op(ev) -> str:
-  for key, value in ev.stats:
-    if key in ("hlo_op", "tf_op"):
-      return str(value)
+  """The HLO instruction a kernel event ran (GPU traces name it in an
+  'hlo_op' stat; 'tf_op' there holds only 'XlaModule:')."""
+  stats = {key: str(value) for key, value in ev.stats}
+  for key in ("hlo_op", "long_name", "tf_op"):
+    if stats.get(key) and stats[key] != "XlaModule:":
+      return stats[key]
   return ""
 
 
