@@ -66,6 +66,9 @@ def sna_fields():
       # Stage 4: the mask (Algorithm 1). sigma of eq. 9's N is not given
       # by the paper; T of eq. 11 neither.
       noise_std=0.5, mask="batch", threshold=0.05,
+      # F's start: its own random init ('scratch') or F0's weights
+      # ('baseline'); Algorithm 1 leaves W^0 open.
+      fer_init="scratch",
       # Table VII: frames before the peak each test sequence is tested on.
       consistency_frames=4,
       num_image_draws=4,

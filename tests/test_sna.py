@@ -288,6 +288,17 @@ def test_critic_trains_every_step_of_first_epoch_then_every_tenth(tiny):
                  for p in jax.tree.leaves(new["critic"]["params"]))
 
 
+def test_fer_init_baseline_starts_f_from_f0(tiny):
+  trainer, state, _, _ = tiny
+  assert trainer.phases[3].enter is None  # 'scratch': F keeps its init
+  assert not leaves_equal(state["fer"]["params"], state["fer0"]["params"])
+  entered = trainer.method.start_from_baseline(state)
+  assert leaves_equal(entered["fer"]["params"], state["fer0"]["params"])
+  assert leaves_equal(entered["fer"]["batch_stats"],
+                      state["fer0"]["batch_stats"])
+  assert leaves_equal(entered["fer0"], state["fer0"])
+
+
 def test_lambda_ae_decays_every_20_epochs(tiny):
   method = tiny[0].method
   every = int(round(20 * method.refine_spe))

@@ -21,7 +21,8 @@ Four phases over one state pytree (later phases read earlier phases' params):
    (Algorithm 1): I_tr = Dec(Enc(I) + N(0, sigma)) (eq. 9), Div = symmetric
    KL of F's fused softmax on I and I_tr (eq. 12-13), m = Div < T with T
    fixed ('fixed', eq. 11) or the batch mean ('batch', eq. 14), loss =
-   sum_i m_i L_i / N. F0 is not touched.
+   sum_i m_i L_i / N. F0 is not touched. F starts from its own random
+   init ('scratch') or from F0's weights (``fer_init='baseline'``).
 
 Evaluation: F's fused head (the report's accuracy), plus F0's accuracy
 (``baseline_accuracy``), the fraction of samples masked over stage 4, and
@@ -47,6 +48,7 @@ from fer_jax.optim import make_optimizer
 
 MASKS = ("batch", "fixed", "none")
 LOSSES = ("focal", "ce")
+FER_INITS = ("scratch", "baseline")
 
 
 class SNA(base.Method):
@@ -60,6 +62,9 @@ class SNA(base.Method):
                        "(Tables I and II); set it True")
     if c.mask not in MASKS:
       raise ValueError(f"config.sna.mask={c.mask!r}; choose one of {MASKS}")
+    if c.fer_init not in FER_INITS:
+      raise ValueError(f"config.sna.fer_init={c.fer_init!r}; choose one of "
+                       f"{FER_INITS}")
     if c.loss not in LOSSES:
       raise ValueError(f"config.sna.loss={c.loss!r}; choose one of {LOSSES}")
     size = self.spec.crop
@@ -145,8 +150,19 @@ class SNA(base.Method):
                    self.ae_refine_step, role=c.ae_role,
                    enter=self.snapshot_decoder),
         base.Phase("fer_sna", self.fer_steps, c.fer.batch_size,
-                   self.fer_sna_step, role=role, sampler=c.sampler),
+                   self.fer_sna_step, role=role, sampler=c.sampler,
+                   enter=(self.start_from_baseline
+                          if c.fer_init == "baseline" else None)),
     ]
+
+  def start_from_baseline(self, state):
+    """fer_init='baseline': F starts as a copy of F0 (weights and BN
+    statistics, fresh optimizer state) instead of its own random init;
+    Algorithm 1 does not say where W^0 comes from."""
+    f0 = state["fer0"]
+    return {**state, "fer": {"params": f0["params"],
+                             "batch_stats": f0["batch_stats"],
+                             "opt_state": self.fer_tx.init(f0["params"])}}
 
   def snapshot_decoder(self, state):
     ae = state["ae"]
