@@ -5,6 +5,7 @@ resume mid-phase after a kill."""
 import json
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -110,6 +111,39 @@ def test_residual_generator_starts_as_identity_and_learns_a_change():
   assert float(jnp.max(jnp.abs(grads["enc0_conv"]["kernel"]))) > 0
 
 
+class _Decoder(MagnifyingGenerator):
+  """G's decoder alone, fed a given bottleneck."""
+
+  @nn.compact
+  def __call__(self, h, x):
+    return self.decode(h, None, False, x)
+
+
+def test_resize_upsampling_has_no_checkerboard():
+  """A constant bottleneck decodes to a constant interior with resize-conv
+  upsampling; the paper's k4 s2 transposed conv makes the four pixel
+  parities with four different sub-kernels (a checkerboard at init)."""
+  x = jnp.zeros((1, 64, 64, 3))
+  h = jnp.ones((1, 32, 32, 8))
+  spread = {}
+  for up in ("transpose", "resize"):
+    dec = _Decoder(features=(4, 8, 8, 8), strides=(1, 1, 1, 2), upsample=up)
+    variables = dec.init(jax.random.key(0), h, x)
+    names = set(variables["params"])
+    assert ("dec3_deconv" in names) == (up == "transpose")
+    assert ("dec3_conv" in names) == (up == "resize")
+    out = np.asarray(dec.apply(variables, h, x))
+    assert out.shape == x.shape
+    interior = out[0, 16:-16, 16:-16]
+    parities = [interior[i::2, j::2].mean() for i in (0, 1) for j in (0, 1)]
+    spread[up] = (float(np.ptp(parities)), float(interior.std()))
+  assert spread["transpose"][0] > 1e-3
+  assert spread["resize"][0] < 1e-6 and spread["resize"][1] < 1e-6
+  with pytest.raises(ValueError, match="upsample"):
+    _Decoder(features=(4, 8, 8, 8), upsample="bilinear").init(
+        jax.random.key(0), jnp.ones((1, 2, 2, 8)), jnp.zeros((1, 32, 32, 3)))
+
+
 def test_discriminator_takes_the_condition():
   d = VGGDiscriminator(features=(4, 8), fc_width=6)
   x = jnp.zeros((3, 16, 16, 3))
@@ -157,6 +191,48 @@ def test_variants_have_their_players(setup, variant, phases, nets):
     assert trainer.phases[2].example_kind == "weak_peak_pair"
 
 
+def test_cnn_variant_trains_c_on_weak_frames_alone(setup):
+  """The CNN phase's examples are frames 6-8 (the weak ones, 0-based 5-7)
+  of each sequence, never its last (peak) frame, and its step needs nothing
+  but them and the labels."""
+  trainer = setup("cnn")
+  (phase,) = trainer.phases
+  ex = trainer.data.examples("train", phase.example_kind, phase.role)
+  assert set(ex.slots) == {"image"}
+  rows = ex.slots["image"]
+  frames = ex.table.frame_index[rows]
+  # The fixture's sequences have 8 frames: 6 and 7 are weak, 8 the peak.
+  assert set(np.unique(frames)) == {5, 6}
+  assert np.all(frames < ex.table.num_frames[rows] - 1)
+  batch = {k: jnp.asarray(v)
+           for k, v in pipeline.gather(ex, np.arange(4)).items()}
+  assert set(batch) == {"image", "label"}
+  state = trainer.init_state()["model"]
+  new, metrics = jax.jit(phase.step)(state, batch, jax.random.key(0))
+  assert set(new) == {"c"}
+  assert not params_equal(state["c"]["params"], new["c"]["params"])
+  assert np.isfinite(float(metrics["loss"]))
+
+
+def test_cnn_variant_schedule_spans_its_whole_run(setup):
+  """A decaying schedule spans every update C gets in the CNN variant (2
+  pre-training-length + 2 loop steps), not only the loop's length: its
+  third update still moves C (a 2-step cosine would be at lr 0)."""
+  config = tiny_config("cnn")
+  config.optim.schedule = "cosine"
+  trainer = setup("cnn", config=config)
+  (phase,) = trainer.phases
+  assert phase.num_steps == 4
+  ex = trainer.data.examples("train", phase.example_kind, phase.role)
+  batch = {k: jnp.asarray(v)
+           for k, v in pipeline.gather(ex, np.arange(4)).items()}
+  step = jax.jit(phase.step)
+  state = trainer.init_state()["model"]
+  for i in range(3):
+    prev, (state, _) = state, step(state, batch, jax.random.key(i))
+  assert not params_equal(prev["c"]["params"], state["c"]["params"])
+
+
 def test_extractor_gets_adversarial_gradient_only_in_2v2(setup):
   batch = pair_batch(setup("2v2"))
   key = jax.random.key(3)
@@ -176,12 +252,16 @@ def test_extractor_gets_adversarial_gradient_only_in_2v2(setup):
   # G's update does not depend on E's weights alpha_E, beta_E.
   assert params_equal(no_adv["g"]["params"], with_adv["g"]["params"])
 
-  # 1V2 has no extractor in its loop: E's pre-trained params stay as they are.
-  trainer = setup("1v2")
-  state = trainer.init_state()["model"]
-  new, _ = jax.jit(trainer.phases[2].step)(state, batch, key)
-  assert params_equal(state["e"], new["e"])
-  assert not params_equal(state["g"]["params"], new["g"]["params"])
+  # 1V2 and DCGAN have no extractor in their loop: E's pre-trained params
+  # (C's starting point) stay as they are, and G gets no F_exp.
+  for variant in ("1v2", "dcgan"):
+    trainer = setup(variant)
+    state = trainer.init_state()["model"]
+    # The decoder's first layer reads the 8 bottleneck channels alone.
+    assert state["g"]["params"]["dec0_conv"]["kernel"].shape[2] == 8
+    new, _ = jax.jit(trainer.phases[2].step)(state, batch, key)
+    assert params_equal(state["e"], new["e"])
+    assert not params_equal(state["g"]["params"], new["g"]["params"])
 
 
 @pytest.mark.parametrize("net", ["d", "dp"])
@@ -249,9 +329,36 @@ def test_training_lowers_g_content_loss_on_a_fixed_batch(setup):
   assert float(after["g_content"]) < float(first["g_content"])
 
 
+def test_change_l1_penalty_enters_g_loss_only(setup):
+  """g_change_l1 adds w * mean|G(weak) - weak| to G's loss (not the
+  discriminators'), and with a large weight G's change shrinks."""
+  batch = pair_batch(setup("1v2"))
+  key = jax.random.key(0)
+  runs = {}
+  for w in (0.0, 5.0):
+    trainer = setup("1v2", config=tiny_config("1v2", g_change_l1=w))
+    state = trainer.init_state()["model"]
+    step = jax.jit(trainer.phases[2].step)
+    new, first = step(state, batch, key)
+    s = new
+    for _ in range(8):
+      s, last = step(s, batch, key)
+    runs[w] = (new, first, last)
+  (new0, first0, last0), (new5, first5, last5) = runs[0.0], runs[5.0]
+  np.testing.assert_allclose(float(first5["g_change"]),
+                             float(first0["g_change"]), rtol=1e-6)
+  np.testing.assert_allclose(
+      float(first5["g_loss"]) - float(first0["g_loss"]),
+      5.0 * float(first0["g_change"]), rtol=1e-4)
+  assert params_equal(new0["d"]["params"], new5["d"]["params"])
+  assert not params_equal(new0["g"]["params"], new5["g"]["params"])
+  assert float(last5["g_change"]) < float(last0["g_change"])
+
+
 @pytest.mark.parametrize("kill_at", [
     5,  # inside the GroupGAN loop: earlier phases and C's hand-over skipped
     pytest.param(3, marks=pytest.mark.slow),  # inside pretrain_autoencoder
+    pytest.param(1, marks=pytest.mark.slow),  # inside pretrain_extractor
 ])
 def test_kill_mid_phase_then_resume_matches_uninterrupted(setup, tmp_path,
                                                           kill_at):
@@ -298,3 +405,11 @@ def test_table1_markdown_from_run_reports(tmp_path):
   md = table.markdown(results, ["vgg13_bn"], list(table.VARIANTS), "cap")
   assert "| BaseNet | CNN | DCGAN | GroupGAN (1v2) | GroupGAN (2v2) |" in md
   assert "| vgg13_bn | 64.86 | - | - | 70.05 ± 1.23 |" in md
+  (cv / "wall_time.json").write_text(json.dumps({"wall_s": 512.4,
+                                                 "cpu_s": 900.0}))
+  times = {("vgg13_bn", v): table.read_wall_time(
+      str(tmp_path / "vgg13_bn" / v)) for v in table.VARIANTS}
+  assert times[("vgg13_bn", "2v2")] == 512.4
+  assert times[("vgg13_bn", "cnn")] is None
+  wall = table.wall_time_markdown(times, ["vgg13_bn"], list(table.VARIANTS))
+  assert "| vgg13_bn | - | - | - | 512 |" in wall

@@ -78,6 +78,7 @@ class GroupGAN(base.Method):
     self.g = MagnifyingGenerator(features=tuple(c.g_features),
                                  strides=tuple(c.g_strides),
                                  residual=c.g_residual,
+                                 upsample=c.g_upsample,
                                  init_scheme=c.init,
                                  out_channels=self.spec.channels,
                                  dtype=self.dtype)
@@ -92,11 +93,26 @@ class GroupGAN(base.Method):
         c.extractor_steps, c.extractor_epochs, "peak")
     self.autoencoder_steps = self._pretrain_steps(
         c.autoencoder_steps, c.autoencoder_epochs, c.autoencoder_role)
-    # One optimizer definition; every network keeps its own state (and, with
-    # the plateau schedule, its own loss history).
-    self.tx = make_optimizer(
-        config.optim, self.steps_per_epoch(self.batch_size, main_kind, "weak"),
-        self.main_steps)
+    # Algorithm 1 gives each part its own learning rate (rho_G, rho_E,
+    # rho_D, rho_D'): ``groupgan.basenet_lr`` (0 = optim.lr) is E's and C's,
+    # optim.lr the others'. Every network keeps its own optimizer state (and,
+    # with the plateau schedule, its own loss history), and a decaying
+    # schedule spans the updates that network gets: E's pre-training (and
+    # the loop, in 2V2), C's loop (or, in the CNN variant, its whole run),
+    # G's autoencoder pre-training and the loop, D's and D''s loop.
+    spe = self.steps_per_epoch(self.batch_size, main_kind, "weak")
+    main, pre_e = self.main_steps, self.extractor_steps
+    cnn_steps = self._pretrain_steps(c.extractor_steps, c.extractor_epochs,
+                                     "peak", force=True) + main
+    updates = {"c": main if self.has_g else cnn_steps,
+               "e": pre_e + (main if self.has_e else 0),
+               "g": self.autoencoder_steps + main, "d": main, "dp": main}
+    self.txs = {}
+    for key, n in updates.items():
+      optim = config.optim.copy_and_resolve_references()
+      if key in ("c", "e") and c.basenet_lr:
+        optim.lr = c.basenet_lr
+      self.txs[key] = make_optimizer(optim, spe, n)
     self._pictures = jax.jit(self._picture_arrays)
 
   def _pretrain_steps(self, steps, epochs, role, force=False):
@@ -114,21 +130,21 @@ class GroupGAN(base.Method):
     s, ch = self.spec.crop, self.spec.channels
     img = jnp.zeros((1, s, s, ch), jnp.float32)
     c_vars = self.c_net.init(keys[0], img, train=False)
-    state = {"c": base.network_state(c_vars, self.tx)}
+    state = {"c": base.network_state(c_vars, self.txs["c"])}
     if not self.has_g:
       return state
     # E has C's architecture (the BaseNet; its last FC is only used while
     # pre-training it as a classifier).
     e_vars = self.c_net.init(keys[1], img, train=False)
-    state["e"] = base.network_state(e_vars, self.tx)
+    state["e"] = base.network_state(e_vars, self.txs["e"])
     f_exp = self._extract(state, img)[0] if self.has_e else None
     g_vars = self.g.init(keys[2], img, f_exp, train=False)
-    state["g"] = base.network_state(g_vars, self.tx)
+    state["g"] = base.network_state(g_vars, self.txs["g"])
     d_vars = self.d.init(keys[3], img, f_exp)
-    state["d"] = base.network_state(d_vars, self.tx)
+    state["d"] = base.network_state(d_vars, self.txs["d"])
     if self.has_dp:
       dp_vars = self.d.init(keys[4], img, f_exp)
-      state["dp"] = base.network_state(dp_vars, self.tx)
+      state["dp"] = base.network_state(dp_vars, self.txs["dp"])
     return state
 
   def load_pretrained(self, state):
@@ -174,7 +190,7 @@ class GroupGAN(base.Method):
     e = state["e"]
     return {**state, "c": {"params": e["params"],
                            "batch_stats": e["batch_stats"],
-                           "opt_state": self.tx.init(e["params"])}}
+                           "opt_state": self.txs["c"].init(e["params"])}}
 
   # -- network applications
   def _classify(self, net, x, train, rng=None):
@@ -203,9 +219,10 @@ class GroupGAN(base.Method):
     return self.d.apply({"params": params}, x, cond)
 
   # -- phase steps
-  def _update(self, net, grads, loss, batch_stats=None):
+  def _update(self, key, net, grads, loss, batch_stats=None):
+    """One optimizer step of ``net``, the network ``key`` of the state."""
     params, opt = base.apply_updates(
-        self.tx, net["params"], net["opt_state"], grads,
+        self.txs[key], net["params"], net["opt_state"], grads,
         loss if self.config.optim.schedule == "plateau" else None)
     return {"params": params, "opt_state": opt,
             "batch_stats": (net["batch_stats"] if batch_stats is None
@@ -221,7 +238,7 @@ class GroupGAN(base.Method):
       return losses.cross_entropy(logits, labels), (logits, stats)
     (loss, (logits, stats)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(net["params"])
-    new = {**state, key: self._update(net, grads, loss, stats)}
+    new = {**state, key: self._update(key, net, grads, loss, stats)}
     return new, {"loss": loss, "accuracy": losses.accuracy(logits, labels)}
 
   def cnn_step(self, state, batch, rng):
@@ -253,7 +270,7 @@ class GroupGAN(base.Method):
       return mse_loss(out, x), upd["batch_stats"]
     (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         g["params"])
-    return {**state, "g": self._update(g, grads, loss, stats)}, {
+    return {**state, "g": self._update("g", g, grads, loss, stats)}, {
         "loss": loss}
 
   def train_step(self, state, batch, rng):
@@ -293,7 +310,7 @@ class GroupGAN(base.Method):
       return losses.gan_discriminator_loss(self._disc(params, peak, cond),
                                            self._disc(params, fake_sg, cond))
     d_loss, d_grads = jax.value_and_grad(d_loss_fn)(state["d"]["params"])
-    new["d"] = self._update(state["d"], d_grads, d_loss)
+    new["d"] = self._update("d", state["d"], d_grads, d_loss)
     metrics["d_loss"] = d_loss
 
     # D': peak (positive) vs generated (and, by config, real weak) (eq. 5,
@@ -307,7 +324,7 @@ class GroupGAN(base.Method):
         return losses.gan_discriminator_loss(pos, neg)
       dp_loss, dp_grads = jax.value_and_grad(dp_loss_fn)(
           state["dp"]["params"])
-      new["dp"] = self._update(state["dp"], dp_grads, dp_loss)
+      new["dp"] = self._update("dp", state["dp"], dp_grads, dp_loss)
       metrics["dp_loss"] = dp_loss
 
     # C on real peaks and on G(weak), separate BatchNorm batches (eq. 11);
@@ -324,7 +341,7 @@ class GroupGAN(base.Method):
     (c_loss, (ce_real, ce_fake, fake_logits, c_stats)), (c_grads, ce_dfake) = (
         jax.value_and_grad(c_loss_fn, argnums=(0, 1), has_aux=True)(
             state["c"]["params"], fake))
-    new["c"] = self._update(state["c"], c_grads, c_loss, c_stats)
+    new["c"] = self._update("c", state["c"], c_grads, c_loss, c_stats)
 
     # Adversarial terms against the updated D and D'.
     d_new = new["d"]["params"]
@@ -339,14 +356,22 @@ class GroupGAN(base.Method):
     (_, (adv_d, adv_dp)), (g_adv_dfake, _) = jax.value_and_grad(
         adv_fn, argnums=(0, 1), has_aux=True)(fake, f_exp, c.alpha_g,
                                                 c.beta_g)
-    content = mse_loss(fake, peak)
-    dmse = jax.grad(mse_loss)(fake, peak)
+    # Eq. 12's content term, plus (g_change_l1 > 0, not the paper) an L1
+    # penalty on G's change to its input, which asks for a sparse, local
+    # change rather than a texture over the whole face.
+    def pixel_fn(fake_img):
+      content = mse_loss(fake_img, peak)
+      change = jnp.mean(jnp.abs(fake_img.astype(jnp.float32)
+                                - weak.astype(jnp.float32)))
+      return content + c.g_change_l1 * change, (content, change)
+    (pixel, (content, change)), dpixel = jax.value_and_grad(
+        pixel_fn, has_aux=True)(fake)
     gamma = c.gamma_g if self.has_dp else 0.0  # eq. 3 has no Phi_C term
-    g_loss = content + c.alpha_g * adv_d + c.beta_g * adv_dp + gamma * ce_fake
-    g_grads, _ = g_vjp(dmse + g_adv_dfake + gamma * ce_dfake)
-    new["g"] = self._update(g, g_grads, g_loss, g_stats)
-    metrics.update(g_loss=g_loss, g_content=content, g_adv_d=adv_d,
-                   ce_real=ce_real, ce_fake=ce_fake)
+    g_loss = pixel + c.alpha_g * adv_d + c.beta_g * adv_dp + gamma * ce_fake
+    g_grads, _ = g_vjp(dpixel + g_adv_dfake + gamma * ce_dfake)
+    new["g"] = self._update("g", g, g_grads, g_loss, g_stats)
+    metrics.update(g_loss=g_loss, g_content=content, g_change=change,
+                   g_adv_d=adv_d, ce_real=ce_real, ce_fake=ce_fake)
     if self.has_dp:
       metrics["g_adv_dp"] = adv_dp
 
@@ -359,7 +384,7 @@ class GroupGAN(base.Method):
       _, f_ct = g_vjp(e_adv_dfake + ce_dfake)
       (e_grads,) = e_vjp(f_ct + e_adv_dcond)
       e_loss = ce_fake + c.alpha_e * adv_d + c.beta_e * adv_dp
-      new["e"] = self._update(state["e"], e_grads, e_loss, e_stats)
+      new["e"] = self._update("e", state["e"], e_grads, e_loss, e_stats)
       metrics["e_loss"] = e_loss
 
     metrics["loss"] = g_loss + d_loss + c_loss

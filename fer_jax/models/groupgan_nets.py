@@ -89,6 +89,10 @@ class MagnifyingGenerator(_Layers):
   (the paper gives only kernels; all 2 = a side/16 bottleneck); the decoder
   mirrors both. The input side must be a multiple of the total stride.
 
+  ``upsample='resize'`` (not in the paper, whose decoder has transposed
+  convolutions) upsamples by nearest-neighbour repetition and a 3x3
+  convolution instead, which has no checkerboard.
+
   ``residual=True`` (not in the paper) makes G predict the change: the last
   convolution starts at zero and its output is added to the input before
   the tanh (in atanh space), so G starts as the identity and only has to
@@ -100,6 +104,7 @@ class MagnifyingGenerator(_Layers):
   strides: Sequence[int] = (2, 2, 2, 2)
   out_channels: int = 3
   residual: bool = False
+  upsample: str = "transpose"  # "transpose" | "resize"
 
   def encode(self, x, train: bool):
     total = 1
@@ -127,7 +132,21 @@ class MagnifyingGenerator(_Layers):
       h = jnp.concatenate([h, cond], -1)
     widths = list(self.features[-2::-1]) + [self.features[0]]
     for i, (f, st) in enumerate(zip(widths, self.strides[::-1])):
-      h = self.conv(f, 4, st, name=f"dec{i}_deconv", transpose=True)(h)
+      if self.upsample == "transpose":
+        h = self.conv(f, 4, st, name=f"dec{i}_deconv", transpose=True)(h)
+      elif self.upsample == "resize":
+        # Nearest-neighbour x st, then a 3x3 convolution: every output pixel
+        # is made by the same kernel. A k4 s2 transposed conv makes the four
+        # pixel parities with four different 2x2 sub-kernels, which agree
+        # only if training makes them: a checkerboard until then (Odena et
+        # al. 2016). XLA:CPU also runs this without the transposed conv's
+        # zero-dilated input.
+        if st > 1:
+          h = jnp.repeat(jnp.repeat(h, st, axis=1), st, axis=2)
+        h = self.conv(f, 3, 1, name=f"dec{i}_conv")(h)
+      else:
+        raise ValueError(f"generator upsample {self.upsample!r}: choose "
+                         "'transpose' or 'resize'")
       h = nn.relu(self.bn(train, f"dec{i}_bn")(h))
     h = nn.relu(self.bn(train, "out0_bn")(
         self.conv(self.features[0], 3, name="out0_conv")(h)))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 from absl import app, flags
 
@@ -44,6 +45,27 @@ def read_result(run_dir: str):
     with open(one) as f:
       return json.load(f)["accuracy"], None
   return None
+
+
+def read_wall_time(run_dir: str):
+  """Seconds the tool spent training and evaluating ``run_dir``, or None."""
+  path = os.path.join(run_dir, "wall_time.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)["wall_s"]
+
+
+def wall_time_markdown(times, basenets, variants) -> str:
+  """Each run's wall time (s) in Table 1's layout ('-' where not timed)."""
+  lines = ["Wall time per run (s, training and evaluation, this process):", "",
+           "| BaseNet | " + " | ".join(HEADERS[v] for v in variants) + " |",
+           "| --- |" + " --- |" * len(variants)]
+  for b in basenets:
+    cells = [("-" if times.get((b, v)) is None else f"{times[(b, v)]:.0f}")
+             for v in variants]
+    lines.append(f"| {b} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
 
 
 def markdown(results, basenets, variants, caption: str) -> str:
@@ -91,24 +113,33 @@ def main(argv):
     sys.exit(2)
   config = cli._CONFIG.value
   cli.setup_jax()
-  results = {}
+  results, times = {}, {}
   for b in basenets:
     for v in variants:
       run_dir = os.path.join(cli._WORKDIR.value, b, v)
       if not collect and read_result(run_dir) is None:
         print(f"fer_jax: {b} x {v} -> {run_dir}", flush=True)
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
           train.train_and_evaluate(cell_config(config, b, v), run_dir)
         except ValueError as e:
           print(f"fer_jax: error: {e}", file=sys.stderr)
           sys.exit(2)
+        # A resumed run's time is only this process's part of it. cpu_s
+        # (all threads) tells a run slowed by other jobs on the cores from
+        # a slow one.
+        with open(os.path.join(run_dir, "wall_time.json"), "w") as f:
+          json.dump({"wall_s": time.perf_counter() - t0,
+                     "cpu_s": time.process_time() - c0}, f)
       results[(b, v)] = read_result(run_dir)
+      times[(b, v)] = read_wall_time(run_dir)
   d = config.data
   scope = (f"mean ± std over {d.num_folds} folds" if d.all_folds
            else f"fold {d.fold} of {d.num_folds}")
   caption = (f"Accuracy (%) on the weak frames of {d.name}, {scope} "
              f"(folds by {d.fold_by}).")
-  table = markdown(results, basenets, variants, caption)
+  table = (markdown(results, basenets, variants, caption) + "\n"
+           + wall_time_markdown(times, basenets, variants))
   os.makedirs(cli._WORKDIR.value, exist_ok=True)
   with open(os.path.join(cli._WORKDIR.value, "table1.md"), "w") as f:
     f.write(table)
