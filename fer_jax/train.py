@@ -410,6 +410,7 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None,
     report = trainer.evaluate(loop, split, int(meta["global_step"]),
                               os.path.join(workdir, "eval"))
     eval_lib.write_report(report, os.path.join(workdir, "eval"))
+    trainer.write_images(loop, split, os.path.join(workdir, "eval"))
   finally:
     trainer.ckpt.close()
   return report
