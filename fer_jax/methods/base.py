@@ -154,11 +154,15 @@ class Method(abc.ABC):
   def fit_pretrained(self, net: State, loaded: dict[str, Any],
                      params_path: tuple[str, ...],
                      stats_path: tuple[str, ...], where: str,
-                     keep_mismatched_dense: bool = False) -> State:
+                     keep_mismatched_dense: bool = False,
+                     tx: optax.GradientTransformation | None = None
+                     ) -> State:
     """``net`` ({'params', 'batch_stats', 'opt_state'}) with the subtrees at
     ``params_path`` / ``stats_path`` taken from ``loaded`` (see
-    ``params_io.load_into``) and a fresh optimizer state; prints what
-    loaded, what was widened and what stayed at init."""
+    ``params_io.load_into``) and a fresh optimizer state (of ``tx``,
+    default ``self.tx``: methods with one optimizer per network pass
+    theirs); prints what loaded, what was widened and what stayed at
+    init."""
     source = f"config.init_from={self.config.init_from}"
     target = {"params": _get(net, params_path),
               "batch_stats": _get(net, stats_path)}
@@ -172,7 +176,7 @@ class Method(abc.ABC):
                        "64)") from None
     net = _set(net, params_path, fitted["params"])
     net = _set(net, stats_path, fitted["batch_stats"])
-    net["opt_state"] = self.tx.init(net["params"])
+    net["opt_state"] = (tx or self.tx).init(net["params"])
     if jax.process_index() == 0:
       print(f"fer_jax: {where} from {self.config.init_from}: "
             f"{report.summary()}", flush=True)

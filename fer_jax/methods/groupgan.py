@@ -161,7 +161,7 @@ class GroupGAN(base.Method):
         new[key] = self.fit_pretrained(
             state[key], loaded, ("params",), ("batch_stats",),
             f"GroupGAN's {key.upper()} ({self.config.model.arch} BaseNet)",
-            keep_mismatched_dense=True)
+            keep_mismatched_dense=True, tx=self.txs[key])
     return new
 
   def phases(self):
