@@ -61,7 +61,7 @@ def build_table(num_subjects: int = 6, num_frames: int = 8,
       landmarks=landmarks)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_table():
   """Factory: ``make_table(num_subjects=6, num_frames=8, image_size=16,
   seed=0, with_landmarks=False) -> FrameTable`` (see ``build_table``)."""

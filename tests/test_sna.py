@@ -12,7 +12,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import build_table
 from fer_jax import config_lib, losses, train
 from fer_jax.data import pipeline
 from fer_jax.methods import sna
@@ -48,10 +47,10 @@ TABLE = dict(num_subjects=4, num_frames=8, image_size=32)
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, make_table):
   """One trainer, its initial state, a batch per phase and jitted steps,
   shared by the tests (every compile is paid once)."""
-  table = build_table(**TABLE)
+  table = make_table(**TABLE)
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(train.frames, "load_frames",
                lambda data_cfg, split="train": table)
@@ -448,12 +447,13 @@ def test_checkpoint_mid_refine_restores_every_stage(tiny, tmp_path):
 
 @pytest.mark.slow  # ~90 s: four phases compiled and run three times
 def test_kill_mid_phase_then_resume_matches_uninterrupted(tmp_path,
-                                                          monkeypatch):
+                                                          monkeypatch,
+                                                          make_table):
   """Killed inside ae_refine (step 5 of 2 + 2 + 2 + 2), the resumed run
   ends with the uninterrupted run's parameters, report and log; the report
   carries the baseline accuracy, masked fraction and consistency counts,
   and the neighbour grid is written."""
-  table = build_table(**TABLE)
+  table = make_table(**TABLE)
   monkeypatch.setattr(train.frames, "load_frames",
                       lambda data_cfg, split="train": table)
   full = train.Trainer(tiny_config(), str(tmp_path / "full")).train()
