@@ -33,6 +33,7 @@ def main(argv):
   del argv
   from absl import logging  # pylint: disable=import-outside-toplevel
   from fer_jax import train  # pylint: disable=import-outside-toplevel
+  from fer_jax.data import resident as resident_lib  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
   if _CACHE.value:
@@ -41,10 +42,12 @@ def main(argv):
   cfg = _CONFIG.value
   t = time.perf_counter()
   trainer = train.Trainer(cfg, _WORKDIR.value)
-  resident = trainer._resident_data(  # pylint: disable=protected-access
-      trainer.data.examples("train", trainer.phases[-1].example_kind,
-                            trainer.phases[-1].role),
-      trainer.phases[-1]) is not None
+  phase = trainer.phases[-1]
+  # The mode the trainer will choose (asked, not put on the device twice).
+  resident, _ = resident_lib.choose(
+      cfg.data, trainer.data.examples("train", phase.example_kind,
+                                      phase.role),
+      phase.with_landmarks, jax.local_devices()[0])
   trainer.train()
   wall = time.perf_counter() - t
   log = [json.loads(line) for line in

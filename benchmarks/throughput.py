@@ -56,6 +56,12 @@ def hlo_flops(fn, *args) -> float:
   cost = jax.jit(fn).lower(*args).cost_analysis() or {}
   if cost.get("flops"):
     return float(cost["flops"])
+  return cpu_flops(fn, *args)
+
+
+def cpu_flops(fn, *args) -> float:
+  """FLOPs of ``fn`` lowered for the CPU from the shapes and dtypes of
+  ``args`` (arrays or ShapeDtypeStructs): nothing compiled or run."""
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                           args)
   lowered = jax.jit(fn).trace(*abstract).lower(lowering_platforms=("cpu",))
@@ -89,12 +95,8 @@ def step_flops(config, batch_size=None, phase_name=None) -> float:
                                                    phase_name)
   host = random_batch(phase, image_shape, num_classes)
   loop = jax.eval_shape(lambda: step_lib.init_loop_state(method, 0, host))
-  batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
-                       host)
   one = step_lib.dispatch_step(phase.step, True, 1, False)
-  lowered = jax.jit(one).trace(loop, batch, None).lower(
-      lowering_platforms=("cpu",))
-  return float((lowered.cost_analysis() or {}).get("flops", 0.0))
+  return cpu_flops(one, loop, host, None)
 
 
 def _random_images(rng, n, image_shape):

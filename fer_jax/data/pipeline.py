@@ -41,12 +41,40 @@ def gather(examples: Examples, indices: np.ndarray,
 SAMPLERS = ("shuffle", "class_balanced")
 
 
+class _PermutedStream:
+  """Endless stream over range(n): epoch 0's permutation, then epoch 1's,
+  ...; epoch e's order is drawn from the seed (``seed`` + (e,)), so any
+  stretch of the stream is a pure function of its positions."""
+
+  def __init__(self, n: int, seed: tuple[int, ...]):
+    self._n, self._seed = n, seed
+    self._perms: dict[int, np.ndarray] = {}
+
+  def _perm(self, epoch: int) -> np.ndarray:
+    perm = self._perms.get(epoch)
+    if perm is None:
+      if len(self._perms) > 4:
+        self._perms.clear()
+      perm = self._perms[epoch] = np.random.default_rng(
+          list(self._seed) + [epoch]).permutation(self._n)
+    return perm
+
+  def take(self, start: int, count: int) -> np.ndarray:
+    """Stream positions [start, start + count) (may straddle epochs)."""
+    epoch, within = np.divmod(np.arange(start, start + count), self._n)
+    out = np.empty(count, np.int64)
+    for e in np.unique(epoch):
+      sel = epoch == e
+      out[sel] = self._perm(int(e))[within[sel]]
+    return out
+
+
 class _ClassBalancedBatches:
   """Global batch j of a class-balanced order (SNA's selective learning).
 
   Every batch holds ``global_batch // C`` examples of each of the C classes
-  present. Each class walks its own endless sequence of shuffled epochs, so a
-  rare class repeats sooner than a common one; within a batch the classes are
+  present. Each class walks its own :class:`_PermutedStream`, so a rare
+  class repeats sooner than a common one; within a batch the classes are
   shuffled, so no device's rows hold one class. Batch j is a pure function of
   (seed, j): Grain's iterator state (the next j) resumes it exactly.
   """
@@ -59,75 +87,40 @@ class _ClassBalancedBatches:
           f"multiple of the {len(classes)} classes in the training examples")
     self._per_class = global_batch // len(classes)
     self._members = [np.flatnonzero(labels == c) for c in classes]
+    self._streams = [_PermutedStream(len(m), (seed, c))
+                     for c, m in enumerate(self._members)]
     self._seed = seed
-    self._perms: dict[tuple[int, int], np.ndarray] = {}
 
   def __len__(self) -> int:
     return 1 << 40  # endless for any run
 
-  def _perm(self, c: int, epoch: int) -> np.ndarray:
-    key = (c, epoch)
-    perm = self._perms.get(key)
-    if perm is None:
-      if len(self._perms) > 4 * len(self._members):
-        self._perms.clear()
-      rng = np.random.default_rng([self._seed, c, epoch])
-      perm = self._perms[key] = rng.permutation(len(self._members[c]))
-    return perm
-
   def __getitem__(self, j: int) -> np.ndarray:
     per = self._per_class
-    parts = []
-    for c, members in enumerate(self._members):
-      pos = np.arange(j * per, (j + 1) * per)
-      epoch, within = np.divmod(pos, len(members))
-      out = np.empty(per, np.int64)
-      for e in np.unique(epoch):
-        sel = epoch == e
-        out[sel] = members[self._perm(c, int(e))[within[sel]]]
-      parts.append(out)
-    batch = np.concatenate(parts)
+    batch = np.concatenate([
+        members[stream.take(j * per, per)]
+        for members, stream in zip(self._members, self._streams)])
     return batch[np.random.default_rng([self._seed, j, 1]).permutation(
         len(batch))]
 
 
 class _ShuffledBatches:
-  """Global batch j of endless shuffled epochs, computed whole with numpy.
+  """Global batch j of endless shuffled epochs: positions [j*B, (j+1)*B)
+  of a :class:`_PermutedStream` (a batch may straddle two epochs).
 
-  The stream is epoch 0's permutation, then epoch 1's, ...; batch j is
-  positions [j*B, (j+1)*B) of it (a batch may straddle two epochs). One
-  Python call per batch: Grain's ``MapDataset.batch`` fetches its elements
-  one by one, ~0.1 ms each, which at batch 128 was 13 ms of host time per
-  step and held a 3 ms GPU step to half speed.
+  One Python call per batch: Grain's ``MapDataset.batch`` fetches its
+  elements one by one, ~0.1 ms each, which at batch 128 was 13 ms of host
+  time per step and held a 3 ms GPU step to half speed.
   """
 
   def __init__(self, n: int, global_batch: int, seed: int):
-    self._n, self._batch, self._seed = n, global_batch, seed
-    self._perms: dict[int, np.ndarray] = {}
+    self._batch = global_batch
+    self._stream = _PermutedStream(n, (seed,))
 
   def __len__(self) -> int:
     return 1 << 40  # endless for any run
 
-  def _perm(self, epoch: int) -> np.ndarray:
-    perm = self._perms.get(epoch)
-    if perm is None:
-      if len(self._perms) > 4:
-        self._perms.clear()
-      perm = self._perms[epoch] = np.random.default_rng(
-          [self._seed, epoch]).permutation(self._n)
-    return perm
-
   def __getitem__(self, j: int) -> np.ndarray:
-    pos = np.arange(j * self._batch, (j + 1) * self._batch)
-    epoch, within = np.divmod(pos, self._n)
-    first = int(epoch[0])
-    if first == int(epoch[-1]):
-      return self._perm(first)[within]
-    out = np.empty(self._batch, np.int64)
-    for e in (first, first + 1):
-      sel = epoch == e
-      out[sel] = self._perm(e)[within[sel]]
-    return out
+    return self._stream.take(j * self._batch, self._batch)
 
 
 def index_batches(labels: np.ndarray, global_batch: int, seed: int,
