@@ -2,6 +2,7 @@
 
   python benchmarks/suite.py [--only=gndl,ifgan] [--dtypes=float32,bfloat16]
       [--profile=gndl,ifgan --profile_root=DIR] [--deadline_s=500]
+      [--ablate=gndl,ifgan,cgan_wsc]  (also bfloat16 with fast_layers off)
 
 Entries are the throughput issue's settings (paper batch and image size per
 method). One process keeps a device lease short: run it once per machine.
@@ -72,8 +73,11 @@ _PROFILE = flags.DEFINE_list("profile", [], "Entry names to also trace "
 _PROFILE_ROOT = flags.DEFINE_string("profile_root", "/tmp/fer_jax_profiles",
                                     "Where traces are written.")
 _ABLATE = flags.DEFINE_list("ablate", [], "Entry names to also time "
-                            "(bfloat16) with fer_jax.models.fast_layers off: "
-                            "XLA's plain 7x7 stem lowering.")
+                            "(bfloat16) with fer_jax.models.fast_layers off "
+                            "(USE_SPACE_TO_DEPTH): XLA's plain lowering of "
+                            "the 7x7 ResNet stem (gndl), the U-Net's first "
+                            "conv and last transposed conv and PatchGAN's "
+                            "first conv (ifgan, cgan_wsc).")
 _FLOPS_ONLY = flags.DEFINE_bool("flops_only", False, "Only count each "
                                  "entry's FLOPs per step from the lowered HLO "
                                  "(CPU lowering from shapes; no device).")
@@ -137,7 +141,7 @@ def main(argv):
       runs.append(("bfloat16", False))
     for dtype, fast in runs:
       label = f"{entry.label}:{dtype}{'' if fast else ':plain_layers'}"
-      fast_layers.USE_SPACE_TO_DEPTH_STEM = fast
+      fast_layers.USE_SPACE_TO_DEPTH = fast  # read when the step traces
       if _DEADLINE.value and time.perf_counter() - t_start > _DEADLINE.value:
         skipped.append(label)
         continue
@@ -163,6 +167,7 @@ def main(argv):
       if _OUT.value:
         with open(_OUT.value, "a") as f:
           f.write(json.dumps(r) + "\n")
+  fast_layers.USE_SPACE_TO_DEPTH = True
   print("\n" + table(rows))
   if skipped:
     print("\nskipped: " + ", ".join(skipped))

@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fer_jax.models import fast_layers
+
 Dtype = Any
 
 conv_init = nn.initializers.normal(0.02)  # pix2pix's init
@@ -83,9 +85,19 @@ class PatchGAN(nn.Module):
     for i, (features, k, s) in enumerate(specs):
       last = i == len(specs) - 1
       norm = 0 < i and not last and self.norm != "none"
-      h = nn.Conv(features, (k, k), (s, s), padding=((1, 1), (1, 1)),
-                  use_bias=not norm, kernel_init=conv_init, dtype=self.dtype,
-                  param_dtype=self.param_dtype, name=f"conv{i}")(h)
+      if s > 1 and h.shape[-1] <= fast_layers.MAX_SPACE_TO_DEPTH_CHANNELS:
+        # The full-resolution (image, image) layer: same params as nn.Conv,
+        # run as space-to-depth (fast_layers: cuDNN pads 6 channels to 8).
+        conv = fast_layers.StridedConv(
+            features, k, s, padding=1, use_bias=not norm,
+            kernel_init=conv_init, dtype=self.dtype,
+            param_dtype=self.param_dtype, name=f"conv{i}")
+      else:
+        conv = nn.Conv(features, (k, k), (s, s), padding=((1, 1), (1, 1)),
+                       use_bias=not norm, kernel_init=conv_init,
+                       dtype=self.dtype, param_dtype=self.param_dtype,
+                       name=f"conv{i}")
+      h = conv(h)
       if last:
         break
       if norm:

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fer_jax.models import fast_layers
 from fer_jax.models.attention import SelfAttention
 
 Dtype = Any
@@ -143,10 +144,19 @@ class UNet(nn.Module):
       if level > 0:
         h = nn.leaky_relu(h, 0.2)
       norm = level > 0 and (level < self.depth - 1 or self.bottleneck_norm)
-      h = nn.Conv(self.level_features(level), (4, 4), (2, 2),
-                  padding=((1, 1), (1, 1)), use_bias=not norm,
-                  kernel_init=conv_init, dtype=self.dtype,
-                  param_dtype=self.param_dtype, name=f"enc{level}_conv")(h)
+      if h.shape[-1] <= fast_layers.MAX_SPACE_TO_DEPTH_CHANNELS:
+        # The full-resolution image layer: same params as nn.Conv, run as
+        # space-to-depth (fast_layers: cuDNN pads 3 channels to 8).
+        conv = fast_layers.StridedConv(
+            self.level_features(level), 4, 2, padding=1, use_bias=not norm,
+            kernel_init=conv_init, dtype=self.dtype,
+            param_dtype=self.param_dtype, name=f"enc{level}_conv")
+      else:
+        conv = nn.Conv(self.level_features(level), (4, 4), (2, 2),
+                       padding=((1, 1), (1, 1)), use_bias=not norm,
+                       kernel_init=conv_init, dtype=self.dtype,
+                       param_dtype=self.param_dtype, name=f"enc{level}_conv")
+      h = conv(h)
       if norm:
         h = self._bn(train, f"enc{level}_bn")(h)
       if ("encoder", level) in sites:
@@ -174,9 +184,11 @@ class UNet(nn.Module):
       h = jnp.concatenate([skip, h], axis=-1)  # torch's cat([x, model(x)])
 
     h = nn.relu(h)
-    h = nn.ConvTranspose(self.out_channels, (4, 4), (2, 2), padding=up_pad,
-                         kernel_init=conv_init, dtype=self.dtype,
-                         param_dtype=self.param_dtype, name="out_conv")(h)
+    # nn.ConvTranspose(out_channels, (4, 4), (2, 2), padding=up_pad) with the
+    # same params, as a sub-pixel conv for few output channels (fast_layers).
+    h = fast_layers.SubPixelConvTranspose(
+        self.out_channels, kernel_init=conv_init, dtype=self.dtype,
+        param_dtype=self.param_dtype, name="out_conv")(h)
     y = jnp.tanh(h.astype(jnp.float32))
     if return_attention:
       return y, maps
