@@ -79,8 +79,8 @@ _ABLATE = flags.DEFINE_list("ablate", [], "Entry names to also time "
                             "conv and last transposed conv and PatchGAN's "
                             "first conv (ifgan, cgan_wsc).")
 _FLOPS_ONLY = flags.DEFINE_bool("flops_only", False, "Only count each "
-                                 "entry's FLOPs per step from the lowered HLO "
-                                 "(CPU lowering from shapes; no device).")
+                                 "entry's FLOPs per step, from its jaxpr "
+                                 "(shapes only: no device, no compile).")
 _DEADLINE = flags.DEFINE_float("deadline_s", 0.0, "Skip entries once this "
                                "many seconds have passed (0 = never).")
 
@@ -97,7 +97,7 @@ def config_for(entry: Entry, dtype: str):
 
 def table(rows) -> str:
   head = ("| method | phase | batch | scan | size | dtype | device | step ms "
-          "| examples/s | images/s | compile s | HLO GFLOP/step | TFLOP/s "
+          "| examples/s | images/s | compile s | GFLOP/step | TFLOP/s "
           "| util. | peak GB |")
   out = [head, "| --- " * 15 + "|"]
   for r in rows:
@@ -109,13 +109,13 @@ def table(rows) -> str:
         f"{r['image_size']} | {r['dtype']} | {r['device']} | "
         f"{r['step_ms']:.2f} | {r['examples_per_sec']:.0f} | "
         f"{r['images_per_sec']:.0f} | {r['compile_s']:.1f} | "
-        f"{r['hlo_gflops_per_step']:.1f} | {r['achieved_tflops']:.1f} | "
+        f"{r['gflops_per_step']:.1f} | {r['achieved_tflops']:.1f} | "
         f"{util} | {r['peak_mem_gb']:.1f} |")
   return "\n".join(out)
 
 
 def flops_table() -> str:
-  out = ["| entry | HLO GFLOP/step |", "| --- | --- |"]
+  out = ["| entry | GFLOP/step |", "| --- | --- |"]
   for entry in ENTRIES:
     if _ONLY.value and entry.name not in _ONLY.value:
       continue

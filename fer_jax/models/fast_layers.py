@@ -35,7 +35,8 @@ are the same sums (tests/test_fast_layers.py).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import contextlib
+from typing import Any, Iterator, Sequence
 
 import flax.linen as nn
 import jax
@@ -47,6 +48,20 @@ from jax import lax
 # only (its original name, kept for callers that flip just the stem).
 USE_SPACE_TO_DEPTH = True
 USE_SPACE_TO_DEPTH_STEM = True
+
+
+
+@contextlib.contextmanager
+def plain_layers() -> Iterator[None]:
+  """Every rewrite off while the block traces: the model's own math, e.g.
+  for counting its FLOPs without the rewrites' zero taps."""
+  global USE_SPACE_TO_DEPTH
+  before, USE_SPACE_TO_DEPTH = USE_SPACE_TO_DEPTH, False
+  try:
+    yield
+  finally:
+    USE_SPACE_TO_DEPTH = before
+
 
 # The strided rewrites are used where the input has at most this many
 # channels: the padded-channel kernels are the slow ones; wide inputs already
