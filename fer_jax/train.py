@@ -284,7 +284,10 @@ class Trainer:
       if step % cfg.log_every == 0 or end:
         values = _per_step(jax.device_get(pending))
         self._check_guard(loop, last_saved)
-        dt = time.perf_counter() - t_last
+        # Wall time from sync to sync: the logging below counts against
+        # the next interval, so the rate is the loop's, not the step's.
+        now = time.perf_counter()
+        dt, t_last = now - t_last, now
         scalars = {f"train/{k}": float(np.nanmean([v[k] for v in values]))
                    for k in values[0]}
         scalars["train/steps_per_sec"] = n_last / dt
@@ -292,7 +295,7 @@ class Trainer:
         writer.write(step, scalars)
         bar.set_postfix(phase=phase.name, loss=f"{scalars['train/loss']:.4f}",
                         img_s=f"{scalars['train/images_per_sec']:.0f}")
-        pending, t_last, n_last = [], time.perf_counter(), 0
+        pending, n_last = [], 0
       bar.update(n)
       if step % cfg.checkpoint_every == 0 or end:
         self._check_guard(loop, last_saved)
