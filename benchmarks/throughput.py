@@ -14,7 +14,7 @@ dots by their valid taps, elementwise work as XLA's HLO cost analysis counts
 it), so every backend and jax version reports the same figure. They are the
 model's math: counted with ``fast_layers`` off, whose rewrites multiply some
 zero taps (GNDL's stem: +1.5%). The count agrees
-with the lowered, unoptimised HLO's ``cost_analysis()`` within 0.3% on every
+with the lowered, unoptimised HLO's ``cost_analysis()`` within 0.05% on every
 suite step, and that count is reported beside it where the backend gives
 one (jax 0.11.2 on GPU gave none; the compiled program's analysis leaves out
 cuDNN convolutions). Utilisation is achieved FLOP/s over the device's dense
