@@ -160,6 +160,18 @@ class StridedStemConv(nn.Module):
     return plain_conv(x, kernel, 2, 3)
 
 
+def _conv_params(module: nn.Module, x, k: int):
+  """``nn.Conv``'s params for a (k, k) kernel (``kernel`` (k, k, C, F),
+  ``bias`` (F,) when ``use_bias``), promoted with ``x`` to the compute
+  dtype as nn.Conv does: the rewrites stay drop-in replacements."""
+  kernel = module.param("kernel", module.kernel_init,
+                        (k, k, x.shape[-1], module.features),
+                        module.param_dtype)
+  bias = (module.param("bias", module.bias_init, (module.features,),
+                       module.param_dtype) if module.use_bias else None)
+  return nn.dtypes.promote_dtype(x, kernel, bias, dtype=module.dtype)
+
+
 class StridedConv(nn.Module):
   """``nn.Conv(features, (k, k), (s, s), padding=((p, p), (p, p)))`` with
   the same params (``kernel`` (k, k, C, F), ``bias`` (F,)) and dtype
@@ -179,12 +191,7 @@ class StridedConv(nn.Module):
   @nn.compact
   def __call__(self, x):
     k = self.kernel_size
-    kernel = self.param("kernel", self.kernel_init,
-                        (k, k, x.shape[-1], self.features), self.param_dtype)
-    bias = (self.param("bias", self.bias_init, (self.features,),
-                       self.param_dtype) if self.use_bias else None)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias,
-                                              dtype=self.dtype)
+    x, kernel, bias = _conv_params(self, x, k)
     p = ((self.padding, self.padding), (self.padding, self.padding))
     if _use_space_to_depth(x, k, self.stride):
       y = space_to_depth_conv(x, kernel, self.stride, p, self.precision)
@@ -254,12 +261,7 @@ class SubPixelConvTranspose(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    kernel = self.param("kernel", self.kernel_init,
-                        (4, 4, x.shape[-1], self.features), self.param_dtype)
-    bias = (self.param("bias", self.bias_init, (self.features,),
-                       self.param_dtype) if self.use_bias else None)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias,
-                                              dtype=self.dtype)
+    x, kernel, bias = _conv_params(self, x, 4)
     if USE_SPACE_TO_DEPTH and self.features <= MAX_SPACE_TO_DEPTH_CHANNELS:
       y = subpixel_conv_transpose_4x4_s2(x, kernel, self.precision)
     else:
