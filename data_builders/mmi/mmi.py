@@ -146,8 +146,13 @@ PyAV: pip install 'fer_jax[video]'. Layout:
                                   d))
     for index, sid in enumerate(names):
       folder = os.path.join(sessions, sid)
-      meta = parse_session(common.require_file(
-          os.path.join(folder, "session.xml"), self.name, _LAYOUT))
+      xml = os.path.join(folder, "session.xml")
+      if not os.path.isfile(xml):
+        # One incomplete session should not stop the build; a tree where no
+        # session has one ends in finish()'s "no usable example" error.
+        log.skip(folder, "no session.xml")
+        continue
+      meta = parse_session(xml)
       label = (None if meta["emotion"] is None
                else dataset_label("mmi", meta["emotion"]))
       if label is None:

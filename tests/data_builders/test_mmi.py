@@ -84,3 +84,15 @@ def test_unknown_emotion_code_is_counted_as_such(tmp_path, data_dir):
       "no Emotion metatag (AU-only session)": 1,
       "unknown emotion code": 1,
       "no video (still-image session)": 1, "unreadable video": 1}
+
+
+def test_session_without_session_xml_is_skipped_and_counted(tmp_path,
+                                                            data_dir):
+  expected = ft.write_mmi(tmp_path / "manual")
+  gone = sorted(expected)[0]
+  (tmp_path / "manual" / "Sessions" / str(gone) / "session.xml").unlink()
+  builder = ft.build(Mmi, tmp_path / "manual", data_dir,
+                     MmiConfig(name="t32", image_size=32))
+  assert sorted(_by_session(ft.records(builder))) == sorted(
+      set(expected) - {gone})
+  assert builder.info.metadata["skipped_train"]["no session.xml"] == 1
