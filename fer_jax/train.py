@@ -268,7 +268,8 @@ class Trainer:
     batches = pipeline.device_prefetch(it, self.mesh, groups)
     images_per_step = phase.batch_size * len(
         protocols.EXAMPLE_KINDS[phase.example_kind])
-    pending, t_last, n_last = [], time.perf_counter(), 0
+    log = _LogWindows(writer, bar, phase.name, images_per_step)
+    pending, n_last = [], 0
     step = offset + first
     for i, n in enumerate(groups):
       batch, it_state = next(batches)
@@ -281,23 +282,22 @@ class Trainer:
       step += n
       n_last += n
       end = step == offset + phase.num_steps
+      save = step % cfg.checkpoint_every == 0 or end
+      evaluate = bool(cfg.eval_every) and step % cfg.eval_every == 0 and not (
+          end and phase_idx == len(self.phases) - 1)
       if step % cfg.log_every == 0 or end:
-        values = _per_step(jax.device_get(pending))
-        self._check_guard(loop, last_saved)
-        # Wall time from sync to sync: the logging below counts against
-        # the next interval, so the rate is the loop's, not the step's.
-        now = time.perf_counter()
-        dt, t_last = now - t_last, now
-        scalars = {f"train/{k}": float(np.nanmean([v[k] for v in values]))
-                   for k in values[0]}
-        scalars["train/steps_per_sec"] = n_last / dt
-        scalars["train/images_per_sec"] = n_last * images_per_step / dt
-        writer.write(step, scalars)
-        bar.set_postfix(phase=phase.name, loss=f"{scalars['train/loss']:.4f}",
-                        img_s=f"{scalars['train/images_per_sec']:.0f}")
+        # Read last interval's metrics, long computed, while this one's
+        # steps run: no pipeline drain at a log step.
+        if log.close(step, pending, n_last):
+          self._check_guard(loop, last_saved)
         pending, n_last = [], 0
+      if end or save or evaluate:
+        # These sync anyway; writing the open interval first means a run
+        # killed after its checkpoint has logged every step up to it.
+        if log.flush():
+          self._check_guard(loop, last_saved)
       bar.update(n)
-      if step % cfg.checkpoint_every == 0 or end:
+      if save:
         self._check_guard(loop, last_saved)
         self.ckpt.save(step, loop, {
             "method": self.method.name, "phase": phase_idx,
@@ -305,8 +305,7 @@ class Trainer:
             "global_step": step, "iterator": it_state,
             "fold": self.config.data.fold})
         last_saved = step
-      if cfg.eval_every and (step % cfg.eval_every == 0) and not (
-          end and phase_idx == len(self.phases) - 1):
+      if evaluate:
         split = self.data.eval_split
         out_dir = os.path.join(self.workdir, "eval", f"{split}_step_{step}")
         report = self.evaluate(loop, split, step, out_dir)
@@ -326,6 +325,53 @@ def _per_step(groups) -> list[dict[str, Any]]:
     else:
       out.extend({k: v[i] for k, v in m.items()} for i in range(n))
   return out
+
+
+class _LogWindows:
+  """Training metrics written one log interval late, without a sync.
+
+  At a log step the interval's metrics start their copy to the host and the
+  previous interval, whose steps finished long ago, is written. Rates run
+  from one interval's results being ready to the next's, so they are the
+  loop's wall-clock rate whether the device or the host is the bottleneck.
+  ``close`` and ``flush`` return True when a step in what they wrote had a
+  non-finite metric (the only steps the non-finite guard acts on), so the
+  caller reads the guard then, not at every log.
+  """
+
+  def __init__(self, writer, bar, phase_name: str, images_per_step: int):
+    self._writer, self._bar = writer, bar
+    self._phase, self._images = phase_name, images_per_step
+    self._open = None  # (step, [(n, metrics)], steps) not yet written
+    self._ready = time.perf_counter()
+
+  def close(self, step: int, pending, steps: int) -> bool:
+    for _, metrics in pending:
+      for x in jax.tree.leaves(metrics):
+        x.copy_to_host_async()
+    bad = self.flush()
+    self._open = (step, pending, steps)
+    return bad
+
+  def flush(self) -> bool:
+    if self._open is None:
+      return False
+    step, pending, steps = self._open
+    self._open = None
+    values = _per_step(jax.device_get(pending))
+    now = time.perf_counter()
+    dt, self._ready = now - self._ready, now
+    bad = not all(np.all(np.isfinite(v)) for row in values
+                  for v in row.values())
+    scalars = {f"train/{k}": float(np.nanmean([v[k] for v in values]))
+               for k in values[0]}
+    scalars["train/steps_per_sec"] = steps / dt
+    scalars["train/images_per_sec"] = steps * self._images / dt
+    self._writer.write(step, scalars)
+    self._bar.set_postfix(phase=self._phase,
+                          loss=f"{scalars['train/loss']:.4f}",
+                          img_s=f"{scalars['train/images_per_sec']:.0f}")
+    return bad
 
 
 _CACHE_HITS = [0]  # persistent-compilation-cache hits in this process

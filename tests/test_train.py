@@ -147,6 +147,43 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(fake_data, tmp_path,
   assert ck.latest_step() == 2
 
 
+def test_log_windows_write_an_interval_one_log_late_and_flag_nonfinite():
+  """A log step writes the previous interval (no sync on the one just
+  dispatched); flush writes the open one; a NaN in any step is reported so
+  the trainer reads the guard only then."""
+
+  class Writer:
+    def __init__(self):
+      self.rows = []
+
+    def write(self, step, scalars):
+      self.rows.append((step, scalars))
+
+  class Bar:
+    def set_postfix(self, **_):
+      pass
+
+  w = Writer()
+  log = train._LogWindows(w, Bar(), "p", images_per_step=8)
+  one = lambda loss: (1, {"loss": jnp.asarray(loss)})
+  scanned = (2, {"loss": jnp.asarray([1.0, 3.0])})
+  assert not log.close(2, [one(4.0), one(2.0)], 2)
+  assert w.rows == []  # step 2's interval is still open
+  assert not log.close(5, [scanned, one(5.0)], 3)
+  assert [r[0] for r in w.rows] == [2]
+  assert w.rows[0][1]["train/loss"] == 3.0
+  assert not log.flush()
+  assert [r[0] for r in w.rows] == [2, 5]
+  assert w.rows[1][1]["train/loss"] == 3.0  # (1 + 3 + 5) / 3
+  s = w.rows[1][1]
+  assert s["train/images_per_sec"] == pytest.approx(
+      8 * s["train/steps_per_sec"])
+  assert not log.flush()  # nothing open: no write
+  assert len(w.rows) == 2
+  assert not log.close(6, [(2, {"loss": jnp.asarray([1.0, jnp.nan])})], 2)
+  assert log.flush()
+
+
 def test_bad_config_fails_early_naming_the_field(tmp_path):
   cfg = tiny_config()
   cfg.data.fold = 7
