@@ -33,18 +33,20 @@ import math
 from typing import Any
 
 import jax
+from jax._src.interpreters import partial_eval as pe  # dce_jaxpr
 from jax.extend import core as jex_core
 
 _ELEMENTWISE = frozenset("""
 add sub mul div rem max min neg abs sign floor ceil round nextafter
 eq ne lt le gt ge and or not xor select_n clamp square
-integer_pow pow atan2 copysign add_any is_finite shift_left
+copysign add_any is_finite shift_left
 shift_right_logical shift_right_arithmetic population_count clz
 convert_element_type
 """.split())
 _TRANSCENDENTAL = frozenset("""
 exp exp2 expm1 log log1p tanh sin cos tan asin acos atan sinh cosh
-asinh acosh atanh sqrt rsqrt cbrt erf erfc erf_inv lgamma digamma
+asinh acosh atanh sqrt rsqrt cbrt erf erfc erf_inv lgamma digamma pow
+atan2
 """.split())
 _REDUCTIONS = frozenset("""
 reduce_sum reduce_max reduce_min reduce_prod reduce_and reduce_or argmax
@@ -160,6 +162,8 @@ def count_jaxpr(jaxpr, live_out=None) -> FlopCount:
       total.flops += out_size
     elif name in _TRANSCENDENTAL:
       total.transcendentals += out_size
+    elif name == "integer_pow":  # x ** n: n - 1 multiplies
+      total.flops += out_size * max(abs(eqn.params["y"]) - 1, 1)
     elif name == "logistic":  # 1 / (1 + exp(-x))
       total.transcendentals += out_size
       total.flops += 3 * out_size
@@ -207,4 +211,8 @@ def count(fn, *args, **kwargs) -> FlopCount:
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)
       if hasattr(x, "shape") else x, (args, kwargs))
   closed = jax.make_jaxpr(fn)(*abstract[0], **abstract[1])
-  return count_jaxpr(closed.jaxpr)
+  # jit's own dead-code pass (it recurses into scans, conds, calls and
+  # custom rules, pruning dead carries, outputs and inputs), as lowering
+  # runs it; count_jaxpr's liveness walk then only sees live code.
+  jaxpr, _ = pe.dce_jaxpr(closed.jaxpr, [True] * len(closed.jaxpr.outvars))
+  return count_jaxpr(jaxpr)

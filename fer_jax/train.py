@@ -331,9 +331,13 @@ class _LogWindows:
   """Training metrics written one log interval late, without a sync.
 
   At a log step the interval's metrics start their copy to the host and the
-  previous interval, whose steps finished long ago, is written. Rates run
-  from one interval's results being ready to the next's, so they are the
-  loop's wall-clock rate whether the device or the host is the bottleneck.
+  previous interval, whose steps finished long ago, is written. An interval
+  is timed from the previous log step to its own, each taken once the
+  interval before it has been read back: in steady state that is when the
+  device finished it, so the rate is the device's where the device is the
+  bottleneck and the host loop's where the host is, and checkpoint or
+  evaluation work counts against the interval after it. The intervals'
+  times add up to the phase's wall time.
   ``close`` and ``flush`` return True when a step in what they wrote had a
   non-finite metric (the only steps the non-finite guard acts on), so the
   caller reads the guard then, not at every log.
@@ -342,25 +346,25 @@ class _LogWindows:
   def __init__(self, writer, bar, phase_name: str, images_per_step: int):
     self._writer, self._bar = writer, bar
     self._phase, self._images = phase_name, images_per_step
-    self._open = None  # (step, [(n, metrics)], steps) not yet written
-    self._ready = time.perf_counter()
+    self._open = None  # (step, [(n, metrics)], steps, seconds) unwritten
+    self._mark = time.perf_counter()
 
   def close(self, step: int, pending, steps: int) -> bool:
     for _, metrics in pending:
       for x in jax.tree.leaves(metrics):
         x.copy_to_host_async()
     bad = self.flush()
-    self._open = (step, pending, steps)
+    now = time.perf_counter()
+    self._open = (step, pending, steps, now - self._mark)
+    self._mark = now
     return bad
 
   def flush(self) -> bool:
     if self._open is None:
       return False
-    step, pending, steps = self._open
+    step, pending, steps, dt = self._open
     self._open = None
     values = _per_step(jax.device_get(pending))
-    now = time.perf_counter()
-    dt, self._ready = now - self._ready, now
     bad = not all(np.all(np.isfinite(v)) for row in values
                   for v in row.values())
     scalars = {f"train/{k}": float(np.nanmean([v[k] for v in values]))

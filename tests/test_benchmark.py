@@ -121,6 +121,17 @@ def test_jaxpr_flops_of_dots_scans_conds_and_elementwise_work():
   c = flop_count.count(scanned, m)
   assert c.matmul_flops == 7 * 2 * 8 ** 3 and c.flops == c.matmul_flops + (
       7 * 64)
+  # Dead code is not counted, as jit's lowering drops it: a scan's unused
+  # outputs (against the HLO of the unrolled scan) and a call's dead input.
+  def dead_ys(m):
+    body = lambda c, _: (c @ m, (c @ m) @ m)
+    return jax.lax.scan(body, m, None, length=5, unroll=True)[0]
+  assert flop_count.count(dead_ys, m).flops == 5 * 2 * 8 ** 3
+  assert throughput.hlo_flops(dead_ys, m) == 5 * 2 * 8 ** 3
+  dead_arg = lambda m: jax.jit(lambda x, y: x @ x)(m, (m @ m) @ m)
+  assert flop_count.count(dead_arg, m).flops == 2 * 8 ** 3
+  cube = lambda m: m ** 3  # two multiplies an element
+  assert flop_count.count(cube, m).flops == throughput.hlo_flops(cube, m)
   branchy = lambda p, m: jax.lax.cond(p, lambda: m @ m, lambda: m + m)
   # The costlier branch, and the predicate's conversion to an index.
   assert flop_count.count(branchy, True, m).flops == 2 * 8 ** 3 + 1

@@ -184,6 +184,39 @@ def test_log_windows_write_an_interval_one_log_late_and_flag_nonfinite():
   assert log.flush()
 
 
+def test_log_window_rates_count_each_interval_once():
+  """A host-bound loop (>= 5 ms a step), logging every 5 steps and
+  checkpointing every 10 (close then flush at once): no interval may look
+  faster than the loop can run, and the times add up to the wall time."""
+  import time  # pylint: disable=import-outside-toplevel
+
+  class Writer:
+    rows = []
+
+    def write(self, step, scalars):
+      self.rows.append(scalars["train/steps_per_sec"])
+
+  class Bar:
+    def set_postfix(self, **_):
+      pass
+
+  w = Writer()
+  t0 = time.perf_counter()
+  log = train._LogWindows(w, Bar(), "p", images_per_step=1)
+  pending = []
+  for step in range(1, 21):
+    time.sleep(0.005)
+    pending.append((1, {"loss": jnp.asarray(1.0)}))
+    if step % 5 == 0:
+      log.close(step, pending, len(pending))
+      pending = []
+    if step % 10 == 0:
+      log.flush()
+  wall = time.perf_counter() - t0
+  assert len(w.rows) == 4 and max(w.rows) < 1 / 0.005 * 1.05, w.rows
+  assert sum(5 / r for r in w.rows) == pytest.approx(wall, rel=0.05)
+
+
 def test_bad_config_fails_early_naming_the_field(tmp_path):
   cfg = tiny_config()
   cfg.data.fold = 7

@@ -54,7 +54,9 @@ USE_SPACE_TO_DEPTH_STEM = True
 @contextlib.contextmanager
 def plain_layers() -> Iterator[None]:
   """Every rewrite off while the block traces: the model's own math, e.g.
-  for counting its FLOPs without the rewrites' zero taps."""
+  for counting its FLOPs without the rewrites' zero taps. The switch is read
+  at trace time and is not part of jit's cache key: trace a fresh function
+  inside the block, never one already jitted outside it (or vice versa)."""
   global USE_SPACE_TO_DEPTH
   before, USE_SPACE_TO_DEPTH = USE_SPACE_TO_DEPTH, False
   try:
