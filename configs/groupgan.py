@@ -31,6 +31,11 @@ def groupgan_fields():
       # Weight of an L1 penalty on G's change |G(weak) - weak| in G's loss
       # (0 = the paper's eq. 6).
       g_change_l1=0.0,
+      # Eq. 12's content term: "mean" per element (eq. 1's "MSE loss", as
+      # torch's MSELoss) or "sum", the squared L2 norm per image as eq. 12
+      # prints it (H x W x C times larger: it then outweighs C's cross-entropy
+      # in G's loss instead of the reverse).
+      content_reduction="mean",
       d_features=(64, 128, 256, 256), d_fc_width=256,
       # Algorithm 1's pre-training: E on peak frames, G as an autoencoder of
       # faces of `autoencoder_role`. *_steps > 0 overrides *_epochs.

@@ -355,6 +355,24 @@ def test_change_l1_penalty_enters_g_loss_only(setup):
   assert float(last5["g_change"]) < float(last0["g_change"])
 
 
+def test_content_reduction_sum_is_eq12s_squared_norm_per_image(setup):
+  """content_reduction='sum' scales G's content term by H x W x C (eq. 12's
+  squared norm per image) and nothing else in the step."""
+  batch = pair_batch(setup("1v2"))
+  key = jax.random.key(0)
+  got = {}
+  for red in ("mean", "sum"):
+    trainer = setup("1v2", config=tiny_config("1v2", content_reduction=red))
+    state = trainer.init_state()["model"]
+    got[red] = jax.jit(trainer.phases[2].step)(state, batch, key)[1]
+  h, w = 32, 32
+  np.testing.assert_allclose(float(got["sum"]["g_content"]),
+                             h * w * 3 * float(got["mean"]["g_content"]),
+                             rtol=1e-5)
+  np.testing.assert_allclose(float(got["sum"]["d_loss"]),
+                             float(got["mean"]["d_loss"]), rtol=1e-6)
+
+
 @pytest.mark.parametrize("kill_at", [
     5,  # inside the GroupGAN loop: earlier phases and C's hand-over skipped
     pytest.param(3, marks=pytest.mark.slow),  # inside pretrain_autoencoder

@@ -45,11 +45,16 @@ from fer_jax.optim import make_optimizer
 VARIANTS = ("cnn", "dcgan", "1v2", "2v2")
 
 
-def mse_loss(a, b):
-  """Eq. 1 / 12, ||X_peak - G(X_weak)||_2^2 as the mean over every element
-  (torch's MSELoss), so the 2e-3 adversarial weights are relative to a
-  per-pixel error."""
-  return jnp.mean(jnp.square(a.astype(jnp.float32) - b.astype(jnp.float32)))
+def mse_loss(a, b, reduction: str = "mean"):
+  """Eq. 1 / 12, ||X_peak - G(X_weak)||_2^2. 'mean': over every element
+  (torch's MSELoss, eq. 1's "MSE loss"), so the 2e-3 adversarial weights and
+  C's gamma_G = 1 are relative to a per-pixel error; 'sum': eq. 12 as
+  printed, the squared norm of each image's difference (H x W x C times the
+  mean), averaged over the batch."""
+  sq = jnp.square(a.astype(jnp.float32) - b.astype(jnp.float32))
+  if reduction == "sum":
+    return jnp.mean(jnp.sum(sq, axis=tuple(range(1, sq.ndim))))
+  return jnp.mean(sq)
 
 
 def heat_map(a, b):
@@ -360,7 +365,7 @@ class GroupGAN(base.Method):
     # penalty on G's change to its input, which asks for a sparse, local
     # change rather than a texture over the whole face.
     def pixel_fn(fake_img):
-      content = mse_loss(fake_img, peak)
+      content = mse_loss(fake_img, peak, c.content_reduction)
       change = jnp.mean(jnp.abs(fake_img.astype(jnp.float32)
                                 - weak.astype(jnp.float32)))
       return content + c.g_change_l1 * change, (content, change)
