@@ -29,6 +29,10 @@ def test_benchmark_reports_images_per_second_and_flops():
   assert abs(r["gflops_per_step"] / r["hlo_gflops_per_step"] - 1) < 0.01
   assert 0.7 * r["gflops_per_step"] < r["matmul_gflops_per_step"] <= (
       r["gflops_per_step"])
+  import suite  # pylint: disable=import-outside-toplevel
+  row = suite.table([r]).splitlines()[-1]
+  assert row.startswith("| gndl | gndl | 4 |"), row
+  assert f"| {r['gflops_per_step']:.1f} |" in row
 
 
 def test_scanned_resident_variant_and_profile_summary(tmp_path):
