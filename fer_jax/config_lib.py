@@ -163,7 +163,9 @@ def validate(config) -> None:
   _require(config.model.dtype in ("float32", "bfloat16"), "model.dtype",
            f"{config.model.dtype!r} is not 'float32' or 'bfloat16'")
   init_from = config.get("init_from", "")
-  _require(not init_from or os.path.isfile(os.path.expanduser(init_from)),
+  # A remote file (gs://...) is checked when it is read, at initialisation.
+  _require(not init_from or "://" in init_from
+           or os.path.isfile(os.path.expanduser(init_from)),
            "init_from", f"{init_from!r} is not a file (write one with "
            "python -m fer_jax.tools.import_weights)")
 

@@ -496,6 +496,27 @@ def test_resnet_basenet_layout(tmp_path):
                                 target["params"]["fc"]["kernel"])
 
 
+def test_weights_files_take_home_relative_and_remote_paths(tmp_path,
+                                                          monkeypatch):
+  """'~' expands; a gs:// path is kept as given (read through epath when
+  training starts, as a Colab TPU run keeps its files in a bucket) and
+  passes config validation, which cannot reach the bucket."""
+  from fer_jax import config_lib  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv("HOME", str(tmp_path))
+  saved = _fake_file(tmp_path / "weights" / "w.msgpack", "resnet18")
+  loaded = params_io.load_pretrained("~/weights/w.msgpack")
+  assert loaded["arch"] == "resnet18"
+  np.testing.assert_array_equal(loaded["params"]["conv1"]["kernel"],
+                                saved["params"]["conv1"]["kernel"])
+  assert str(params_io._path("gs://bucket/w.msgpack")) == (
+      "gs://bucket/w.msgpack")
+  cfg = config_lib.load_config_module(
+      os.path.join(os.path.dirname(__file__), "..", "configs", "gndl.py")
+  ).get_config()
+  cfg.init_from = "gs://bucket/w.msgpack"
+  config_lib.validate(cfg)
+
+
 def test_init_from_errors_name_the_field(tmp_path, make_table, monkeypatch):
   from fer_jax import config_lib, train  # pylint: disable=import-outside-toplevel
   cfg = _tiny("baseline", make_table, monkeypatch, 16)

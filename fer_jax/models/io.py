@@ -23,30 +23,37 @@ import flax.serialization
 import flax.traverse_util
 import jax
 import numpy as np
+from etils import epath
 
 _STATS = "batch_stats"
 
 
+def _path(path: str) -> epath.Path:
+  """A local path (``~`` expanded) or a remote one (``gs://...``, as a
+  Colab TPU run keeps its files in a bucket), through etils' epath."""
+  return epath.Path(path if "://" in path else os.path.expanduser(path))
+
+
 def save_pretrained(path: str, arch: str, variables: dict[str, Any]) -> None:
-  """Writes {'arch', 'params', 'batch_stats'} as msgpack."""
+  """Writes {'arch', 'params', 'batch_stats'} as msgpack (local or gs://)."""
   tree = {"arch": arch, "params": jax.device_get(variables["params"]),
           _STATS: jax.device_get(variables.get(_STATS, {}))}
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "wb") as f:
-    f.write(flax.serialization.msgpack_serialize(tree))
+  out = _path(path)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_bytes(flax.serialization.msgpack_serialize(tree))
 
 
 def load_pretrained(path: str) -> dict[str, Any]:
-  """{'arch': str | None, 'params': ..., 'batch_stats': ...} from a file."""
-  path = os.path.expanduser(path)
-  if not os.path.exists(path):
+  """{'arch': str | None, 'params': ..., 'batch_stats': ...} from a file
+  (local or gs://)."""
+  src = _path(path)
+  if not src.exists():
     raise FileNotFoundError(f"weights file {path} does not exist")
-  with open(path, "rb") as f:
-    try:
-      tree = flax.serialization.msgpack_restore(f.read())
-    except Exception as e:  # noqa: BLE001 (msgpack raises unrelated types)
-      raise ValueError(f"{path} is not a Flax msgpack weights file: {e}"
-                       ) from None
+  try:
+    tree = flax.serialization.msgpack_restore(src.read_bytes())
+  except Exception as e:  # noqa: BLE001 (msgpack raises unrelated types)
+    raise ValueError(f"{path} is not a Flax msgpack weights file: {e}"
+                     ) from None
   if not isinstance(tree, dict):
     raise ValueError(  # noqa: TRY004 (a bad file, reported as one)
         f"{path} holds a {type(tree).__name__}, not a weights tree")
