@@ -149,17 +149,33 @@ def load_frames(data_cfg, split: str = "train") -> FrameTable:
           "num_frames": np.ones(n, np.int32),
           "intensity": np.ones(n, np.float32)}
   landmarks = np.zeros((n, 68, 2), np.float32) if has_landmarks else None
-  image_shape = None
-  images = None
+  # The builders write one fixed output size, declared in the features:
+  # then whether the images fit is known before reading any.
+  declared = tuple(builder.info.features["image"].shape)
+  image_shape = declared if None not in declared else None
   in_memory = data_cfg.get("in_memory", True)
+  if image_shape is not None:
+    in_memory = in_memory and _fits_in_memory(
+        data_cfg, builder.info.full_name, split, n, image_shape)
+  images = (np.zeros((n,) + image_shape, np.uint8)
+            if in_memory and image_shape is not None else None)
+  # Images that stay on disk are not decoded to read the other columns
+  # (AffectNet: ~290k JPEGs, minutes at every start).
+  columns = source
+  if not in_memory and image_shape is not None:
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    columns = builder.as_data_source(
+        split=split, decoders={"image": tfds.decode.SkipDecoding()})
   for start in range(0, n, 256):
     idx = list(range(start, min(n, start + 256)))
-    for i, ex in zip(idx, source.__getitems__(idx)):
+    for i, ex in zip(idx, columns.__getitems__(idx)):
       for c in COLUMNS:
         if c in ex:
           cols[c][i] = ex[c]
       if has_landmarks:
         landmarks[i] = ex["landmarks"]
+      if columns is not source:
+        continue
       img = np.asarray(ex["image"])
       if img.ndim == 2:
         img = img[..., None]
@@ -167,14 +183,14 @@ def load_frames(data_cfg, split: str = "train") -> FrameTable:
         image_shape = img.shape
         in_memory = in_memory and _fits_in_memory(
             data_cfg, builder.info.full_name, split, n, image_shape)
-        if in_memory:
-          images = np.zeros((n,) + image_shape, np.uint8)
       elif img.shape != image_shape:
         raise DataError(
             f"{builder.info.full_name}/{split} record {i} has image shape "
             f"{img.shape}, expected {image_shape} like the first record; "
             f"rebuild the data set with a fixed output size")
       if in_memory:
+        if images is None:
+          images = np.zeros((n,) + image_shape, np.uint8)
         images[i] = img
   if not in_memory:
     images = SourceImages(source, image_shape)
