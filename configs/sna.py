@@ -102,6 +102,10 @@ def paper(c, name):
   c.data.classes = PAPER_DATA[name]
   c.data.resize = c.data.crop = 112
   if name == "affectnet":
+    # Stored at 112 px (python -m fer_jax.data.build affectnet
+    # --builder_config=px112 ...): the 256 px default would be decoded from
+    # disk at every step (57 GB), far slower than the step.
+    c.data.builder_config = "px112"
     c.data.protocol = "official"
     c.data.role = "all"  # stills; neutral is a class
   else:

@@ -133,6 +133,8 @@ def test_unbuilt_data_set_names_the_build_command(tmp_path, monkeypatch):
   with pytest.raises(frames.DataError,
                      match="python -m fer_jax.data.build unbuilt"):
     frames.load_frames(cfg)
+  assert "--builder_config=px112 " in registry.build_command(
+      "affectnet", "/d", "px112")
 
 
 def test_mixed_data_sets_keep_subjects_and_sequences_apart(make_table):

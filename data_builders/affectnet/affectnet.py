@@ -117,6 +117,10 @@ folder and pass it as --manual_dir. Layout:
                       description="8 classes, face box + 10% margin, 256 px"),
       AffectnetConfig(name="small", image_size=64,
                       description="8 classes, 64 px"),
+      # SNA's input size: ~290k faces at 112 px are 11 GB (256 px: 57 GB),
+      # small enough for device-resident training, and decode ~5x faster.
+      AffectnetConfig(name="px112", image_size=112,
+                      description="8 classes, 112 px (SNA's input size)"),
   ]
 
   def _split_generators(self, dl_manager):

@@ -97,7 +97,8 @@ def get_builder(data_cfg) -> "tfds.core.DatasetBuilder":  # noqa: F821
   if not builder.is_prepared():
     raise DataError(
         f"no built data set {builder.info.full_name!r} under {data_dir}; "
-        f"build it first with:\n  {registry.build_command(name, data_dir)}")
+        f"build it first with:\n  "
+        f"{registry.build_command(name, data_dir, kwargs.get('config', ''))}")
   return builder
 
 

@@ -39,9 +39,13 @@ def builder_class(name: str):
   return import_symbol(BUILDERS[name])
 
 
-def build_command(name: str, data_dir: str) -> str:
-  """The command that builds ``name`` into ``data_dir``, for error messages
-  (it names the config field, so the user sees which setting asked for it)."""
-  return (f"python -m fer_jax.data.build {name} --manual_dir=PATH/TO/ARCHIVE "
-          f"--data_dir={data_dir}   # the set config.data.name={name!r} "
-          "reads; see its MANUAL_DOWNLOAD_INSTRUCTIONS")
+def build_command(name: str, data_dir: str, builder_config: str = "") -> str:
+  """The command that builds ``name`` (its ``builder_config``, if a preset
+  names one) into ``data_dir``, for error messages (it names the config
+  field, so the user sees which setting asked for it)."""
+  config = f" --builder_config={builder_config}" if builder_config else ""
+  asked = (f"config.data.name={name!r}" + (
+      f", data.builder_config={builder_config!r}" if builder_config else ""))
+  return (f"python -m fer_jax.data.build {name}{config} "
+          f"--manual_dir=PATH/TO/ARCHIVE --data_dir={data_dir}   # the set "
+          f"{asked} reads; see its MANUAL_DOWNLOAD_INSTRUCTIONS")
