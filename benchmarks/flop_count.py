@@ -126,28 +126,11 @@ def _sub_jaxprs(params: dict[str, Any]):
         yield j
 
 
-def _live_equations(jaxpr, live_out):
-  """Equations whose results reach a live output (or that have effects):
-  jit's lowering drops the rest (e.g. a primal that only a gradient needed)
-  and so must the count. Yields (equation, liveness of its outputs)."""
-  live = {v for v, keep in zip(jaxpr.outvars, live_out)
-          if keep and isinstance(v, jex_core.Var)}
-  kept = []
-  for eqn in reversed(jaxpr.eqns):
-    outs = [v in live for v in eqn.outvars]
-    if any(outs) or eqn.effects:
-      kept.append((eqn, outs))
-      live.update(v for v in eqn.invars if isinstance(v, jex_core.Var))
-  return reversed(kept)
-
-
-def count_jaxpr(jaxpr, live_out=None) -> FlopCount:
-  """FLOPs of the equations of ``jaxpr`` that reach its outputs
-  (``live_out``: which outputs count; default all)."""
-  if live_out is None:
-    live_out = [True] * len(jaxpr.outvars)
+def count_jaxpr(jaxpr) -> FlopCount:
+  """FLOPs of every equation of ``jaxpr`` (dead code already removed, see
+  ``count``)."""
   total = FlopCount()
-  for eqn, outs in _live_equations(jaxpr, live_out):
+  for eqn in jaxpr.eqns:
     name = eqn.primitive.name
     out_size = sum(_size(v.aval) for v in eqn.outvars)
     if name == "dot_general":
@@ -186,22 +169,20 @@ def count_jaxpr(jaxpr, live_out=None) -> FlopCount:
       total.add(count_jaxpr(eqn.params["jaxpr"].jaxpr),
                 eqn.params["length"])
     elif name == "cond":
-      branches = [count_jaxpr(b.jaxpr, outs) for b in eqn.params["branches"]]
+      branches = [count_jaxpr(b.jaxpr) for b in eqn.params["branches"]]
       total.add(max(branches, key=lambda c: c.flops))
     elif name == "while":
       total.add(count_jaxpr(eqn.params["body_jaxpr"].jaxpr))
       total.add(count_jaxpr(eqn.params["cond_jaxpr"].jaxpr))
       total.unbounded_loops += 1
     else:
-      # Calls (jit, remat, custom_jvp/vjp, shard_map): their bodies once,
-      # output for output. A custom_vjp carries its rules as params too;
-      # after autodiff the jaxpr holds the rules that run, so the first
-      # body is the computation.
+      # Calls (jit, remat, custom_jvp/vjp, shard_map): their bodies once.
+      # A custom_vjp carries its rules as params too; after autodiff the
+      # jaxpr holds the rules that run, so the first body is the
+      # computation.
       subs = list(_sub_jaxprs(eqn.params))
       if subs:
-        body = subs[0]
-        total.add(count_jaxpr(
-            body, outs if len(body.outvars) == len(outs) else None))
+        total.add(count_jaxpr(subs[0]))
   return total
 
 
@@ -211,8 +192,7 @@ def count(fn, *args, **kwargs) -> FlopCount:
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)
       if hasattr(x, "shape") else x, (args, kwargs))
   closed = jax.make_jaxpr(fn)(*abstract[0], **abstract[1])
-  # jit's own dead-code pass (it recurses into scans, conds, calls and
-  # custom rules, pruning dead carries, outputs and inputs), as lowering
-  # runs it; count_jaxpr's liveness walk then only sees live code.
+  # jit's own dead-code pass, as lowering runs it: it recurses into scans,
+  # conds, calls and custom rules, pruning dead carries, outputs and inputs.
   jaxpr, _ = pe.dce_jaxpr(closed.jaxpr, [True] * len(closed.jaxpr.outvars))
   return count_jaxpr(jaxpr)
