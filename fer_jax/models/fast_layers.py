@@ -156,8 +156,7 @@ class StridedStemConv(nn.Module):
                         (7, 7, x.shape[-1], self.features), self.param_dtype)
     x = x.astype(self.dtype)
     kernel = kernel.astype(self.dtype)
-    if USE_SPACE_TO_DEPTH and USE_SPACE_TO_DEPTH_STEM and \
-        x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0:
+    if USE_SPACE_TO_DEPTH_STEM and _use_space_to_depth(x, 7, 2):
       return space_to_depth_conv_7x7_s2(x, kernel)
     return plain_conv(x, kernel, 2, 3)
 
@@ -178,7 +177,8 @@ class StridedConv(nn.Module):
   """``nn.Conv(features, (k, k), (s, s), padding=((p, p), (p, p)))`` with
   the same params (``kernel`` (k, k, C, F), ``bias`` (F,)) and dtype
   handling, run as ``space_to_depth_conv`` when ``_use_space_to_depth``
-  (the 3/6-channel first layers of the U-Net and PatchGAN)."""
+  (the 3/6-channel first layers of the U-Net and PatchGAN) and as nn.Conv's
+  own convolution otherwise, so a model uses it for every such layer."""
   features: int
   kernel_size: int = 4
   stride: int = 2

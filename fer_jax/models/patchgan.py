@@ -85,19 +85,12 @@ class PatchGAN(nn.Module):
     for i, (features, k, s) in enumerate(specs):
       last = i == len(specs) - 1
       norm = 0 < i and not last and self.norm != "none"
-      if s > 1 and h.shape[-1] <= fast_layers.MAX_SPACE_TO_DEPTH_CHANNELS:
-        # The full-resolution (image, image) layer: same params as nn.Conv,
-        # run as space-to-depth (fast_layers: cuDNN pads 6 channels to 8).
-        conv = fast_layers.StridedConv(
-            features, k, s, padding=1, use_bias=not norm,
-            kernel_init=conv_init, dtype=self.dtype,
-            param_dtype=self.param_dtype, name=f"conv{i}")
-      else:
-        conv = nn.Conv(features, (k, k), (s, s), padding=((1, 1), (1, 1)),
-                       use_bias=not norm, kernel_init=conv_init,
-                       dtype=self.dtype, param_dtype=self.param_dtype,
-                       name=f"conv{i}")
-      h = conv(h)
+      # nn.Conv(k x k, stride s, padding 1) with the same params; the thin
+      # full-resolution (image, image) layer runs as space-to-depth
+      # (fast_layers: cuDNN pads 6 channels to 8), the others as nn.Conv.
+      h = fast_layers.StridedConv(
+          features, k, s, padding=1, use_bias=not norm, kernel_init=conv_init,
+          dtype=self.dtype, param_dtype=self.param_dtype, name=f"conv{i}")(h)
       if last:
         break
       if norm:

@@ -144,19 +144,13 @@ class UNet(nn.Module):
       if level > 0:
         h = nn.leaky_relu(h, 0.2)
       norm = level > 0 and (level < self.depth - 1 or self.bottleneck_norm)
-      if h.shape[-1] <= fast_layers.MAX_SPACE_TO_DEPTH_CHANNELS:
-        # The full-resolution image layer: same params as nn.Conv, run as
-        # space-to-depth (fast_layers: cuDNN pads 3 channels to 8).
-        conv = fast_layers.StridedConv(
-            self.level_features(level), 4, 2, padding=1, use_bias=not norm,
-            kernel_init=conv_init, dtype=self.dtype,
-            param_dtype=self.param_dtype, name=f"enc{level}_conv")
-      else:
-        conv = nn.Conv(self.level_features(level), (4, 4), (2, 2),
-                       padding=((1, 1), (1, 1)), use_bias=not norm,
-                       kernel_init=conv_init, dtype=self.dtype,
-                       param_dtype=self.param_dtype, name=f"enc{level}_conv")
-      h = conv(h)
+      # nn.Conv(4x4, stride 2, padding 1) with the same params; the thin
+      # full-resolution image layer runs as space-to-depth (fast_layers:
+      # cuDNN pads 3 channels to 8), the others as nn.Conv would.
+      h = fast_layers.StridedConv(
+          self.level_features(level), 4, 2, padding=1, use_bias=not norm,
+          kernel_init=conv_init, dtype=self.dtype,
+          param_dtype=self.param_dtype, name=f"enc{level}_conv")(h)
       if norm:
         h = self._bn(train, f"enc{level}_bn")(h)
       if ("encoder", level) in sites:
