@@ -291,14 +291,14 @@ class Trainer:
         if log.close(step, pending, n_last):
           self._check_guard(loop, last_saved)
         pending, n_last = [], 0
-      if end or save or evaluate:
+      if save or evaluate:  # the phase's end is a save too
         # These sync anyway; writing the open interval first means a run
-        # killed after its checkpoint has logged every step up to it.
-        if log.flush():
+        # killed after its checkpoint has logged every step up to it. The
+        # guard is read before every save.
+        if log.flush() or save:
           self._check_guard(loop, last_saved)
       bar.update(n)
       if save:
-        self._check_guard(loop, last_saved)
         self.ckpt.save(step, loop, {
             "method": self.method.name, "phase": phase_idx,
             "phase_name": phase.name, "phase_step": step - offset,
