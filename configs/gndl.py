@@ -2,6 +2,10 @@
 
   --config=configs/gndl.py            synthetic set, trains on 2 CPU cores in minutes
   --config=configs/gndl.py:ckplus     the paper's CK+ setting (also :oulu_casia, :mmi)
+  --config=configs/gndl.py:baseline   its baseline, the same ResNet-18 with plain CE
+                                      (:baseline_ckplus etc. on the paper's data)
+  --config=configs/gndl.py:oracle     the ceiling: the classifier sees F_exam - F_neu
+                                      of the REAL neutral frame, in training and test
 """
 
 from fer_jax.config_lib import base_config
@@ -16,6 +20,23 @@ PAPER_DATA = {
 
 
 def get_config(arg: str = ""):
+  baseline = arg.startswith("baseline")
+  oracle = arg.startswith("oracle")
+  preset = arg
+  if baseline or oracle:
+    preset = arg[len("baseline" if baseline else "oracle"):].lstrip("_")
+  c = _gndl_config(preset)
+  if baseline:
+    # The paper's baseline: the same backbone, data, augmentation, optimizer
+    # and steps, trained on the examined image alone with plain CE.
+    c.method = "baseline"
+    c.baseline = dict(island_weight=0.0, island_alpha=0.03)
+  if oracle:
+    c.gndl.neutral_source = "real"
+  return c
+
+
+def _gndl_config(arg: str):
   c = base_config()
   c.method = "gndl"
   # l_neu_reduction 'mean' = nn.L1Loss (see fer_jax.losses.neutral_feature_loss).
@@ -23,8 +44,12 @@ def get_config(arg: str = ""):
   # ImageNet ResNet-18; from scratch on the synthetic set L_neu then collapses
   # the features (F_exam = F_neu, deviation 0, CE stuck at log K), so the CPU
   # default lets L_neu train the NFG alone (BN is still shared by the pair).
+  # neutral_target_gradient: False stops L_neu's gradient at the target F_neu
+  # (see GNDLNet.train_pair). neutral_source: 'generated' (the method) or
+  # 'real' (the oracle arm).
   c.gndl = dict(lam=5.0, negative_slope=0.01, l_neu_reduction="mean",
-                neutral_loss_to_backbone=True)
+                neutral_loss_to_backbone=True, neutral_target_gradient=True,
+                neutral_source="generated")
   if arg in PAPER_DATA:
     c.data.name = arg
     c.data.classes = PAPER_DATA[arg]
@@ -37,17 +62,18 @@ def get_config(arg: str = ""):
     return c
   if arg:
     raise ValueError(f"configs/gndl.py has no preset {arg!r}; presets: "
-                     f"{', '.join(PAPER_DATA)} or none (synthetic)")
+                     f"{', '.join(PAPER_DATA)}, none (synthetic), baseline, "
+                     "oracle, or baseline_<preset>")
   return cpu_synthetic(c)
 
 
 def cpu_synthetic(c):
-  """The embedded default: small synthetic faces, a narrow ResNet-18."""
-  if "gndl" in c:
-    c.gndl.neutral_loss_to_backbone = False
+  """The embedded default: small synthetic faces (the 'benchmark' profile:
+  eye-aligned, visible expressions, a peak plateau), a narrow ResNet-18."""
   # 96 subjects: with fewer, every method overfits the training identities
   # (24 subjects: train 70% / test 34% after 1200 steps).
-  c.data.synth.update(num_subjects=96, num_frames=10, image_size=64)
+  c.data.synth.update(num_subjects=96, num_frames=12, image_size=64,
+                      profile="benchmark")
   c.data.resize, c.data.crop = 64, 56
   c.data.noise_std = 0.02
   c.data.num_folds = 4

@@ -34,9 +34,13 @@ def base_config() -> ml_collections.ConfigDict:
   # Only read for fer_synth: the procedural set's size (built on first use).
   d.synth = ml_collections.ConfigDict(dict(
       num_subjects=24, sequences_per_subject=7, num_frames=12,
-      image_size=128, seed=0))
+      image_size=128, seed=0, profile="classic"))
   d.in_memory = True  # decode every frame once into host memory ...
   d.in_memory_max_gb = 8.0  # ... unless they need more than this
+  # Injected label noise on the training split only (a rate, deterministic
+  # from config.seed): symmetric (any other class) | pairs (k -> k + 1).
+  d.label_noise = 0.0
+  d.label_noise_kind = "symmetric"
   d.classes = "basic6+contempt"  # a named set or comma-separated names
   d.role = "peak"  # frames trained and evaluated on: peak | weak | all
   d.peak_frames = 3  # last k frames of a sequence are 'peak'
@@ -133,6 +137,12 @@ def validate(config) -> None:
            f"{d.fold} is out of range 0..{d.num_folds - 1}")
   _require(0 <= d.val_folds <= d.num_folds - 2, "data.val_folds",
            f"{d.val_folds} must be in 0..{d.num_folds - 2}")
+  _require(0.0 <= d.label_noise < 1.0, "data.label_noise",
+           f"{d.label_noise} must be a rate in [0, 1)")
+  _require(d.label_noise_kind in protocols.LABEL_NOISE_KINDS,
+           "data.label_noise_kind",
+           f"{d.label_noise_kind!r} is not one of "
+           f"{', '.join(protocols.LABEL_NOISE_KINDS)}")
   _require(d.fold_by in protocols.FOLD_BY, "data.fold_by",
            f"{d.fold_by!r} is not one of {', '.join(protocols.FOLD_BY)}")
   _require(d.role in protocols.ROLES, "data.role",

@@ -262,6 +262,7 @@ class Model:
         nonfinite_steps=int(jax.device_get(
             self.loop["guard"]["nonfinite"])))
     report.update(extra)
+    report.update(self.data.report_fields())
     if out_dir:
       write_report(report, out_dir)
       write_images(self.method, self.state, ex, batch_size, self.mesh,

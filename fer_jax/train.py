@@ -48,10 +48,35 @@ class RunData:
     key = (split, kind, role)
     if key not in self._examples:
       d = self.config.data
-      self._examples[key] = protocols.make_examples(
+      ex = protocols.make_examples(
           self.table, self.splits[split], kind, self.classes, role,
           d.peak_frames, tuple(d.weak_frames), self.config.seed)
+      if split == "train":  # label noise: the training split only
+        ex = protocols.with_label_noise(
+            ex, self.label_noise, d.get("label_noise_kind", "symmetric"),
+            len(self.classes), self.config.seed)
+      self._examples[key] = ex
     return self._examples[key]
+
+  @property
+  def label_noise(self) -> float:
+    return float(self.config.data.get("label_noise", 0.0))
+
+  def report_fields(self) -> dict[str, Any]:
+    """What a report records of the data beyond its split: the injected
+    label noise and the fraction of training labels it actually flipped
+    (reports' accuracies are always against the clean labels)."""
+    if not self.label_noise:
+      return {}
+    d = self.config.data
+    flips = protocols.label_flips(
+        len(self.table), self.label_noise, d.label_noise_kind,
+        len(self.classes), self.config.seed)
+    rows = self.splits["train"]
+    return {"label_noise": {
+        "rate": self.label_noise, "kind": d.label_noise_kind,
+        "seed": self.config.seed,
+        "flipped_train_fraction": float((flips[rows] > 0).mean())}}
 
   def count(self, kind: str, role: str) -> int:
     return len(self.examples("train", kind, role))
@@ -173,6 +198,7 @@ class Trainer:
         labels=labels, preds=preds, step=step, digest=self.digest(loop),
         nonfinite_steps=int(jax.device_get(loop["guard"]["nonfinite"])))
     report.update(extra)
+    report.update(self.data.report_fields())
     return report
 
   # -- training

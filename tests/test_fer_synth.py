@@ -282,3 +282,64 @@ def test_contact_sheet(tmp_path):
                       "--num_frames=8", "--sequence_subject=1"])
   sheet = Image.open(out)
   assert sheet.width == 7 * 32 and sheet.height > 3 * 32
+
+
+# --- the 'benchmark' profile ---------------------------------------------------
+
+BENCH = SynthSpec(num_subjects=24, num_frames=12, image_size=64,
+                  profile="benchmark")
+
+
+def test_benchmark_profile_is_eye_aligned():
+  """Every frame's eye centres sit where fer_jax.data.align puts them."""
+  prof = BENCH.params
+  for s, q in ((0, 0), (5, 3), (11, 6)):
+    lm = sequence_landmarks(BENCH, s, q)["landmarks"].astype(np.float64)
+    left = lm[:, 36:42].mean(1) - 0.5  # pixel-index coordinates
+    right = lm[:, 42:48].mean(1) - 0.5
+    size = BENCH.image_size
+    np.testing.assert_allclose(right[:, 1] - left[:, 1], 0, atol=1e-3)
+    np.testing.assert_allclose(np.hypot(*(right - left).T),
+                               prof.eye_distance * size, rtol=1e-4)
+    np.testing.assert_allclose((left + right)[:, 0] / 2, (size - 1) / 2,
+                               atol=0.02)
+  frames = generate_sequence(BENCH, 5, 3)
+  np.testing.assert_array_equal(
+      np.stack([f["landmarks"] for f in frames]),
+      sequence_landmarks(BENCH, 5, 3)["landmarks"])
+
+
+def test_benchmark_profile_plateau_and_weak_frames():
+  for s in range(BENCH.num_subjects):
+    for q in range(7):
+      i = sequence_landmarks(BENCH, s, q)["intensity"]
+      assert i[0] == 0 and np.all(i[-3:] == i[-1]) and i[-1] >= 0.85
+      assert i[WEAK].max() < 0.5 * i[-1]  # frames 6-8: really weak
+      assert i[WEAK].min() > 0.1 * i[-1]  # ... but not neutral
+
+
+def test_benchmark_class_averages_carry_class_signal():
+  """Aligned, stronger expressions: class-average peak faces differ from the
+  mean face well beyond the classic profile's (which is ~2x smaller)."""
+  def spread(spec):
+    imgs, labels = [], []
+    for s in range(12):
+      for q in range(7):
+        f = generate_sequence(spec, s, q)[-1]
+        imgs.append(f["image"].astype(np.float32) / 127.5 - 1)
+        labels.append(f["label"])
+    imgs, labels = np.stack(imgs), np.array(labels)
+    mean = imgs.mean(0)
+    return np.mean([np.abs(imgs[labels == c].mean(0) - mean).mean()
+                    for c in np.unique(labels)])
+  classic = dataclasses.replace(BENCH, profile="classic")
+  assert spread(BENCH) > 1.4 * spread(classic)
+
+
+def test_profile_validation_and_builder_name():
+  from data_builders.fer_synth import FerSynthConfig
+  with pytest.raises(ValueError, match="profile"):
+    SynthSpec(profile="wild")
+  config = FerSynthConfig.from_spec(BENCH)
+  assert config.name == "s24_q7_f12_r64_seed0_benchmark"
+  assert config.spec == BENCH

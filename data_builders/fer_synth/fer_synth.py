@@ -45,6 +45,7 @@ class FerSynthConfig(tfds.core.BuilderConfig):
   num_frames: int = 12
   image_size: int = 128
   seed: int = 0
+  profile: str = "classic"
 
   def __post_init__(self):
     _ = self.spec  # SynthSpec validates the fields
@@ -54,13 +55,16 @@ class FerSynthConfig(tfds.core.BuilderConfig):
     return generator.SynthSpec(
         num_subjects=self.num_subjects,
         sequences_per_subject=self.sequences_per_subject,
-        num_frames=self.num_frames, image_size=self.image_size, seed=self.seed)
+        num_frames=self.num_frames, image_size=self.image_size, seed=self.seed,
+        profile=self.profile)
 
   @classmethod
   def from_spec(cls, spec: generator.SynthSpec) -> FerSynthConfig:
     """A config for any size, named after its parameters (one data dir each)."""
     name = (f"s{spec.num_subjects}_q{spec.sequences_per_subject}_"
             f"f{spec.num_frames}_r{spec.image_size}_seed{spec.seed}")
+    if spec.profile != "classic":  # classic keeps its earlier names
+      name += f"_{spec.profile}"
     return cls(name=name, description=_describe(spec),
                **dataclasses.asdict(spec))
 
@@ -68,7 +72,7 @@ class FerSynthConfig(tfds.core.BuilderConfig):
 def _describe(spec: generator.SynthSpec) -> str:
   return (f"{spec.num_subjects} subjects x {spec.sequences_per_subject} "
           f"sequences x {spec.num_frames} frames at {spec.image_size}px, "
-          f"seed {spec.seed}")
+          f"seed {spec.seed}, profile {spec.profile}")
 
 
 def _int_scalar(doc: str) -> tfds.features.Scalar:

@@ -25,6 +25,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageDraw
 
+from fer_jax.data import align
 from fer_jax.data.classes import canonical_index
 
 EXPRESSIONS: tuple[str, ...] = (
@@ -155,15 +156,62 @@ _SCLERA = (238, 236, 230)
 
 
 @dataclasses.dataclass(frozen=True)
+class Profile:
+  """How faces are posed and how strongly they move (see PROFILES).
+
+  aligned: every frame is eye-aligned after rendering, by
+    fer_jax.data.align (the code the real builders use), to eye_distance and
+    eye_height (fractions of the image), as every paper aligns its faces.
+  expression_gain: scales every action unit's displacement.
+  peak_range: a sequence's peak intensity is drawn uniformly from it.
+  plateau: intensity reaches the peak on the first of the last
+    ``plateau_frames`` frames and stays there (the frames a protocol calls
+    peak), rising as (t / t_peak) ** ease before; otherwise the classic
+    ease-in to the last frame, (t / (T - 1)) ** U(1.8, 2.6).
+  """
+  aligned: bool = False
+  eye_distance: float = 0.36
+  eye_height: float = 0.40
+  expression_gain: float = 1.0
+  peak_range: tuple[float, float] = (0.65, 1.0)
+  plateau: bool = False
+  plateau_frames: int = 3
+  ease: float = 3.0
+
+
+PROFILES = {
+    # The original set: unaligned faces (roll up to 9 degrees, scale
+    # 1.0-1.2, offsets up to 4.5%), about one pixel of expression at 64 px
+    # and no plateau. Kept so that earlier runs and their data stay valid.
+    "classic": Profile(),
+    # Built for the evidence runs (docs/results): aligned faces, twice the
+    # expression amplitude (brows and mouth move ~2-3 px at 64 px), a peak
+    # plateau over the last 3 frames and weak frames 6-8 at ~0.17-0.47 of it
+    # (ease 3 over 12 frames), while identity traits keep their size.
+    "benchmark": Profile(aligned=True, eye_distance=0.36, eye_height=0.40,
+                         expression_gain=2.0, peak_range=(0.85, 1.0),
+                         plateau=True),
+}
+
+
+@dataclasses.dataclass(frozen=True)
 class SynthSpec:
-  """What to generate: everything else follows from these five numbers."""
+  """What to generate: everything else follows from these six fields."""
   num_subjects: int = 24
   sequences_per_subject: int = 7
   num_frames: int = 12
   image_size: int = 128
   seed: int = 0
+  profile: str = "classic"
+
+  @property
+  def params(self) -> Profile:
+    return PROFILES[self.profile]
 
   def __post_init__(self):
+    if self.profile not in PROFILES:
+      raise ValueError(f"SynthSpec.profile must be one of "
+                       f"{', '.join(PROFILES)}, got {self.profile!r}")
     for field, low, why in (
         ("num_subjects", 2, "subject-independent splits need two subjects"),
         ("sequences_per_subject", 1, "each subject needs a sequence"),
@@ -395,17 +443,24 @@ def _geometry(spec: SynthSpec, ident: _Identity, subject_id: int,
   """Landmark motion of one sequence: ease-in from neutral to the peak."""
   rng = _rng(spec.seed, _SEQUENCE_STREAM, subject_id, seq)
   expression = sequence_expression(spec, subject_id, seq)
-  peak = rng.uniform(0.65, 1.0)
+  prof = spec.params
+  peak = rng.uniform(*prof.peak_range)
   ease = rng.uniform(1.8, 2.6)
   seq_pose = np.array([ident.roll + np.deg2rad(rng.normal(0, 1.0)),
                        ident.scale * (1 + rng.normal(0, 0.01)),
                        *(ident.offset + rng.normal(0, 0.006, 2))])
-  t = np.arange(spec.num_frames) / (spec.num_frames - 1)
-  intensity = (peak * t ** ease).astype(np.float32)
+  if prof.plateau:
+    t_peak = max(1, spec.num_frames - prof.plateau_frames)
+    t = np.minimum(np.arange(spec.num_frames) / t_peak, 1.0)
+    intensity = (peak * t ** prof.ease).astype(np.float32)
+  else:
+    t = np.arange(spec.num_frames) / (spec.num_frames - 1)
+    intensity = (peak * t ** ease).astype(np.float32)
   jitter = rng.normal(0, _LANDMARK_JITTER, (spec.num_frames, NUM_LANDMARKS, 2))
   frame_pose = seq_pose + rng.normal(0, 1, (spec.num_frames, 4)) * (
       np.deg2rad(0.3), 0.002, 0.002, 0.002)
-  disp = ident.expression_displacement[EXPRESSIONS.index(expression)]
+  disp = (prof.expression_gain
+          * ident.expression_displacement[EXPRESSIONS.index(expression)])
   face = ident.neutral + intensity[:, None, None] * disp + jitter
   # Lips may touch but never cross.
   face[:, INNER_LOWER_LIP, 1] = np.maximum(face[:, INNER_LOWER_LIP, 1],
@@ -440,14 +495,25 @@ def sequence_landmarks(spec: SynthSpec, subject_id: int,
   _check_indices(spec, subject_id, seq_in_subject)
   ident = _identity(spec.seed, subject_id)
   geo = _geometry(spec, ident, subject_id, seq_in_subject)
+  landmarks, _ = _frame_landmarks(spec, geo)
   return {"label": canonical_index(geo.expression),
-          "intensity": geo.intensity,
-          "landmarks": _pixel_landmarks(geo, spec.image_size)}
+          "intensity": geo.intensity, "landmarks": landmarks}
 
 
 def _pixel_landmarks(geo: _Geometry, size: int) -> np.ndarray:
   return np.stack([_apply_pose(f, p) for f, p in zip(geo.face, geo.pose)]
                   ).astype(np.float32) * np.float32(size)
+
+
+def _frame_landmarks(spec: SynthSpec, geo: _Geometry):
+  """(T, 68, 2) pixel landmarks as recorded, and each frame's alignment
+  affine on the canvas (None where the profile does not align)."""
+  landmarks = _pixel_landmarks(geo, spec.image_size)
+  if not spec.params.aligned:
+    return landmarks, [None] * spec.num_frames
+  affines = [_alignment(lm, spec.image_size, spec.params) for lm in landmarks]
+  return np.stack([_aligned_landmarks(lm, a)
+                   for lm, a in zip(landmarks, affines)]), affines
 
 
 class _Canvas:
@@ -656,10 +722,26 @@ def _draw_glasses(cv: _Canvas, ident: _Identity):
           ident.glasses_colour, 0.006)
 
 
+def _alignment(landmarks: np.ndarray, size: int, prof: Profile) -> np.ndarray:
+  """Eye alignment of one frame on the supersampled canvas: a 2x3 affine in
+  its pixel-index coordinates (fer_jax.data.align's convention)."""
+  px = size * _SUPERSAMPLE
+  spec = align.AlignSpec(image_size=px, eye_distance=prof.eye_distance,
+                         eye_height=prof.eye_height)
+  return align.landmark_affine(landmarks * _SUPERSAMPLE - 0.5, spec)
+
+
+def _aligned_landmarks(landmarks: np.ndarray, affine: np.ndarray) -> np.ndarray:
+  """Pixel landmarks (centres on half-integers) through a canvas affine."""
+  canvas = align.apply_affine(affine, landmarks * _SUPERSAMPLE - 0.5)
+  return ((canvas + 0.5) / _SUPERSAMPLE).astype(np.float32)
+
+
 def _render(ident: _Identity, face: np.ndarray, pose: np.ndarray, size: int,
-            rng: np.random.Generator) -> np.ndarray:
-  """Draws one supersampled frame, downsamples (antialiasing), lights it and
-  adds sensor noise."""
+            rng: np.random.Generator,
+            affine: np.ndarray | None = None) -> np.ndarray:
+  """Draws one supersampled frame, eye-aligns it if ``affine`` is given,
+  downsamples (antialiasing), lights it and adds sensor noise."""
   cv = _Canvas(ident, pose, size)
   n = ident.neutral
   cx, cy = (n[0] + n[16]) / 2
@@ -676,7 +758,10 @@ def _render(ident: _Identity, face: np.ndarray, pose: np.ndarray, size: int,
   _draw_nose(cv, ident, face)
   _draw_mouth(cv, ident, face)
   _draw_glasses(cv, ident)
-  small = cv.image.resize((size, size), Image.Resampling.LANCZOS)
+  canvas = cv.image
+  if affine is not None:
+    canvas = align.warp(canvas, affine, cv.px)
+  small = canvas.resize((size, size), Image.Resampling.LANCZOS)
   coords = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
   light = (coords[None, :] * np.cos(ident.light_angle)
            + coords[:, None] * np.sin(ident.light_angle))
@@ -692,7 +777,7 @@ def generate_sequence(spec: SynthSpec, subject_id: int,
   _check_indices(spec, subject_id, seq_in_subject)
   ident = _identity(spec.seed, subject_id)
   geo = _geometry(spec, ident, subject_id, seq_in_subject)
-  landmarks = _pixel_landmarks(geo, spec.image_size)
+  landmarks, affines = _frame_landmarks(spec, geo)
   label = canonical_index(geo.expression)
   sequence_id = subject_id * spec.sequences_per_subject + seq_in_subject
   frames = []
@@ -700,7 +785,7 @@ def generate_sequence(spec: SynthSpec, subject_id: int,
     rng = _rng(spec.seed, _PIXEL_STREAM, subject_id, seq_in_subject, t)
     frames.append({
         "image": _render(ident, geo.face[t], geo.pose[t], spec.image_size,
-                         rng),
+                         rng, affines[t]),
         "label": label,
         "subject_id": subject_id,
         "sequence_id": sequence_id,

@@ -201,6 +201,46 @@ def _neutral_of_subject(table: FrameTable, seed: int) -> np.ndarray:
   return out
 
 
+LABEL_NOISE_KINDS = ("symmetric", "pairs")
+
+
+def label_flips(num: int, rate: float, kind: str, num_classes: int,
+                seed: int) -> np.ndarray:
+  """Per-entry class offsets: 0 keeps a label, s > 0 turns k into k + s mod K.
+
+  A ``rate`` fraction of entries is flipped. symmetric: to any other class,
+  uniformly (the noise model of e.g. Patrini et al. 2017); pairs: class k to
+  k + 1 mod K, a class-dependent flip between fixed neighbours.
+  Deterministic from the seed; entry i's draw depends on i alone.
+  """
+  if not 0.0 <= rate < 1.0:
+    raise ValueError(f"config.data.label_noise={rate}: expected a rate in "
+                     "[0, 1)")
+  if kind not in LABEL_NOISE_KINDS:
+    raise ValueError(f"config.data.label_noise_kind={kind!r}: choose one of "
+                     f"{', '.join(LABEL_NOISE_KINDS)}")
+  # One (flip, offset) pair of uniforms per entry, drawn row by row.
+  u = np.random.default_rng([int(seed), 0x4E015E]).random((num, 2))
+  offset = 1 + np.floor(u[:, 1] * (max(num_classes, 2) - 1)).astype(np.int64)
+  if kind == "pairs":
+    offset = np.ones(num, np.int64)
+  return np.where(u[:, 0] < rate, offset, 0)
+
+
+def with_label_noise(ex: Examples, rate: float, kind: str, num_classes: int,
+                     seed: int) -> Examples:
+  """``ex`` with labels flipped per table row (see label_flips).
+
+  The draw is made once over every row of the table, so a frame keeps its
+  noisy label across example kinds and runs of the same seed."""
+  if rate == 0:
+    return ex
+  offset = label_flips(len(ex.table), rate, kind, num_classes, seed)
+  offset = offset[next(iter(ex.slots.values()))]
+  label = (ex.label + offset) % num_classes
+  return dataclasses.replace(ex, label=label.astype(ex.label.dtype))
+
+
 def make_examples(table: FrameTable, rows: np.ndarray, kind: str,
                   classes: Sequence[str], role: str = "peak",
                   peak_frames: int = 3, weak_frames: Sequence[int] = (6, 8),

@@ -65,19 +65,41 @@ class GNDLNet(nn.Module):
     """Test path: examined images alone."""
     return self.classify(self.backbone(images, train))[0]
 
-  def train_pair(self, exam, neutral, neutral_loss_to_backbone: bool = True):
+  def train_pair(self, exam, neutral, neutral_loss_to_backbone: bool = True,
+                 neutral_target_gradient: bool = True,
+                 real_neutral: bool = False):
     """Training path: (logits, F'_neu, F_neu) with one BN over the pair.
 
     With ``neutral_loss_to_backbone=False`` the neutral loss reaches only the
-    NFG: its inputs F_exam and target F_neu are constants to it.
+    NFG: its inputs F_exam and target F_neu are constants to it. With
+    ``neutral_target_gradient=False`` it reaches the backbone through
+    NFG(F_exam) only: F_neu is a fixed target, so the loss cannot be lowered
+    by moving the neutral faces' features (the collapse route). With
+    ``real_neutral`` the classifier sees F_exam - F_neu (the oracle arm).
     """
     f = self.backbone(jnp.concatenate([exam, neutral], 0), train=True)
     f_exam, f_neu = jnp.split(f, 2)
-    logits, f_gen = self.classify(f_exam)
+    if real_neutral:
+      logits = self.deviation_logits(f_exam, f_neu)
+      f_gen = self.nfg(f_exam)
+    else:
+      logits, f_gen = self.classify(f_exam)
     if not neutral_loss_to_backbone:
       f_gen = self.nfg(jax.lax.stop_gradient(f_exam))
       f_neu = jax.lax.stop_gradient(f_neu)
+    elif not neutral_target_gradient:
+      f_neu = jax.lax.stop_gradient(f_neu)
     return logits, f_gen.astype(jnp.float32), f_neu
+
+  def deviation_logits(self, f_exam, f_neu):
+    """Logits of F_exam - F_neu with the real neutral's features."""
+    return self.head(f_exam - f_neu).astype(jnp.float32)
+
+  def oracle(self, exam, neutral, train: bool = False):
+    """Test path of the oracle arm: the real neutral frame, not the NFG."""
+    f_exam = self.backbone(exam, train)
+    f_neu = self.backbone(neutral, train)
+    return self.deviation_logits(f_exam, f_neu)
 
 
 class GNDL(base.Method):
@@ -89,6 +111,11 @@ class GNDL(base.Method):
     self.net = GNDLNet(m.arch, self.num_classes, base_width=m.base_width,
                        negative_slope=config.gndl.negative_slope,
                        dtype=self.dtype)
+    self.real_neutral = config.gndl.get("neutral_source",
+                                        "generated") == "real"
+    if self.real_neutral:
+      # Oracle arm: test examples carry their sequence's neutral frame.
+      self.eval_kind = "neutral_pair"
     self.plan_single_phase("neutral_pair")
 
   def init_state(self, rng, batch):
@@ -118,13 +145,15 @@ class GNDL(base.Method):
     labels = batch["label"]
     lam = self.config.gndl.lam
     reduction = self.config.gndl.l_neu_reduction
-    to_backbone = self.config.gndl.neutral_loss_to_backbone
+    g = self.config.gndl
+    to_backbone = g.neutral_loss_to_backbone
+    target_grad = g.get("neutral_target_gradient", True)
 
     def loss_fn(params):
       (logits, f_gen, f_neu), updates = self.net.apply(
           {"params": params, "batch_stats": state["batch_stats"]}, exam,
-          neutral, to_backbone, method=GNDLNet.train_pair,
-          mutable=["batch_stats"])
+          neutral, to_backbone, target_grad, self.real_neutral,
+          method=GNDLNet.train_pair, mutable=["batch_stats"])
       ce = losses.cross_entropy(logits, labels)
       l_neu = losses.neutral_feature_loss(f_gen, f_neu, reduction)
       return ce + lam * l_neu, (ce, l_neu, logits, updates["batch_stats"])
@@ -139,6 +168,10 @@ class GNDL(base.Method):
              "opt_state": opt_state}, metrics)
 
   def predict(self, state, batch):
-    return self.net.apply({"params": state["params"],
-                           "batch_stats": state["batch_stats"]},
-                          self.eval_view(batch))
+    variables = {"params": state["params"],
+                 "batch_stats": state["batch_stats"]}
+    if self.real_neutral:
+      return self.net.apply(variables, self.eval_view(batch),
+                            self.eval_view(batch, "neutral"),
+                            method=GNDLNet.oracle)
+    return self.net.apply(variables, self.eval_view(batch))
