@@ -82,7 +82,9 @@ def cpu_synthetic(c):
   c.train.eval_batch_size = 64
   c.train.num_epochs = 0
   c.optim.schedule = "cosine"
-  c.train.num_steps = 1500
+  # 1000 steps: on a held-out synthetic population (synth seed 1) the
+  # baseline gains ~1 point from 1000 to 1500 and the oracle none.
+  c.train.num_steps = 1000
   c.train.log_every = 50
   c.train.checkpoint_every = 250
   c.train.eval_every = 500

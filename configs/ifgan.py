@@ -97,6 +97,9 @@ def cpu_synthetic(c):
   c.train.batch_size = 16
   c.train.eval_batch_size = 64
   c.train.num_epochs = 0
+  # On a held-out synthetic population (synth seed 1, fold 0) G's faces
+  # and IF-GAN's accuracy were still improving at 1600 steps (80.4% at
+  # 1600, 85.5% at 2400; the baseline 82.5% and 80.6%).
   c.train.num_steps = 2400
   c.train.log_every = 50
   c.train.checkpoint_every = 250

@@ -1,6 +1,7 @@
 """IF-GAN: class-average targets from the training split only, each loss
 reaches only the networks the paper routes it to, G's L1 falls, images."""
 
+import json
 import os
 
 import jax
@@ -135,6 +136,32 @@ def test_writes_generated_and_attention_grids(setup, tmp_path):
   assert grid.shape[0] > 3 * 16  # three rows: input, generated, target
   att = np.asarray(Image.open(tmp_path / "attention.png"))
   assert att.shape[1] > 5 * 16  # input, generated, three query maps
+  stats = json.loads((tmp_path / "generated_stats.json").read_text())
+  assert stats["num_examples"] == 8
+  assert 0 <= stats["nearest_class_average_accuracy"] <= 1
+
+
+def test_generated_stats_by_hand(setup):
+  """A G that outputs the true class average scores 1 and distance 0; the
+  distances are mean |G(x) - I_AE| over pixels, as computed by hand."""
+  _, make = setup
+  trainer = make()
+  method = trainer.method
+  state = trainer.init_state()["model"]
+  batch = fixed_batch(trainer)
+  avgs = method.eval_view({"image": state["class_avg"].round().astype(
+      jnp.uint8)})
+  labels = np.asarray(batch["label"])
+  method._generate = lambda st, x, return_attention=False: jnp.asarray(
+      np.asarray(avgs)[labels])
+  stats = jax.device_get(method._generated_stats(state, batch))
+  assert float(stats["nearest_class_average_accuracy"]) == 1.0
+  assert float(stats["l1_to_true_class_average"]) < 0.01
+  a = np.asarray(avgs)
+  d = np.abs(a[labels][:, None] - a[None]).mean(axis=(2, 3, 4))
+  d[np.arange(len(labels)), labels] = np.inf
+  np.testing.assert_allclose(stats["l1_to_nearest_other_class_average"],
+                             d.min(1).mean(), rtol=2e-2)
 
 
 def test_patchgan_too_deep_for_the_image_is_refused():

@@ -17,6 +17,7 @@ route to G.
 
 from __future__ import annotations
 
+import json
 import os
 
 import jax
@@ -258,6 +259,35 @@ class IFGAN(base.Method):
                              self._e_input(x, fake), train=False)
     return logits
 
+  def _generated_stats(self, state, batch):
+    """Is G(I_SE) its class's average face? Mean L1 (in [-1, 1] units) of
+    G(x) to the true class's I_AE and to the nearest other class's, and how
+    often the nearest I_AE is the true class's."""
+    x = self.eval_view(batch)
+    fake = self._generate(state, x)
+    k = state["class_avg"].shape[0]
+    avgs = augment_lib.augment(self.spec, jax.random.key(0),
+                               state["class_avg"][:, None], train=False)[:, 0]
+    dist = jnp.abs(fake[:, None] - avgs[None]).mean(axis=(2, 3, 4))  # (B, K)
+    labels = batch["label"]
+    true = jnp.take_along_axis(dist, labels[:, None], 1)[:, 0]
+    other = jnp.where(jax.nn.one_hot(labels, k, dtype=bool), jnp.inf,
+                      dist).min(1)
+    return {"l1_to_true_class_average": true.mean(),
+            "l1_to_nearest_other_class_average": other.mean(),
+            "nearest_class_average_accuracy":
+                (dist.argmin(1) == labels).mean()}
+
+  def _write_generated_stats(self, state, batch, out_dir):
+    if not hasattr(self, "_stats_fn"):
+      self._stats_fn = jax.jit(self._generated_stats)
+    stats = {k: float(v) for k, v in
+             jax.device_get(self._stats_fn(state, batch)).items()}
+    stats["num_examples"] = int(batch["label"].shape[0])
+    if jax.process_index() == 0:
+      with open(os.path.join(out_dir, "generated_stats.json"), "w") as f:
+        json.dump(stats, f, indent=1)
+
   def _picture_arrays(self, state, batch):
     """Input, G(input), attention maps and class-average target, eval view."""
     x = self.eval_view(batch)
@@ -271,6 +301,7 @@ class IFGAN(base.Method):
     """generated.png: rows input | G(input) | class-average target of the
     true class; attention.png: input, G(input), then the last decoder
     attention block's map for three query points (paper fig. 6)."""
+    self._write_generated_stats(state, batch, out_dir)
     small = {k: v[:num] for k, v in batch.items()}
     x, fake, maps, target = jax.device_get(self._pictures(state, small))
     viz.save_grid(os.path.join(out_dir, "generated.png"), [x, fake, target])
