@@ -1,0 +1,476 @@
+"""fer_jax.stats against hand computations and scipy; fer_jax.compare with a
+fake launcher: claims from run reports, resume after a kill, refused specs,
+failures, outputs; the real launcher and CLI on tiny commands."""
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats as sp
+
+from fer_jax import compare as cmp
+from fer_jax import stats
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PRESETS = {"t": dict(folds=(0, 1, 2), num_folds=3, seeds=(0,),
+                     methods=("gndl", "ifgan"), overrides={})}
+ALL_RUNS = {(m, a, f, 0) for m, arms in cmp.ARMS.items() for a in arms
+            for f in range(3)}
+
+
+# ---------------------------------------------------------------- stats
+
+def test_paired_difference_by_hand():
+  a, b = [50.0, 52.0, 55.0, 47.0], [48.0, 50.0, 50.0, 46.0]
+  # d = 2, 2, 5, 1: mean 2.5, sample sd sqrt(9 / 3) = sqrt(3); t(0.975, 3)
+  # = 3.18245 from a printed table: half width 3.18245 * sqrt(3) / 2.
+  n, diff, (lo, hi) = stats.paired_difference(a, b)
+  assert n == 4 and diff == pytest.approx(2.5)
+  assert (lo, hi) == pytest.approx((2.5 - 2.756079, 2.5 + 2.756079),
+                                   abs=2e-5)
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 10, 31, 200])
+def test_paired_difference_matches_scipy(n):
+  rng = np.random.default_rng(n)
+  a = rng.normal(50, 3, n)
+  b = a - rng.normal(1, 2, n)
+  got_n, diff, (lo, hi) = stats.paired_difference(a, b)
+  d = a - b
+  want = sp.t.interval(0.95, n - 1, loc=d.mean(), scale=sp.sem(d))
+  assert got_n == n and diff == pytest.approx(d.mean(), rel=1e-12)
+  assert (lo, hi) == pytest.approx(want, rel=1e-10, abs=1e-10)
+
+
+def test_paired_difference_edge_cases():
+  assert stats.paired_difference([3.0], [1.0]) == (1, 2.0, (-math.inf,
+                                                           math.inf))
+  n, diff, (lo, hi) = stats.paired_difference([40.0, 45.0, 50.0],
+                                              [40.0, 45.0, 50.0])
+  assert (n, diff, lo, hi) == (3, 0.0, 0.0, 0.0)
+  n, diff, (lo, hi) = stats.paired_difference([], [])
+  assert n == 0 and math.isnan(diff) and math.isnan(lo)
+  with pytest.raises(ValueError, match="length"):
+    stats.paired_difference([1.0, 2.0], [1.0])
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 5, 7, 10, 19, 29, 30, 31, 60,
+                                120, 1000, 0.5, 2.5, 5e4, 2e5, 1e8])
+def test_t_quantile_matches_scipy(df):
+  for p in (0.501, 0.6, 0.75, 0.9, 0.95, 0.975, 0.99, 0.995, 0.9995,
+            1 - 1e-9, 0.025, 1e-6):
+    assert stats.t_ppf(p, df) == pytest.approx(sp.t.ppf(p, df), rel=1e-9)
+
+
+def test_t_quantile_table_and_round_trip():
+  # t(0.975, df) and t(0.995, df) from a printed table (6 digits).
+  table = {1: (12.7062, 63.6567), 2: (4.30265, 9.92484),
+           10: (2.22814, 3.16927), 30: (2.04227, 2.74999)}
+  for df, (t975, t995) in table.items():
+    assert stats.t_ppf(0.975, df) == pytest.approx(t975, rel=5e-6)
+    assert stats.t_ppf(0.995, df) == pytest.approx(t995, rel=5e-6)
+  # Near the median, where scipy's ppf (and for df=1 its cdf) lose digits:
+  # closed forms for df 1 and 2, and scipy's cdf of the quantile.
+  for p in (0.5 + 1e-7, 0.5 - 1e-4, 0.8, 0.999):
+    assert stats.t_ppf(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)),
+                                              rel=1e-12)
+    assert stats.t_ppf(p, 2) == pytest.approx(
+        (2 * p - 1) / math.sqrt(2 * p * (1 - p)), rel=1e-12)
+  for df in (4, 9, 100):
+    for p in (0.5 + 1e-7, 0.5 - 1e-4):
+      assert sp.t.cdf(stats.t_ppf(p, df), df) - 0.5 == pytest.approx(
+          p - 0.5, rel=1e-8)
+  assert stats.t_ppf(0.5, 3) == 0.0
+  assert stats.t_sf(2.0, 7) == pytest.approx(sp.t.sf(2.0, 7), rel=1e-12)
+
+
+# ---------------------------------------------------------------- fakes
+
+def fake_accuracy(method, arm, fold, seed):
+  """GNDL above its baseline by 2-4 points; IF-GAN about equal to its own."""
+  base = 0.40 + 0.03 * fold + 0.01 * seed
+  return base + {"gndl": 0.03 + 0.01 * (fold % 2), "oracle": 0.10,
+                 "ifgan": 0.01 * (-1) ** fold}.get(arm, 0.0)
+
+
+def write_fake_run(run_dir, method, arm, fold, seed):
+  """What fer_jax.main leaves in a workdir, with a made-up accuracy."""
+  acc = fake_accuracy(method, arm, fold, seed)
+  os.makedirs(os.path.join(run_dir, "eval"), exist_ok=True)
+  with open(os.path.join(run_dir, "config.json"), "w") as f:
+    json.dump({"method": method, "arm": arm, "seed": seed}, f)
+  report = {"method": method, "dataset": "fer_synth", "fold": fold,
+            "split": "test", "accuracy": acc,
+            "per_class_accuracy": {"anger": acc + 0.1, "fear": acc - 0.1,
+                                   "contempt": None},
+            "confusion_matrix": [[1]], "classes": ["anger"],
+            "num_examples": 100, "step": 3, "state_digest": "ab",
+            "nonfinite_steps": 0,
+            "label_noise": {"rate": 0.3, "kind": "symmetric", "seed": seed,
+                            "flipped_train_fraction": 0.28, "rows": [1, 2]},
+            "curve": [1, 2], "note": "text"}
+  with open(os.path.join(run_dir, "eval", "report.json"), "w") as f:
+    json.dump(report, f)
+
+
+class FakeLauncher:
+  """Records each launch and writes a finished run; 'dies' (like the
+  compare being killed) on the launch numbered die_at and every later one,
+  after leaving a checkpoint behind as a killed training would."""
+
+  def __init__(self, die_at=None, fail=()):
+    self.calls, self.die_at, self.fail = [], die_at, set(fail)
+
+  def __call__(self, job):
+    r = job.run
+    key = (r.method, r.arm, r.fold, r.seed)
+    self.calls.append(key)
+    assert os.path.exists(os.path.join(job.run_dir, "run_spec.json"))
+    assert job.argv[:3] == [sys.executable, "-m", "fer_jax.main"]
+    assert f"--workdir={job.run_dir}" in job.argv
+    if self.die_at is not None and len(self.calls) >= self.die_at:
+      os.makedirs(os.path.join(job.run_dir, "checkpoints", "250"))
+      raise KeyboardInterrupt
+    if key in self.fail:
+      with open(job.log_path, "a") as f:
+        f.write("step 1\nfer_jax: error: config.method: 'x' is not one\n")
+      return 2
+    write_fake_run(job.run_dir, *key)
+    return 0
+
+
+def run_compare(workdir, launcher, **kw):
+  kw.setdefault("out", lambda *_: None)
+  return cmp.compare("t", str(workdir), launcher=launcher, presets=PRESETS,
+                     command=["python", "-m", "fer_jax.compare", "--x"],
+                     **kw)
+
+
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+# ---------------------------------------------------------------- compare
+
+def test_tables_are_consistent():
+  cmp.check_tables()
+  with pytest.raises(cmp.CompareError, match="'nope' is not an arm"):
+    cmp.check_tables(cmp.ARMS, [dict(method="gndl", claim="x", arm="nope",
+                                     reference="baseline")])
+  with pytest.raises(cmp.CompareError, match="sets data.fold"):
+    cmp.check_tables({"m": {"a": ("configs/gndl.py", {"data.fold": 2})}},
+                     [])
+  with pytest.raises(cmp.CompareError, match="letters, digits"):
+    cmp.check_tables({"m": {"a/b": "configs/gndl.py"}}, [])
+  with pytest.raises(cmp.CompareError, match="not a config spec"):
+    cmp.check_tables({"m": {"a": 3}}, [])
+
+
+def test_run_args_and_spec():
+  run = cmp.Run("gndl", "baseline", 2, 1, 4, "configs/gndl.py:baseline",
+                (("train.num_steps", 3), ("data.flip", False),
+                 ("data.weak_frames", (6, 8))))
+  argv = run.argv("/w/runs/x")
+  assert argv[:5] == [sys.executable, "-m", "fer_jax.main",
+                      f"--config={ROOT}/configs/gndl.py:baseline",
+                      "--workdir=/w/runs/x"]
+  assert argv[5:] == ["--config.data.fold=2", "--config.data.num_folds=4",
+                      "--config.seed=1", "--config.train.progress_bar=False",
+                      "--config.train.num_steps=3", "--config.data.flip=False",
+                      "--config.data.weak_frames=(6, 8)"]
+  assert run.rel_dir == "runs/gndl/baseline/fold2_seed1"
+  # The hash covers the portable arguments only: not where things live.
+  assert run.spec()["spec_hash"] == cmp.spec_hash(run.args())
+  assert "/w/runs" not in json.dumps(run.spec())
+
+
+def test_claims_from_fake_reports():
+  runs = [dict(method="gndl", arm=arm, fold=f, seed=0,
+               accuracy=fake_accuracy("gndl", arm, f, 0))
+          for arm in ("gndl", "baseline") for f in range(4)]
+  runs = [r for r in runs if (r["arm"], r["fold"]) != ("baseline", 3)]
+  claim = dict(method="gndl", claim="c", arm="gndl", reference="baseline")
+  c = cmp.claim_entry(claim, runs)
+  d = [3.0, 4.0, 3.0]  # folds 0-2 paired; fold 3 has no baseline
+  half = 4.302652729749464 * np.std(d, ddof=1) / math.sqrt(3)
+  assert c["num_pairs"] == 3 and c["pairs"] == [[0, 0], [1, 0], [2, 0]]
+  assert c["mean_diff"] == pytest.approx(np.mean(d))
+  assert c["ci95"] == pytest.approx([np.mean(d) - half, np.mean(d) + half])
+  assert c["holds"] is True
+  assert c["arm_mean"] - c["reference_mean"] == pytest.approx(c["mean_diff"])
+  assert c["reference_std"] == pytest.approx(np.std([40, 43, 46], ddof=1))
+  # One pair: no interval, so it does not hold.
+  one = cmp.claim_entry(claim, [r for r in runs if r["fold"] == 0])
+  assert one["num_pairs"] == 1 and not one["holds"]
+  assert one["ci95"] == [-math.inf, math.inf]
+
+
+def test_compare_writes_runs_claims_and_outputs(tmp_path):
+  launcher = FakeLauncher()
+  assert run_compare(tmp_path, launcher) == 0
+  assert set(launcher.calls) == ALL_RUNS
+  out = read_json(tmp_path / "compare.json")
+  assert out["preset"] == "t"
+  assert out["command"] == ["python", "-m", "fer_jax.compare", "--x"]
+  assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", out["git_commit"])
+  assert len(out["runs"]) == 15 and not out["failures"]
+  run = next(r for r in out["runs"] if (r["method"], r["arm"], r["fold"])
+             == ("gndl", "gndl", 1))
+  acc = fake_accuracy("gndl", "gndl", 1, 0)
+  assert run["accuracy"] == pytest.approx(acc)
+  assert run["mean_class_accuracy"] == pytest.approx(acc)  # null skipped
+  assert run["workdir"] == "runs/gndl/gndl/fold1_seed0"
+  assert run["extra"] == {"nonfinite_steps": 0, "label_noise": {
+      "rate": 0.3, "kind": "symmetric", "seed": 0,
+      "flipped_train_fraction": 0.28}}
+  assert run["wall_time_s"] >= 0
+  assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", run["git_commit"])
+  with open(tmp_path / run["workdir"] / "config.json", "rb") as f:
+    import hashlib
+    assert run["config_hash"] == hashlib.sha256(f.read()).hexdigest()
+  claims = {(c["method"], c["arm"]): c for c in out["claims"]}
+  assert set(claims) == {("gndl", "gndl"), ("gndl", "oracle"),
+                         ("ifgan", "ifgan")}
+  assert claims[("gndl", "gndl")]["holds"]
+  assert claims[("gndl", "oracle")]["informational"]
+  ifgan = claims[("ifgan", "ifgan")]  # +1, -1, +1 points: not shown
+  assert ifgan["num_pairs"] == 3 and not ifgan["holds"]
+  assert ifgan["mean_diff"] == pytest.approx(1 / 3)
+  md = (tmp_path / "compare.md").read_text()
+  g = claims[("gndl", "gndl")]
+  assert (f"| gndl | GNDL beats its ResNet-18 baseline | gndl "
+          f"{g['arm_mean']:.1f} ± {g['arm_std']:.1f} | baseline "
+          f"{g['reference_mean']:.1f} ± {g['reference_std']:.1f} | 3 | "
+          f"{g['mean_diff']:.2f} | [{g['ci95'][0]:.2f}, {g['ci95'][1]:.2f}]"
+          " | yes |") in md
+  assert "| ifgan | baseline | 3 × 1 |" in md
+  assert "15 of 15 runs finished" in md
+  assert "`python -m fer_jax.compare --x`" in md and out["git_commit"] in md
+  png = tmp_path / "compare.png"
+  assert png.stat().st_size > 5000 and png.read_bytes()[:4] == b"\x89PNG"
+  # A rerun finds everything done and launches nothing.
+  again = FakeLauncher()
+  assert run_compare(tmp_path, again) == 0 and again.calls == []
+
+
+def test_resume_after_kill_launches_only_missing_runs(tmp_path):
+  first = FakeLauncher(die_at=6)
+  with pytest.raises(KeyboardInterrupt):
+    run_compare(tmp_path, first)
+  finished = set(first.calls[:5])
+  partial = read_json(tmp_path / "compare.json")  # written as runs finished
+  assert {(r["method"], r["arm"], r["fold"], r["seed"])
+          for r in partial["runs"]} == finished
+  assert len(partial["pending"]) == 10
+  # Fold-major order: the first folds' pairs complete first.
+  assert {k[2] for k in finished} == {0}
+  second = FakeLauncher()
+  assert run_compare(tmp_path, second) == 0
+  assert set(second.calls) == ALL_RUNS - finished
+  assert len(second.calls) == len(ALL_RUNS - finished)
+  out = read_json(tmp_path / "compare.json")
+  assert {(r["method"], r["arm"], r["fold"], r["seed"])
+          for r in out["runs"]} == ALL_RUNS
+  assert not out["pending"] and not out["failures"]
+  # The killed run's time is recorded per launch.
+  launches = (tmp_path / "runs/gndl/gndl/fold1_seed0/launches.jsonl")
+  assert len(launches.read_text().splitlines()) == 2
+
+
+def test_parallel_runs_all_finish(tmp_path):
+  launcher = FakeLauncher()
+  assert run_compare(tmp_path, launcher, parallel=3) == 0
+  assert sorted(launcher.calls) == sorted(ALL_RUNS)
+  assert len(read_json(tmp_path / "compare.json")["runs"]) == 15
+
+
+def test_failed_run_is_reported_and_others_finish(tmp_path, capsys):
+  bad = ("ifgan", "baseline", 1, 0)
+  launcher = FakeLauncher(fail=[bad])
+  assert run_compare(tmp_path, launcher) == 1
+  assert set(launcher.calls) == ALL_RUNS
+  err = capsys.readouterr().err
+  assert "ifgan/baseline fold 1 seed 0 FAILED (exit status 2)" in err
+  assert "config.method: 'x' is not one" in err
+  out = read_json(tmp_path / "compare.json")
+  assert len(out["runs"]) == 14
+  [failure] = out["failures"]
+  assert failure["returncode"] == 2
+  assert failure["workdir"] == "runs/ifgan/baseline/fold1_seed0"
+  assert "is not one" in failure["log_tail"]
+  ifgan = next(c for c in out["claims"] if c["method"] == "ifgan")
+  assert ifgan["num_pairs"] == 2
+  assert "1 failed" in (tmp_path / "compare.md").read_text()
+  # The rerun retries only the failed run.
+  retry = FakeLauncher()
+  assert run_compare(tmp_path, retry) == 0 and retry.calls == [bad]
+
+
+def test_different_spec_is_refused_naming_the_directory(tmp_path, capsys):
+  assert run_compare(tmp_path, FakeLauncher(), methods=["ifgan"]) == 0
+  changed = FakeLauncher()
+  assert run_compare(tmp_path, changed, methods=["ifgan"],
+                     sets={"train.num_steps": "10"}) == 2
+  assert changed.calls == []
+  err = capsys.readouterr().err
+  run_dir = tmp_path / "runs/ifgan/ifgan/fold0_seed0"
+  assert f"{run_dir} holds a different run" in err
+  assert "--config.train.num_steps=10" in err and "--restart" in err
+  # A dry run says the same and also refuses.
+  assert run_compare(tmp_path, changed, methods=["ifgan"], dry_run=True,
+                     sets={"train.num_steps": "10"}) == 2
+  # Foreign files without a spec are refused too.
+  foreign = tmp_path / "runs/ifgan/ifgan/fold0_seed0"
+  (foreign / "run_spec.json").unlink()
+  assert run_compare(tmp_path, changed, methods=["ifgan"]) == 2
+  assert "no run_spec.json" in capsys.readouterr().err
+  # --restart retrains the refused runs (all six here).
+  assert run_compare(tmp_path, changed, methods=["ifgan"], restart=True,
+                     sets={"train.num_steps": "10"}) == 0
+  assert len(changed.calls) == 6
+  spec = read_json(foreign / "run_spec.json")
+  assert "--config.train.num_steps=10" in spec["args"]
+  assert spec["spec_hash"] == cmp.spec_hash(spec["args"])
+
+
+def test_dry_run_launches_nothing(tmp_path):
+  assert run_compare(tmp_path, FakeLauncher(), methods=["gndl"],
+                     folds=[0]) == 0
+  lines = []
+  launcher = FakeLauncher()
+  assert run_compare(tmp_path, launcher, dry_run=True,
+                     out=lines.append) == 0
+  assert launcher.calls == []
+  text = "\n".join(lines)
+  assert text.count("\ndone ") + text.startswith("done ") == 3
+  assert text.count("launch ") == 12
+  assert "--config=" + ROOT + "/configs/ifgan.py:baseline" in text
+  assert "12 new" in text and "3 done" in text
+
+
+def test_subprocess_launcher_logs_and_returns_status(tmp_path):
+  run = cmp.Run("m", "a", 0, 0, 2, "configs/gndl.py")
+  job = cmp.Job(run, str(tmp_path), [sys.executable, "-c",
+                                     "import os, sys; print('hello', "
+                                     "os.environ['XLA_FLAGS']); "
+                                     "print('bad', file=sys.stderr); "
+                                     "sys.exit(3)"],
+                cmp.run_env(2, "auto"), str(tmp_path / "log.txt"))
+  assert cmp.subprocess_launcher(job) == 3
+  log = (tmp_path / "log.txt").read_text()
+  assert "=== fer_jax.compare" in log and "bad" in log
+  assert f"hello {cmp.SINGLE_THREAD_XLA_FLAGS}" in log
+  assert not (tmp_path / "running.json").exists()
+  assert cmp.run_env(1, "auto").get("XLA_FLAGS") == os.environ.get(
+      "XLA_FLAGS")
+
+
+def test_cli_help_and_dry_run(tmp_path):
+  env = dict(os.environ)
+  out = subprocess.run([sys.executable, "-m", "fer_jax.compare", "--help"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env=env)
+  assert "--preset" in out.stdout, out.stderr  # absl's --help exits 1
+  assert "--parallel" in out.stdout and "--dry_run" in out.stdout
+  out = subprocess.run([sys.executable, "-m", "fer_jax.compare",
+                        "--preset=cpu", f"--workdir={tmp_path}", "--dry_run",
+                        "--methods=ifgan", "--folds=0,1",
+                        "--set=train.num_steps=3"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env=env)
+  assert out.returncode == 0, out.stderr
+  assert "4 new" in out.stdout and "--config.train.num_steps=3" in out.stdout
+  assert not os.listdir(tmp_path)
+  out = subprocess.run([sys.executable, "-m", "fer_jax.compare",
+                        "--preset=cpu", f"--workdir={tmp_path}",
+                        "--methods=nope", "--dry_run"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120, env=env)
+  assert out.returncode == 2 and "['nope'] have no arms" in out.stderr
+
+
+# ---------------------------------------------------------------- end to end
+
+TINY = {"data.synth.num_subjects": 6, "data.synth.num_frames": 8,
+        "data.synth.image_size": 32, "data.resize": 32, "data.crop": 28,
+        "model.base_width": 8, "train.batch_size": 8,
+        "train.eval_batch_size": 16, "train.num_steps": 3,
+        "train.log_every": 3, "train.checkpoint_every": 3,
+        "train.eval_every": 0}
+
+
+@pytest.mark.slow
+def test_end_to_end_tiny_runs(tmp_path, monkeypatch):
+  """Four real fer_jax.main subprocesses (2 folds x 2 arms, 3 steps at
+  32 px), two at a time on a data set the compare built first, then a rerun
+  that finds them all done."""
+  monkeypatch.setenv("FER_JAX_DATA_DIR", str(tmp_path / "tfds"))
+  # Arm b differs by a field outside the step (one compile serves both).
+  arms = {"toy": {"a": "configs/baseline.py",
+                  "b": ("configs/baseline.py", {"train.max_to_keep": 2})}}
+  claims = [dict(method="toy", claim="a beats b", arm="a", reference="b")]
+  presets = {"tiny": dict(folds=(0, 1), num_folds=2, seeds=(0,),
+                          methods=None, overrides={"*": TINY})}
+  kw = dict(arms=arms, claims=claims, presets=presets, out=print)
+  wd = tmp_path / "cmp"
+  assert cmp.compare("tiny", str(wd), parallel=2, **kw) == 0
+  out = read_json(wd / "compare.json")
+  assert len(out["runs"]) == 4
+  for r in out["runs"]:
+    report = read_json(wd / r["workdir"] / "eval" / "report.json")
+    assert report["step"] == 3 and report["fold"] == r["fold"]
+    assert r["accuracy"] == report["accuracy"] and r["config_hash"]
+    config = read_json(wd / r["workdir"] / "config.json")
+    assert config["data"]["num_folds"] == 2
+    assert config["train"]["max_to_keep"] == (2 if r["arm"] == "b" else 3)
+    log = (wd / r["workdir"] / "log.txt").read_text()
+    assert "building the synthetic set" not in log  # prebuild_data did
+  [claim] = out["claims"]
+  assert claim["num_pairs"] == 2
+  assert (wd / "compare.png").exists() and (wd / "compare.md").exists()
+  # Rerun: nothing to train.
+  launched = []
+  assert cmp.compare("tiny", str(wd), launcher=launched.append, **kw) == 0
+  assert launched == []
+
+
+def test_running_run_is_refused_and_stopped_runs_end(tmp_path, capsys):
+  """A run still training (left by a killed compare) is not started twice;
+  stopping the compare terminates the runs it started."""
+  import threading
+  import time
+  presets = {"one": dict(folds=(0,), num_folds=2, seeds=(0,),
+                         methods=("ifgan",), overrides={})}
+  runs = cmp.plan_runs(presets["one"], ["ifgan"])
+  run_dir = tmp_path / runs[0].rel_dir
+  run_dir.mkdir(parents=True)
+  (run_dir / "run_spec.json").write_text(json.dumps(runs[0].spec()))
+  # A stand-in training: its command line names fer_jax.main and the dir.
+  job = cmp.Job(runs[0], str(run_dir),
+                [sys.executable, "-c", "import time; time.sleep(120)",
+                 "fer_jax.main", f"--workdir={run_dir}"],
+                dict(os.environ), str(run_dir / "log.txt"))
+  result = []
+  thread = threading.Thread(
+      target=lambda: result.append(cmp.subprocess_launcher(job)))
+  thread.start()
+  for _ in range(200):
+    if (run_dir / "running.json").exists():
+      break
+    time.sleep(0.05)
+  assert cmp.run_state(runs[0], str(run_dir)).status == "running"
+  launcher = FakeLauncher()
+  assert cmp.compare("one", str(tmp_path), presets=presets,
+                     launcher=launcher, out=lambda *_: None) == 2
+  assert launcher.calls == []
+  assert "is still training it" in capsys.readouterr().err
+  cmp._stop_live_runs()  # what an interrupted compare does
+  thread.join(timeout=60)
+  assert result and result[0] != 0
+  assert not (run_dir / "running.json").exists()
+  assert cmp.run_state(runs[0], str(run_dir)).status == "resume"
