@@ -90,11 +90,12 @@ def digest(method: str, workdir: str) -> str:
   sys.path.insert(0, os.path.join(ROOT, "tests"))
   from conftest import build_table  # pylint: disable=import-outside-toplevel
   from fer_jax import train  # pylint: disable=import-outside-toplevel
-  from fer_jax.data import frames  # pylint: disable=import-outside-toplevel
+  from fer_jax.data import run_data  # pylint: disable=import-outside-toplevel
   table = build_table(num_subjects=6, num_frames=8, image_size=32,
                       with_landmarks=True)
-  frames.load_frames = lambda data_cfg, split="train": table
-  report = train.Trainer(tiny_config(method), workdir).train()
+  config = tiny_config(method)
+  report = train.Trainer(config, workdir,
+                         run_data.from_table(config, table)).train()
   with open(os.path.join(workdir, "eval", "report.json")) as f:
     assert json.load(f)["state_digest"] == report["state_digest"]
   return report["state_digest"]

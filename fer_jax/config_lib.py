@@ -111,7 +111,7 @@ def _require(cond: bool, field: str, message: str) -> None:
 def validate(config) -> None:
   """Raises ValueError naming the first bad field."""
   from fer_jax.data import registry  # pylint: disable=import-outside-toplevel
-  from fer_jax.methods import METHODS  # pylint: disable=import-outside-toplevel
+  from fer_jax.registry import METHODS  # pylint: disable=import-outside-toplevel
   _require(config.method in METHODS, "method",
            f"{config.method!r} is not one of {', '.join(sorted(METHODS))}")
   d, t = config.data, config.train

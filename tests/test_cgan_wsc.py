@@ -11,7 +11,7 @@ import pytest
 
 from fer_jax import config_lib, train
 from fer_jax.data import augment as augment_lib
-from fer_jax.data import pipeline
+from fer_jax.data import pipeline, run_data
 from fer_jax.models.landmarks import (LandmarkNet, normalised_mean_error,
                                       soft_argmax)
 
@@ -37,12 +37,11 @@ def tiny_config():
 
 
 @pytest.fixture
-def trainer(monkeypatch, make_table, tmp_path):
+def trainer(make_table, tmp_path):
   table = make_table(num_subjects=6, num_frames=8, image_size=32,
                      with_landmarks=True)
-  monkeypatch.setattr(train.frames, "load_frames",
-                      lambda data_cfg, split="train": table)
-  return train.Trainer(tiny_config(), str(tmp_path))
+  cfg = tiny_config()
+  return train.Trainer(cfg, str(tmp_path), run_data.from_table(cfg, table))
 
 
 def test_nme_by_hand():

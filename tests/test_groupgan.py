@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fer_jax import config_lib, train
-from fer_jax.data import pipeline
+from fer_jax.data import pipeline, run_data
 from fer_jax.methods import groupgan
 from fer_jax.models.groupgan_nets import MagnifyingGenerator, VGGDiscriminator
 
@@ -47,14 +47,13 @@ def tiny_config(variant="2v2", **groupgan_overrides):
 
 
 @pytest.fixture
-def setup(monkeypatch, make_table, tmp_path):
+def setup(make_table, tmp_path):
   table = make_table(num_subjects=4, num_frames=8, image_size=32)
-  monkeypatch.setattr(train.frames, "load_frames",
-                      lambda data_cfg, split="train": table)
 
   def make(variant="2v2", workdir=None, config=None, **overrides):
     config = config or tiny_config(variant, **overrides)
-    return train.Trainer(config, str(workdir or tmp_path / variant))
+    return train.Trainer(config, str(workdir or tmp_path / variant),
+                         run_data.from_table(config, table))
   return make
 
 

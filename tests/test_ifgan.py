@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fer_jax import config_lib, train
-from fer_jax.data import pipeline
+from fer_jax.data import pipeline, run_data
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 
@@ -33,18 +33,17 @@ def tiny_config(**ifgan_overrides):
 
 
 @pytest.fixture
-def setup(monkeypatch, make_table, tmp_path):
+def setup(make_table, tmp_path):
   table = make_table(num_subjects=6, num_frames=8, image_size=16)
   # Faces whose brightness encodes the class, so the class averages are
   # distinct, learnable targets (random pixels average to flat grey).
   noise = np.random.default_rng(0).integers(0, 40, table.images.shape)
   table.images = (table.label[:, None, None, None] * 25 + noise).astype(
       np.uint8)
-  monkeypatch.setattr(train.frames, "load_frames",
-                      lambda data_cfg, split="train": table)
 
   def make(**overrides):
-    return train.Trainer(tiny_config(**overrides), str(tmp_path))
+    cfg = tiny_config(**overrides)
+    return train.Trainer(cfg, str(tmp_path), run_data.from_table(cfg, table))
   return table, make
 
 

@@ -126,7 +126,8 @@ class Method(abc.ABC):
 
   def prepare(self, data: Any, workdir: str) -> None:
     """Host-side work on the fold's training data before ``init_state``
-    (IF-GAN's class-average targets). ``data`` is a ``train.RunData``."""
+    (IF-GAN's class-average targets). ``data`` is the fold's
+    ``fer_jax.data.run_data.RunData``."""
 
   def load_pretrained(self, state: State) -> State:
     """Host-side: replace initial params with pretrained ones named by the
