@@ -219,23 +219,3 @@ def _set(tree, path, value):
   if not path:
     return value
   return {**tree, path[0]: _set(tree[path[0]], path[1:], value)}
-
-
-def network_state(variables, tx, params=None):
-  """One network's slice of a method's state: its params (``params``, or
-  ``variables['params']``), BatchNorm statistics (empty if it has none) and
-  ``tx``'s fresh optimizer state for those params."""
-  params = variables["params"] if params is None else params
-  return {"params": params, "batch_stats": variables.get("batch_stats", {}),
-          "opt_state": tx.init(params)}
-
-
-def apply_updates(tx, params, opt_state, grads, loss=None):
-  """One optimizer update; returns (params, opt_state). ``loss`` feeds a
-  plateau schedule (``config.optim.schedule='plateau'``)."""
-  if loss is None:
-    updates, opt_state = tx.update(grads, opt_state, params)
-  else:
-    updates, opt_state = tx.update(grads, opt_state, params, value=loss)
-  return optax.apply_updates(params, updates), opt_state
-

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fer_jax import losses
+from fer_jax import losses, nets
 from fer_jax.data import augment as augment_lib
 from fer_jax.methods import base
 from fer_jax.models.resnet import resnet
@@ -95,7 +95,7 @@ class GNDL(base.Method):
     size = (1, self.spec.crop, self.spec.crop, self.spec.channels)
     dummy = jnp.zeros(size, jnp.float32)
     variables = self.net.init(rng, dummy, dummy, method=GNDLNet.train_pair)
-    return base.network_state(variables, self.tx)
+    return nets.network_state(variables, self.tx)
 
   def load_pretrained(self, state):
     """The ResNet backbone (params and BN statistics) from
@@ -131,12 +131,9 @@ class GNDL(base.Method):
 
     grads, (ce, l_neu, logits, batch_stats) = jax.grad(
         loss_fn, has_aux=True)(state["params"])
-    params, opt_state = base.apply_updates(
-        self.tx, state["params"], state["opt_state"], grads)
     metrics = {"loss": ce + lam * l_neu, "ce": ce, "l_neu": l_neu,
                "accuracy": losses.accuracy(logits, labels)}
-    return ({"params": params, "batch_stats": batch_stats,
-             "opt_state": opt_state}, metrics)
+    return nets.update(state, self.tx, grads, batch_stats=batch_stats), metrics
 
   def predict(self, state, batch):
     return self.net.apply({"params": state["params"],
