@@ -69,6 +69,9 @@ def base_config() -> ml_collections.ConfigDict:
   m.arch = "resnet18"
   m.base_width = 64
   m.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay fp32)
+  # The same math where XLA's GPU lowering is slow (fer_jax.models.
+  # fast_layers); False: the plain layers, for ablations and FLOP counts.
+  m.fast_layers = True
 
   c.optim = o = ml_collections.ConfigDict()
   o.name = "adam"

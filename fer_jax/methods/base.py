@@ -75,6 +75,9 @@ class Method(abc.ABC):
     self.num_classes = num_classes
     self.count_examples = count_examples
     self.dtype = compute_dtype(config.model.dtype)
+    # Every network's fast-layer choice (a model field, so jit sees it);
+    # .get: a config.json saved before the field existed ran them.
+    self.fast_layers = bool(config.model.get("fast_layers", True))
     self.spec = augment_lib.AugmentSpec.from_config(config.data)
 
   def eval_view(self, batch: Batch, slot: str = "image") -> jax.Array:

@@ -24,7 +24,8 @@ class Baseline(base.Method):
     super().__init__(config, **kwargs)
     m = config.model
     self.net = ResNetClassifier(m.arch, self.num_classes,
-                                base_width=m.base_width, dtype=self.dtype)
+                                base_width=m.base_width, dtype=self.dtype,
+                                fast_layers=self.fast_layers)
     b = config.get("baseline", {})
     self.island_weight = b.get("island_weight", 0.0)
     self.island_alpha = b.get("island_alpha", 0.03)

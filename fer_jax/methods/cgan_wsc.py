@@ -56,11 +56,13 @@ class CGANWSC(base.Method):
     self.g = UNet(depth=c.unet_depth, base_features=c.unet_features,
                   max_features=c.unet_max_features,
                   num_dropout=c.unet_dropout_layers,
-                  out_channels=self.spec.channels, dtype=self.dtype)
+                  out_channels=self.spec.channels, dtype=self.dtype,
+                  fast_layers=self.fast_layers)
     self.d = PatchGAN(base_features=c.d_features, num_layers=c.d_layers,
-                      dtype=self.dtype)
+                      dtype=self.dtype, fast_layers=self.fast_layers)
     self.lm = LandmarkNet(config.model.arch, config.model.base_width,
-                          head=c.landmark_head, dtype=self.dtype)
+                          head=c.landmark_head, dtype=self.dtype,
+                          fast_layers=self.fast_layers)
     self.batch_size = config.train.batch_size
     role = config.data.role
     self.cgan_steps = self._steps(c.cgan_steps, c.cgan_epochs,

@@ -48,10 +48,12 @@ class GNDLNet(nn.Module):
   base_width: int = 64
   negative_slope: float = 0.01
   dtype: base.Any = jnp.float32
+  fast_layers: bool = True
 
   def setup(self):
     self.backbone = resnet(self.arch, num_classes=0,
-                           base_width=self.base_width, dtype=self.dtype)
+                           base_width=self.base_width, dtype=self.dtype,
+                           fast_layers=self.fast_layers)
     self.nfg = NeutralFeatureGenerator(self.backbone.feature_dim,
                                        self.negative_slope, dtype=self.dtype)
     self.head = nn.Dense(self.num_classes, dtype=self.dtype)
@@ -88,7 +90,7 @@ class GNDL(base.Method):
     m = config.model
     self.net = GNDLNet(m.arch, self.num_classes, base_width=m.base_width,
                        negative_slope=config.gndl.negative_slope,
-                       dtype=self.dtype)
+                       dtype=self.dtype, fast_layers=self.fast_layers)
     self.plan_single_phase("neutral_pair")
 
   def init_state(self, rng, batch):

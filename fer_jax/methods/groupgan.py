@@ -78,7 +78,8 @@ class GroupGAN(base.Method):
     self.has_dp = c.variant in ("1v2", "2v2")
     self.has_e = c.variant == "2v2"
     net = dict(fc_width=c.fc_width, base_width=config.model.base_width,
-               dropout=c.dropout, init_scheme=c.init, dtype=self.dtype)
+               dropout=c.dropout, init_scheme=c.init, dtype=self.dtype,
+               fast_layers=self.fast_layers)
     self.c_net = BaseNet(config.model.arch, self.num_classes, **net)
     self.g = MagnifyingGenerator(features=tuple(c.g_features),
                                  strides=tuple(c.g_strides),

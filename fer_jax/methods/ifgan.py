@@ -72,12 +72,12 @@ class IFGAN(base.Method):
                   max_features=c.unet_max_features,
                   num_dropout=c.unet_dropout_layers,
                   attention=IFGAN_ATTENTION if c.attention else (),
-                  dtype=self.dtype)
+                  dtype=self.dtype, fast_layers=self.fast_layers)
     self.d = PatchGAN(base_features=c.d_features, num_layers=c.d_layers,
-                      dtype=self.dtype)
+                      dtype=self.dtype, fast_layers=self.fast_layers)
     self.e = ResNetClassifier(config.model.arch, self.num_classes,
                               base_width=config.model.base_width,
-                              dtype=self.dtype)
+                              dtype=self.dtype, fast_layers=self.fast_layers)
     self.plan_single_phase("single")
     # Jitted once: every evaluation reuses the compiled picture function.
     self._pictures = jax.jit(self._picture_arrays)
