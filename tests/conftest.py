@@ -75,6 +75,13 @@ def table_data(table: FrameTable):
   return lambda config: run_data.from_table(config, table)
 
 
+@pytest.fixture(scope="session")
+def load_table():
+  """Factory: ``load_table(table) -> load_data`` (see ``table_data``); a
+  fixture, since another conftest may own the module name."""
+  return table_data
+
+
 @pytest.fixture
 def fake_data(make_table):
   """``load_data`` over a small in-memory table (see ``table_data``)."""

@@ -13,8 +13,6 @@ import pytest
 from fer_jax import evaluate, train
 from fer_jax.data import pipeline
 
-from conftest import table_data
-
 
 def _tiny(method):
   import test_groupgan  # pylint: disable=import-outside-toplevel
@@ -25,9 +23,10 @@ def _tiny(method):
 
 
 @pytest.mark.parametrize("method", ["gndl", "groupgan_cnn"])
-def test_load_reproduces_the_run_report(method, tmp_path, make_table):
+def test_load_reproduces_the_run_report(method, tmp_path, make_table,
+                                        load_table):
   cfg, size = _tiny(method)
-  load_data = table_data(make_table(num_subjects=6, num_frames=8,
+  load_data = load_table(make_table(num_subjects=6, num_frames=8,
                                     image_size=size))
   wd = tmp_path / "run"
   train.train_and_evaluate(cfg, str(wd), load_data)
@@ -104,7 +103,7 @@ def _run_on_four_devices(body: str) -> str:
   return out.stdout
 
 
-def _four_device_run(tmp_path, make_table, eval_batch_size):
+def _four_device_run(tmp_path, make_table, load_table, eval_batch_size):
   """A tiny baseline run trained here (one device), and a function running
   Python in a process with 4 CPU devices that has the same fake data."""
   import test_train  # pylint: disable=import-outside-toplevel
@@ -112,7 +111,7 @@ def _four_device_run(tmp_path, make_table, eval_batch_size):
   wd = tmp_path / "run"
   cfg = test_train.tiny_config("baseline")
   cfg.train.eval_batch_size = eval_batch_size
-  train.train_and_evaluate(cfg, str(wd), table_data(table))
+  train.train_and_evaluate(cfg, str(wd), load_table(table))
 
   def run(body: str) -> dict:
     out = _run_on_four_devices(
@@ -125,10 +124,10 @@ def _four_device_run(tmp_path, make_table, eval_batch_size):
 
 
 def test_load_places_the_state_on_every_device_of_the_mesh(
-    tmp_path, make_table):
+    tmp_path, make_table, load_table):
   """Trained on one device, restored where there are 4 (a Colab TPU, say):
   the state is replicated over the new mesh, so predict runs."""
-  wd, table, run = _four_device_run(tmp_path, make_table, 16)
+  wd, table, run = _four_device_run(tmp_path, make_table, load_table, 16)
   got = run(
       "devs = {len(x.sharding.device_set) for x in "
       "jax.tree.leaves(model.state)}\n"
@@ -141,10 +140,10 @@ def test_load_places_the_state_on_every_device_of_the_mesh(
 
 
 def test_evaluate_on_more_devices_than_the_eval_batch_divides(
-    tmp_path, make_table):
+    tmp_path, make_table, load_table):
   """eval_batch_size=6 on one device, evaluated where 4 devices share each
   batch: the batch is padded to 8 (masked rows), the report is the run's."""
-  wd, _, run = _four_device_run(tmp_path, make_table, 6)
+  wd, _, run = _four_device_run(tmp_path, make_table, load_table, 6)
   saved = json.loads((wd / "eval" / "report.json").read_text())
   got = run(
       "r = model.evaluate('test')\n"
