@@ -2,8 +2,10 @@
 
   --config=configs/gndl.py            synthetic set, trains on 2 CPU cores in minutes
   --config=configs/gndl.py:ckplus     the paper's CK+ setting (also :oulu_casia, :mmi)
+  --config=configs/gndl.py:tiny       a few steps on tiny faces (tests, smoke runs)
 """
 
+from fer_jax import config_lib
 from fer_jax.config_lib import base_config
 
 # Paper settings (section 4.2): ResNet-18, 224x224, batch 128, Adam 1e-3,
@@ -35,29 +37,32 @@ def get_config(arg: str = ""):
     c.train.batch_size = 128
     c.train.num_epochs = 150
     return c
+  if arg == "tiny":
+    return tiny(cpu_synthetic(c))
   if arg:
     raise ValueError(f"configs/gndl.py has no preset {arg!r}; presets: "
-                     f"{', '.join(PAPER_DATA)} or none (synthetic)")
+                     f"{', '.join(PAPER_DATA)}, tiny or none (synthetic)")
   return cpu_synthetic(c)
 
 
 def cpu_synthetic(c):
   """The embedded default: small synthetic faces, a narrow ResNet-18."""
+  config_lib.synthetic(c)
   if "gndl" in c:
     c.gndl.neutral_loss_to_backbone = False
-  # 96 subjects: with fewer, every method overfits the training identities
-  # (24 subjects: train 70% / test 34% after 1200 steps).
-  c.data.synth.update(num_subjects=96, num_frames=10, image_size=64)
   c.data.resize, c.data.crop = 64, 56
   c.data.noise_std = 0.02
-  c.data.num_folds = 4
-  c.model.base_width = 16
   c.train.batch_size = 32
-  c.train.eval_batch_size = 64
-  c.train.num_epochs = 0
   c.optim.schedule = "cosine"
   c.train.num_steps = 1500
-  c.train.log_every = 50
-  c.train.checkpoint_every = 250
   c.train.eval_every = 500
+  return c
+
+
+def tiny(c):
+  """16 px faces, batch 8, 4 steps (tests/test_train.py's run)."""
+  config_lib.tiny(c)
+  c.data.resize, c.data.crop = 16, 16
+  c.train.update(batch_size=8, eval_batch_size=16, num_steps=4, log_every=2,
+                 checkpoint_every=2)
   return c

@@ -16,19 +16,8 @@ CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 
 def tiny_config(**ifgan_overrides):
   c = config_lib.load_config_module(
-      os.path.join(CONFIGS, "ifgan.py")).get_config()
-  c.data.resize, c.data.crop = 16, 16
-  c.data.rotate_deg = 0.0
-  c.data.num_folds = 3
-  c.model.base_width = 8
-  c.ifgan.update(unet_depth=3, unet_features=8, unet_max_features=16,
-                 d_features=8, d_layers=2, **ifgan_overrides)
-  c.train.batch_size = 8
-  c.train.eval_batch_size = 8
-  c.train.num_steps = 4
-  c.optim.schedule = "constant"
-  c.train.progress_bar = False
-  c.train.async_checkpoint = False
+      os.path.join(CONFIGS, "ifgan.py")).get_config("tiny")
+  c.ifgan.update(**ifgan_overrides)
   return c
 
 

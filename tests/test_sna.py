@@ -23,23 +23,8 @@ CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 
 def tiny_config(**sna_overrides):
   c = config_lib.load_config_module(
-      os.path.join(CONFIGS, "sna.py")).get_config()
-  c.data.resize, c.data.crop = 32, 32
-  c.data.num_folds = 3
-  s = c.sna
-  s.widths, s.fc = (4, 4, 8, 8, 4), (8, 4)
-  s.ae_widths, s.ae_top_width = (4, 4, 8, 8), 4
-  s.critic_widths = (4, 8)
-  for stage in (s.fer, s.ae, s.refine):
-    stage.num_steps = 2
-  s.fer.batch_size, s.ae.batch_size, s.refine.batch_size = 14, 8, 8
-  s.fer.optim.update(weight_decay=0.0, schedule="constant")
-  s.update(**sna_overrides)
-  c.train.eval_batch_size = 16
-  c.train.log_every = 1
-  c.train.checkpoint_every = 1
-  c.train.progress_bar = False
-  c.train.async_checkpoint = False
+      os.path.join(CONFIGS, "sna.py")).get_config("tiny")
+  c.sna.update(**sna_overrides)
   return c
 
 

@@ -18,19 +18,9 @@ CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 
 
 def tiny_config(method="gndl", **train_overrides):
+  """The method's ``:tiny`` preset, with train fields overridden."""
   c = config_lib.load_config_module(
-      os.path.join(CONFIGS, f"{method}.py")).get_config()
-  c.data.resize, c.data.crop = 16, 16
-  c.data.num_folds = 3
-  c.model.base_width = 8
-  c.train.batch_size = 8
-  c.train.eval_batch_size = 16
-  c.train.num_steps = 4
-  c.train.log_every = 2
-  c.train.checkpoint_every = 2
-  c.train.eval_every = 0
-  c.train.progress_bar = False
-  c.train.async_checkpoint = False
+      os.path.join(CONFIGS, f"{method}.py")).get_config("tiny")
   for k, v in train_overrides.items():
     setattr(c.train, k, v)
   return c
