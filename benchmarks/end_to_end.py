@@ -34,6 +34,7 @@ def main(argv):
   from absl import logging  # pylint: disable=import-outside-toplevel
   from fer_jax import train  # pylint: disable=import-outside-toplevel
   from fer_jax.data import resident as resident_lib  # pylint: disable=import-outside-toplevel
+  from fer_jax.data.run_data import prepare_data  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
   if _CACHE.value:
@@ -41,7 +42,7 @@ def main(argv):
                       os.path.expanduser(_CACHE.value))
   cfg = _CONFIG.value
   t = time.perf_counter()
-  trainer = train.Trainer(cfg, _WORKDIR.value)
+  trainer = train.Trainer(cfg, _WORKDIR.value, prepare_data(cfg))
   phase = trainer.phases[-1]
   # The mode the trainer will choose (asked, not put on the device twice).
   resident, _ = resident_lib.choose(

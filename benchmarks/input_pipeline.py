@@ -49,8 +49,9 @@ def measure(examples, batch, threads, indices_only, batches, with_landmarks):
 def main(argv):
   del argv
   from fer_jax import train  # pylint: disable=import-outside-toplevel
+  from fer_jax.data import run_data  # pylint: disable=import-outside-toplevel
   cfg = _CONFIG.value
-  data = train.prepare_data(cfg)
+  data = run_data.prepare_data(cfg)
   method = train.build_method(cfg, data)
   phase = method.phases()[-1]
   ex = data.examples("train", phase.example_kind, phase.role)

@@ -24,7 +24,6 @@ import throughput  # noqa: E402  pylint: disable=wrong-import-position
 from profile_summary import format_summary  # noqa: E402  pylint: disable=wrong-import-position
 
 from fer_jax.config_lib import load_config_module  # noqa: E402
-from fer_jax.models import fast_layers  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,8 +73,8 @@ _PROFILE_ROOT = flags.DEFINE_string("profile_root", "/tmp/fer_jax_profiles",
                                     "Where traces are written.")
 _ABLATE = flags.DEFINE_list("ablate", [], "Entry names to also time "
                             "(bfloat16) with fer_jax.models.fast_layers off "
-                            "(USE_SPACE_TO_DEPTH): XLA's plain lowering of "
-                            "the 7x7 ResNet stem (gndl), the U-Net's first "
+                            "(config.model.fast_layers=False): XLA's plain "
+                            "lowering of the 7x7 ResNet stem (gndl), the U-Net's first "
                             "conv and last transposed conv and PatchGAN's "
                             "first conv (ifgan, cgan_wsc).")
 _FLOPS_ONLY = flags.DEFINE_bool("flops_only", False, "Only count each "
@@ -85,10 +84,11 @@ _DEADLINE = flags.DEFINE_float("deadline_s", 0.0, "Skip entries once this "
                                "many seconds have passed (0 = never).")
 
 
-def config_for(entry: Entry, dtype: str):
+def config_for(entry: Entry, dtype: str, fast: bool = True):
   cfg = load_config_module(os.path.join(ROOT, "configs", entry.config)
                            ).get_config(entry.preset)
   cfg.model.dtype = dtype
+  cfg.model.fast_layers = fast
   for path, value in entry.overrides:
     section, field = path.split(".")
     setattr(getattr(cfg, section), field, value)
@@ -141,7 +141,6 @@ def main(argv):
       runs.append(("bfloat16", False))
     for dtype, fast in runs:
       label = f"{entry.label}:{dtype}{'' if fast else ':plain_layers'}"
-      fast_layers.USE_SPACE_TO_DEPTH = fast  # read when the step traces
       if _DEADLINE.value and time.perf_counter() - t_start > _DEADLINE.value:
         skipped.append(label)
         continue
@@ -150,7 +149,7 @@ def main(argv):
         profile_dir = os.path.join(_PROFILE_ROOT.value,
                                    label.replace(":", "_"))
       try:
-        r = throughput.benchmark(config_for(entry, dtype), entry.batch,
+        r = throughput.benchmark(config_for(entry, dtype, fast), entry.batch,
                                  entry.phase, steps=_STEPS.value,
                                  group=entry.group, profile_dir=profile_dir)
       except Exception as e:  # pylint: disable=broad-except
@@ -167,7 +166,6 @@ def main(argv):
       if _OUT.value:
         with open(_OUT.value, "a") as f:
           f.write(json.dumps(r) + "\n")
-  fast_layers.USE_SPACE_TO_DEPTH = True
   print("\n" + table(rows))
   if skipped:
     print("\nskipped: " + ", ".join(skipped))

@@ -39,7 +39,6 @@ from fer_jax import steps as step_lib
 from fer_jax.data import protocols
 from fer_jax.data.classes import resolve_class_set
 from fer_jax.methods import method_class
-from fer_jax.models import fast_layers
 
 # Dense datasheet peaks (TFLOP/s): bf16 tensor cores, and TF32 for float32
 # (XLA's default precision lets cuDNN/cuBLAS use TF32 for fp32 on Hopper).
@@ -92,12 +91,19 @@ def one_step(config, batch_size=None, phase_name=None):
   return step_lib.dispatch_step(phase.step, True, 1, False), loop, host
 
 
+def plain(config):
+  """``config`` with ``model.fast_layers`` off: the model's own math, whose
+  FLOPs are counted (the rewrites multiply some zero taps)."""
+  config = config.copy_and_resolve_references()
+  config.model.fast_layers = False
+  return config
+
+
 def step_flops(config, batch_size=None, phase_name=None) -> float:
   """One training step's FLOPs from shapes alone (its jaxpr: nothing
-  lowered, compiled or run)."""
-  one, loop, host = one_step(config, batch_size, phase_name)
-  with fast_layers.plain_layers():
-    return flop_count.count(one, loop, host, None).flops
+  lowered, compiled or run), with the plain layers."""
+  one, loop, host = one_step(plain(config), batch_size, phase_name)
+  return flop_count.count(one, loop, host, None).flops
 
 
 def _random_images(rng, n, image_shape):
@@ -173,10 +179,11 @@ def benchmark(config, batch_size=None, phase_name=None, steps=20, warmup=3,
           stacked=True))
 
   stop = config.train.nonfinite == "stop"
-  one = step_lib.dispatch_step(phase.step, stop, 1, on_device_data)
+  # Counted on the same step built with the plain layers (same state).
+  plain_phase = _setup(plain(config), batch_size, phase_name)[1]
+  one = step_lib.dispatch_step(plain_phase.step, stop, 1, on_device_data)
   first = (sharding.to_global(make(), mesh))
-  with fast_layers.plain_layers():
-    counted = flop_count.count(one, loop, first, data)
+  counted = flop_count.count(one, loop, first, data)
   flops = counted.flops
   fn = jax.jit(step_lib.dispatch_step(phase.step, stop, group, on_device_data),
                donate_argnums=0)

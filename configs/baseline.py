@@ -2,6 +2,7 @@
 
   --config=configs/baseline.py          synthetic, CPU-sized, same data as gndl.py
   --config=configs/baseline.py:ckplus   ResNet-18 + CE on CK+ (also :oulu_casia, :mmi)
+  --config=configs/baseline.py:tiny     a few steps on tiny faces (tests, smoke runs)
 """
 
 import os

@@ -2,12 +2,14 @@
 
   --config=configs/cgan_wsc.py           synthetic set, CPU-sized
   --config=configs/cgan_wsc.py:ckplus    the paper's settings (also :jaffe, :oulu_casia)
+  --config=configs/cgan_wsc.py:tiny      a few steps on tiny faces (tests, smoke runs)
 
 The run trains the cGAN and the landmark regressor, then re-annotates the
 test fold's labels flipped at cgan_wsc.label_noise and reports how many the
 clustering puts right (eval/report.json, eval/reannotation.png).
 """
 
+from fer_jax import config_lib
 from fer_jax.config_lib import base_config
 
 PAPER_DATA = {"ckplus": "basic6+contempt", "jaffe": "basic6",
@@ -48,20 +50,27 @@ def get_config(arg: str = ""):
     c.data.num_folds = 10
     c.train.batch_size = 16
     return c
-  if arg:
+  if arg not in ("", "tiny"):
     raise ValueError(f"configs/cgan_wsc.py has no preset {arg!r}; presets: "
-                     f"{', '.join(PAPER_DATA)} or none (synthetic)")
-  c.data.synth.update(num_subjects=96, num_frames=10, image_size=64)
+                     f"{', '.join(PAPER_DATA)}, tiny or none (synthetic)")
+  config_lib.synthetic(c)
   c.data.resize = c.data.crop = 64
-  c.data.num_folds = 4
-  c.model.base_width = 16
   c.cgan_wsc.update(unet_features=16, unet_max_features=128, d_features=16,
                     cgan_steps=600, landmark_steps=800, max_iter=300)
   c.optim.lr = 1e-3
   c.train.batch_size = 16
-  c.train.eval_batch_size = 64
-  c.train.num_epochs = 0
   c.train.num_steps = 1  # unused: the phases count their own steps
-  c.train.log_every = 50
-  c.train.checkpoint_every = 250
+  return tiny(c) if arg == "tiny" else c
+
+
+def tiny(c):
+  """32 px faces, narrow nets, 2 steps per phase, a short clustering
+  (tests/test_cgan_wsc.py)."""
+  config_lib.tiny(c)
+  c.data.resize, c.data.crop = 32, 32
+  c.cgan_wsc.update(unet_depth=5, unet_features=8, unet_max_features=16,
+                    d_features=8, d_layers=2, cgan_steps=2, landmark_steps=2,
+                    max_iter=20, knn_k=10, rank_order_k=5)
+  c.train.update(batch_size=4, eval_batch_size=16, log_every=1,
+                 checkpoint_every=2)
   return c

@@ -6,8 +6,10 @@
                                       (:baseline_ckplus etc. on the paper's data)
   --config=configs/gndl.py:oracle     the ceiling: the classifier sees F_exam - F_neu
                                       of the REAL neutral frame, in training and test
+  --config=configs/gndl.py:tiny       a few steps on tiny faces (tests, smoke runs)
 """
 
+from fer_jax import config_lib
 from fer_jax.config_lib import base_config
 
 # Paper settings (section 4.2): ResNet-18, 224x224, batch 128, Adam 1e-3,
@@ -40,10 +42,10 @@ def _gndl_config(arg: str):
   c = base_config()
   c.method = "gndl"
   # l_neu_reduction 'mean' = nn.L1Loss (see fer_jax.losses.neutral_feature_loss).
-  # neutral_loss_to_backbone: the paper trains end to end (True) from an
-  # ImageNet ResNet-18; from scratch on the synthetic set L_neu then collapses
-  # the features (F_exam = F_neu, deviation 0, CE stuck at log K), so the CPU
-  # default lets L_neu train the NFG alone (BN is still shared by the pair).
+  # neutral_loss_to_backbone: the paper trains end to end (True), from an
+  # ImageNet ResNet-18. From scratch on the synthetic set L_neu can collapse
+  # the features (F_exam = F_neu, deviation 0, CE stuck at log K for
+  # hundreds of steps; docs/results); False lets L_neu train the NFG alone.
   # neutral_target_gradient: False stops L_neu's gradient at the target F_neu
   # (see GNDLNet.train_pair). neutral_source: 'generated' (the method) or
   # 'real' (the oracle arm).
@@ -60,32 +62,35 @@ def _gndl_config(arg: str):
     c.train.batch_size = 128
     c.train.num_epochs = 150
     return c
+  if arg == "tiny":
+    return tiny(cpu_synthetic(c))
   if arg:
     raise ValueError(f"configs/gndl.py has no preset {arg!r}; presets: "
-                     f"{', '.join(PAPER_DATA)}, none (synthetic), baseline, "
-                     "oracle, or baseline_<preset>")
+                     f"{', '.join(PAPER_DATA)}, tiny, none (synthetic), "
+                     "baseline, oracle, or baseline_<preset>")
   return cpu_synthetic(c)
 
 
 def cpu_synthetic(c):
   """The embedded default: small synthetic faces (the 'benchmark' profile:
   eye-aligned, visible expressions, a peak plateau), a narrow ResNet-18."""
-  # 96 subjects: with fewer, every method overfits the training identities
-  # (24 subjects: train 70% / test 34% after 1200 steps).
-  c.data.synth.update(num_subjects=96, num_frames=12, image_size=64,
-                      profile="benchmark")
+  config_lib.synthetic(c)
+  c.data.synth.update(num_frames=12, profile="benchmark")
   c.data.resize, c.data.crop = 64, 56
   c.data.noise_std = 0.02
-  c.data.num_folds = 4
-  c.model.base_width = 16
   c.train.batch_size = 32
-  c.train.eval_batch_size = 64
-  c.train.num_epochs = 0
   c.optim.schedule = "cosine"
   # 1000 steps: on a held-out synthetic population (synth seed 1) the
   # baseline gains ~1 point from 1000 to 1500 and the oracle none.
   c.train.num_steps = 1000
-  c.train.log_every = 50
-  c.train.checkpoint_every = 250
   c.train.eval_every = 500
+  return c
+
+
+def tiny(c):
+  """16 px faces, batch 8, 4 steps (tests/test_train.py's run)."""
+  config_lib.tiny(c)
+  c.data.resize, c.data.crop = 16, 16
+  c.train.update(batch_size=8, eval_batch_size=16, num_steps=4, log_every=2,
+                 checkpoint_every=2)
   return c

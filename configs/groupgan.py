@@ -4,8 +4,10 @@
   --config=configs/groupgan.py:ckplus_oulu  the paper's mixed CK+ and Oulu-CASIA protocol
   --config.groupgan.variant=cnn|dcgan|1v2|2v2   the Table 1 columns
   --config.basenet=vgg13 (alexnet, vgg11..19, resnet18/34/50)   the Table 1 rows
+  --config=configs/groupgan.py:tiny         a few steps on tiny faces (tests, smoke runs)
 """
 
+from fer_jax import config_lib
 from fer_jax.config_lib import base_config
 
 
@@ -60,9 +62,11 @@ def get_config(arg: str = ""):
   c.data.classes = "basic6"
   if arg == "ckplus_oulu":
     paper(c)
+  elif arg == "tiny":
+    tiny(cpu_synthetic(c))
   elif arg:
     raise ValueError(f"configs/groupgan.py has no preset {arg!r}; presets: "
-                     "ckplus_oulu, or none (synthetic)")
+                     "ckplus_oulu, tiny, or none (synthetic)")
   else:
     cpu_synthetic(c)
   return c
@@ -97,7 +101,8 @@ def cpu_synthetic(c):
   class. At 3e-4 without dropout it reaches 52% training accuracy in 400
   steps (dropout 0.5 alone holds it at chance to ~400). The paper names
   no dropout; Algorithm 1 gives each part its own learning rate."""
-  c.data.synth.update(num_subjects=96, num_frames=10, image_size=64)
+  config_lib.synthetic(c)
+  c.data.num_folds = 5  # the paper's five groups, of subjects here (below)
   c.data.resize, c.data.crop = 72, 64
   # Folds by subject, not by sequence: every synthetic subject has exactly
   # one sequence per expression, so with sequence folds a test sequence's
@@ -106,7 +111,6 @@ def cpu_synthetic(c):
   # class (measured: the CNN variant at 1.8% with an empty diagonal).
   c.data.fold_by = "subject"
   c.basenet = "resnet18"
-  c.model.base_width = 16
   # The paper's strides (2, 2, 2, 2): a 4x4 bottleneck on 64 px faces.
   # (Strides (1, 2, 2, 2) keep the paper's 8x8 bottleneck of 128 px faces
   # but cost 3.3x the multiply-adds: VGG13-BN 2V2 then took 1025 s on the
@@ -128,9 +132,24 @@ def cpu_synthetic(c):
   c.optim.update(name="adam", lr=1e-3, b1=0.9, b2=0.999, weight_decay=0.0,
                  schedule="cosine")
   c.train.batch_size = 16
-  c.train.eval_batch_size = 64
-  c.train.num_epochs = 0
   c.train.num_steps = 500
-  c.train.log_every = 50
-  c.train.checkpoint_every = 250
-  c.train.eval_every = 0
+  return c
+
+
+def tiny(c):
+  """32 px faces, a width-8 VGG11-BN BaseNet, the paper's plain G (a
+  residual G starts with a zero last layer, so no gradient would reach E
+  through it on the first step), SGD, 2 steps per phase
+  (tests/test_groupgan.py)."""
+  config_lib.tiny(c)
+  c.data.resize, c.data.crop = 32, 32
+  c.data.rotate_deg = 0.0
+  c.basenet = "vgg11_bn"
+  c.groupgan.update(fc_width=16, g_features=(4, 8, 8, 8),
+                    d_features=(4, 8, 8, 8), d_fc_width=8, extractor_steps=2,
+                    autoencoder_steps=2, g_residual=False)
+  c.optim.update(name="sgd", lr=0.05, momentum=0.0, weight_decay=0.0,
+                 schedule="constant")
+  c.train.update(batch_size=4, eval_batch_size=8, num_steps=2, log_every=1,
+                 checkpoint_every=1)
+  return c

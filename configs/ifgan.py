@@ -4,8 +4,10 @@
   --config=configs/ifgan.py:ckplus     the paper's CK+ setting (also :mmi, :bu3dfe, :rafdb)
   --config=configs/ifgan.py:baseline   its baseline, ResNet + island loss (synthetic);
                                        :baseline_ckplus etc. on the paper's data
+  --config=configs/ifgan.py:tiny       a few steps on tiny faces (tests, smoke runs)
 """
 
+from fer_jax import config_lib
 from fer_jax.config_lib import base_config
 
 # Paper section 4: BU-3DFE (intensities 3-4), CK+ (last 3 frames of the 309
@@ -38,10 +40,13 @@ def get_config(arg: str = ""):
   c.ifgan = ifgan_fields()
   baseline = arg.startswith("baseline")
   preset = arg[len("baseline"):].lstrip("_") if baseline else arg
+  if arg == "tiny":
+    cpu_synthetic(c)
+    return tiny(c)
   if preset and preset not in PAPER_DATA:
     raise ValueError(
         f"configs/ifgan.py has no preset {arg!r}; presets: "
-        f"{', '.join(PAPER_DATA)}, baseline, or baseline_<preset>")
+        f"{', '.join(PAPER_DATA)}, baseline, baseline_<preset> or tiny")
   if preset:
     paper(c, preset)
   else:
@@ -81,8 +86,8 @@ def cpu_synthetic(c):
   expressions, so class averages differ by class) and narrow nets: E is a
   width-16 ResNet-18 here (the paper's ResNet-101 is
   `--config.model.arch=resnet101`)."""
-  c.data.synth.update(num_subjects=96, num_frames=12, image_size=64,
-                      profile="benchmark")
+  config_lib.synthetic(c)
+  c.data.synth.update(num_frames=12, profile="benchmark")
   c.data.resize, c.data.crop = 72, 64
   c.data.rotate_deg = 5.0
   c.data.num_folds, c.data.val_folds = 4, 0
@@ -95,12 +100,21 @@ def cpu_synthetic(c):
   c.optim.update(name="adam", lr=1e-3, b1=0.9, b2=0.99, weight_decay=0.0,
                  schedule="cosine")
   c.train.batch_size = 16
-  c.train.eval_batch_size = 64
-  c.train.num_epochs = 0
-  # On a held-out synthetic population (synth seed 1, fold 0) G's faces
-  # and IF-GAN's accuracy were still improving at 1600 steps (80.4% at
-  # 1600, 85.5% at 2400; the baseline 82.5% and 80.6%).
+  # On a held-out synthetic population (synth seed 1, fold 0) IF-GAN's
+  # accuracy was still rising at 1600 steps (80.4% at 1600, 85.5% at 2400;
+  # the baseline 82.5% and 80.6%).
   c.train.num_steps = 2400
-  c.train.log_every = 50
-  c.train.checkpoint_every = 250
   c.train.eval_every = 800
+
+
+def tiny(c):
+  """16 px faces, a 3-level U-Net, batch 8, 4 steps (tests/test_ifgan.py)."""
+  config_lib.tiny(c)
+  c.data.resize, c.data.crop = 16, 16
+  c.data.rotate_deg = 0.0
+  c.ifgan.update(unet_depth=3, unet_features=8, unet_max_features=16,
+                 d_features=8, d_layers=2)
+  c.optim.schedule = "constant"
+  c.train.update(batch_size=8, eval_batch_size=8, num_steps=4, log_every=2,
+                 checkpoint_every=2)
+  return c

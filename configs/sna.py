@@ -5,10 +5,12 @@
   --config=configs/sna.py:ckplus       CK+ (6 classes, last 3 frames, 10 subject folds)
   --config=configs/sna.py:oulu_casia   Oulu-CASIA (same protocol)
   --config.sna.mask=batch|fixed|none   BT (eq. 14), T (eq. 11, config.sna.threshold), no mask
+  --config=configs/sna.py:tiny         a few steps on tiny faces (tests, smoke runs)
 """
 
 import ml_collections
 
+from fer_jax import config_lib
 from fer_jax.config_lib import base_config
 
 # Paper sec. IV-A: AffectNet's 7 classes (basic six + neutral, its
@@ -86,9 +88,11 @@ def get_config(arg: str = ""):
   c.data.grey = True
   if arg in PAPER_DATA:
     paper(c, arg)
+  elif arg == "tiny":
+    tiny(cpu_synthetic(c))
   elif arg:
     raise ValueError(f"configs/sna.py has no preset {arg!r}; presets: "
-                     f"{', '.join(PAPER_DATA)} or none (synthetic)")
+                     f"{', '.join(PAPER_DATA)}, tiny or none (synthetic)")
   else:
     cpu_synthetic(c)
   return c
@@ -124,10 +128,9 @@ def cpu_synthetic(c):
   assume 50-100 epochs), and the last 3 frames as peak (with the last frame
   alone, Table VII's training set, 504 examples were too few to learn from
   in this budget)."""
-  c.data.synth.update(num_subjects=96, num_frames=10, image_size=64)
+  config_lib.synthetic(c)
   c.data.resize, c.data.crop = 64, 64
   c.data.peak_frames = 3
-  c.data.num_folds = 4
   s = c.sna
   s.widths, s.fc = (16, 32, 64, 128, 32), (32, 16)
   s.ae_widths, s.ae_top_width = (8, 16, 32, 40), 8
@@ -151,4 +154,20 @@ def cpu_synthetic(c):
   c.train.eval_batch_size = 128
   c.train.log_every = 20
   c.train.checkpoint_every = 200
-  c.train.eval_every = 0
+  return c
+
+
+def tiny(c):
+  """32 px faces, narrow networks, 2 steps per stage (tests/test_sna.py)."""
+  config_lib.tiny(c)
+  c.data.resize, c.data.crop = 32, 32
+  s = c.sna
+  s.widths, s.fc = (4, 4, 8, 8, 4), (8, 4)
+  s.ae_widths, s.ae_top_width = (4, 4, 8, 8), 4
+  s.critic_widths = (4, 8)
+  for stage in (s.fer, s.ae, s.refine):
+    stage.num_steps = 2
+  s.fer.batch_size, s.ae.batch_size, s.refine.batch_size = 14, 8, 8
+  s.fer.optim.update(weight_decay=0.0, schedule="constant")
+  c.train.update(eval_batch_size=16, log_every=1, checkpoint_every=1)
+  return c

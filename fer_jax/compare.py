@@ -323,9 +323,10 @@ def run_state(run: Run, run_dir: str) -> State:
     return State("running", f"pid {pid} is still training it")
   if read_report(run_dir) is not None:
     return State("done")
-  if os.path.isdir(os.path.join(run_dir, "checkpoints")):
-    return State("resume", "resumes from its checkpoint")
-  return State("resume")
+  ckpt = os.path.join(run_dir, "checkpoints")
+  steps = [int(d) for d in (os.listdir(ckpt) if os.path.isdir(ckpt) else ())
+           if d.isdigit()]
+  return State("resume", f"resumes from step {max(steps)}" if steps else "")
 
 
 # ---------------------------------------------------------------- the plan
@@ -509,13 +510,39 @@ def git_commit(repo: Path = REPO) -> str | None:
     head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"],
                           capture_output=True, text=True, check=True,
                           timeout=30).stdout.strip()
+    # --no-optional-locks: no index refresh, so no index.lock to collide
+    # with git commands someone runs in the repository meanwhile.
     dirty = subprocess.run(
-        ["git", "-C", str(repo), "status", "--porcelain",
-         "--untracked-files=no"], capture_output=True, text=True,
-        check=True, timeout=30).stdout.strip()
+        ["git", "--no-optional-locks", "-C", str(repo), "status",
+         "--porcelain", "--untracked-files=no"], capture_output=True,
+        text=True, check=True, timeout=30).stdout.strip()
   except (OSError, subprocess.SubprocessError):
     return None
   return head + ("+dirty" if dirty else "")
+
+
+def git_diff_hash(repo: Path = REPO) -> str | None:
+  """sha256 of `git diff HEAD` (tracked changes), None when clean: tells
+  apart two runs of the same "+dirty" commit that ran different code."""
+  try:
+    diff = subprocess.run(["git", "-C", str(repo), "diff", "HEAD"],
+                          capture_output=True, check=True,
+                          timeout=60).stdout
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return hashlib.sha256(diff).hexdigest() if diff else None
+
+
+_PROVENANCE: list = [-math.inf, None]
+_PROVENANCE_LOCK = threading.Lock()
+
+
+def _provenance() -> tuple[str | None, str | None]:
+  """(git_commit(), git_diff_hash()), asked of git at most once a minute."""
+  with _PROVENANCE_LOCK:
+    if time.time() - _PROVENANCE[0] > 60.0:
+      _PROVENANCE[:] = [time.time(), (git_commit(), git_diff_hash())]
+    return _PROVENANCE[1]
 
 
 # ---------------------------------------------------------------- outputs
@@ -754,7 +781,10 @@ def _execute(job: Job, launcher: Launcher, out=print) -> dict[str, Any]:
   try:
     os.makedirs(job.run_dir, exist_ok=True)
     spec = job.run.spec()
-    spec.update(argv=job.argv, git_commit=git_commit(),
+    # Provenance of this launch, outside the hash (a resume may follow a
+    # code change: the spec is the command, not the code).
+    commit, diff = _provenance()
+    spec.update(argv=job.argv, git_commit=commit, git_diff_sha256=diff,
                 written=datetime.datetime.now().isoformat(timespec="seconds"))
     _write_json(os.path.join(job.run_dir, "run_spec.json"), spec)
     rc = launcher(job)
@@ -780,7 +810,10 @@ def compare(preset: str, workdir: str, *, methods: Sequence[str] | None = None,
   arms = ARMS if arms is None else arms
   claims = CLAIMS if claims is None else claims
   presets = PRESETS if presets is None else presets
-  err = lambda msg: print(f"compare: error: {msg}", file=sys.stderr)  # noqa: E731
+
+  def err(msg):
+    print(f"compare: error: {msg}", file=sys.stderr)
+
   try:
     check_tables(arms, claims)
     if preset not in presets:
@@ -902,6 +935,8 @@ def compare(preset: str, workdir: str, *, methods: Sequence[str] | None = None,
   except BaseException:
     pool.shutdown(wait=False, cancel_futures=True)
     _stop_live_runs()
+    print("compare: stopped; rerun the same command to resume",
+          file=sys.stderr)
     raise
   finally:
     pool.shutdown(wait=True, cancel_futures=True)

@@ -22,9 +22,11 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from fer_jax import checkpoint as ckpt_lib
 from fer_jax import sharding
 from fer_jax.data import pipeline
 from fer_jax.data.protocols import Examples
+from fer_jax.data.run_data import LoadData, RunData, prepare_data
 
 
 def predict_examples(predict_fn, state, examples: Examples, batch_size: int,
@@ -92,6 +94,32 @@ def make_report(*, method: str, dataset: str, fold: int, split: str,
   }
 
 
+def build_report(method, loop, data: RunData, split: str, *, step: int,
+                 batch_size: int, mesh, predict_fn=None,
+                 out_dir: str | None = None) -> dict[str, Any]:
+  """The report of ``split`` of the fold's ``data`` for a method's loop
+  state (training's evaluations, --mode=eval and ``Model.evaluate`` all
+  come here); with ``out_dir``, also report.json, the confusion matrix and
+  the method's pictures written there."""
+  ex = data.examples(split, method.eval_kind, data.config.data.role)
+  labels, preds, extra = evaluate_examples(
+      method, loop["model"], ex,
+      predict_fn=predict_fn or jax.jit(method.predict),
+      batch_size=batch_size, mesh=mesh, out_dir=out_dir)
+  report = make_report(
+      method=method.name, dataset=data.table.name,
+      fold=data.config.data.fold, split=split, classes=data.classes,
+      labels=labels, preds=preds, step=step,
+      digest=ckpt_lib.state_digest(method.params_for_digest(loop["model"])),
+      nonfinite_steps=int(jax.device_get(loop["guard"]["nonfinite"])))
+  report.update(extra)
+  report.update(data.report_fields())
+  if out_dir:
+    write_report(report, out_dir)
+    write_images(method, loop["model"], ex, batch_size, mesh, out_dir)
+  return report
+
+
 def write_report(report: dict[str, Any], out_dir: str) -> str:
   """Writes report.json and confusion_matrix.png; returns the json path."""
   from fer_jax import viz  # pylint: disable=import-outside-toplevel
@@ -153,7 +181,8 @@ class Model:
   neutral face). Single-process.
   """
 
-  def __init__(self, config, workdir: str, method, loop, meta, mesh):
+  def __init__(self, config, workdir: str, method, loop, meta, mesh,
+               load_data: LoadData = prepare_data):
     from fer_jax.data import classes as classes_lib  # pylint: disable=import-outside-toplevel
     from fer_jax.data import protocols  # pylint: disable=import-outside-toplevel
     self.config = config
@@ -167,6 +196,7 @@ class Model:
     # The image slot an array passed to predict fills (GroupGAN: "weak").
     self.slot = protocols.EXAMPLE_KINDS[method.eval_kind][0]
     self._predict = jax.jit(method.predict)
+    self._load_data = load_data
     self._data = None
 
   @property
@@ -230,11 +260,10 @@ class Model:
     return np.argmax(self.logits(images), axis=-1)
 
   @property
-  def data(self):
+  def data(self) -> RunData:
     """The run's data (its fold of its data set), read on first use."""
     if self._data is None:
-      from fer_jax import train  # pylint: disable=import-outside-toplevel
-      self._data = train.prepare_data(self.config)
+      self._data = self._load_data(self.config)
     return self._data
 
   def examples(self, split: str = "test") -> Examples:
@@ -247,36 +276,20 @@ class Model:
     """The report of ``split`` as the run computes it (same examples,
     batches and digest); with ``out_dir``, also report.json, the confusion
     matrix and the method's image grids written there."""
-    from fer_jax import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
-    ex = self.examples(split)
-    batch_size = self.eval_batch_size
-    labels, preds, extra = evaluate_examples(
-        self.method, self.state, ex, predict_fn=self._predict,
-        batch_size=batch_size, mesh=self.mesh, out_dir=out_dir)
-    report = make_report(
-        method=self.method.name, dataset=self.data.table.name,
-        fold=self.config.data.fold, split=split, classes=self.data.classes,
-        labels=labels, preds=preds, step=self.step,
-        digest=ckpt_lib.state_digest(
-            self.method.params_for_digest(self.state)),
-        nonfinite_steps=int(jax.device_get(
-            self.loop["guard"]["nonfinite"])))
-    report.update(extra)
-    report.update(self.data.report_fields())
-    if out_dir:
-      write_report(report, out_dir)
-      write_images(self.method, self.state, ex, batch_size, self.mesh,
-                   out_dir)
-    return report
+    return build_report(self.method, self.loop, self.data, split,
+                        step=self.step, batch_size=self.eval_batch_size,
+                        mesh=self.mesh, predict_fn=self._predict,
+                        out_dir=out_dir)
 
 
-def load(workdir: str, step: int | None = None, mesh=None) -> Model:
+def load(workdir: str, step: int | None = None, mesh=None,
+         load_data: LoadData = prepare_data) -> Model:
   """A trained run from its workdir (local or gs://): the config it saved,
   the checkpoint at ``step`` (default: the latest), the method rebuilt.
-  Needs no data set until ``Model.evaluate``."""
-  from fer_jax import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
+  Needs no data set until ``Model.evaluate``, which gets the fold's data
+  from ``load_data(config)``."""
   from fer_jax.data import classes as classes_lib  # pylint: disable=import-outside-toplevel
-  from fer_jax.methods import method_class  # pylint: disable=import-outside-toplevel
+  from fer_jax.registry import method_class  # pylint: disable=import-outside-toplevel
   config = read_config(workdir)
   mesh = mesh or sharding.make_mesh()
   ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
@@ -294,4 +307,4 @@ def load(workdir: str, step: int | None = None, mesh=None) -> Model:
   method = method_class(config.method)(
       config, num_classes=num_classes,
       count_examples=lambda kind, role: config.train.batch_size)
-  return Model(config, workdir, method, loop, meta, mesh)
+  return Model(config, workdir, method, loop, meta, mesh, load_data)

@@ -57,7 +57,7 @@ def plateau_scaling(optim_cfg):
   """lr x ``decay_factor`` when the loss (mean over ``plateau_window`` steps)
   has not improved for ``plateau_patience`` windows, down to
   ``plateau_min_scale`` (GroupGAN: 1e-4 -> 1e-5 "when the training loss does
-  not decrease"). Its update needs ``value=loss``: ``base.apply_updates``."""
+  not decrease"). Its update needs ``value=loss``: ``nets.update(..., loss=)``."""
   return optax.contrib.reduce_on_plateau(
       factor=optim_cfg.decay_factor,
       patience=optim_cfg.get("plateau_patience", 10),

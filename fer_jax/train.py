@@ -10,7 +10,6 @@ inside the step, so the last good state is never overwritten.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -25,94 +24,15 @@ from fer_jax import config_lib
 from fer_jax import evaluate as eval_lib
 from fer_jax import metrics as metrics_lib
 from fer_jax import sharding
-from fer_jax.data import classes as classes_lib
-from fer_jax.data import frames, pipeline, protocols, resident
-from fer_jax.methods import base, method_class
+from fer_jax.data import pipeline, protocols, resident
+from fer_jax.data.run_data import LoadData, RunData, prepare_data
+from fer_jax.methods import base
+from fer_jax.registry import method_class
 from fer_jax.steps import dispatch_groups, dispatch_step, init_loop_state
 
 
 class NonFiniteLossError(FloatingPointError):
   """A step produced a non-finite loss and config.train.nonfinite='stop'."""
-
-
-@dataclasses.dataclass
-class RunData:
-  """One fold's frames, split masks and task classes; examples on demand."""
-  config: Any
-  table: frames.FrameTable
-  splits: dict[str, np.ndarray]
-  classes: tuple[str, ...]
-  _examples: dict = dataclasses.field(default_factory=dict, repr=False)
-
-  def examples(self, split: str, kind: str, role: str) -> protocols.Examples:
-    key = (split, kind, role)
-    if key not in self._examples:
-      d = self.config.data
-      ex = protocols.make_examples(
-          self.table, self.splits[split], kind, self.classes, role,
-          d.peak_frames, tuple(d.weak_frames), self.config.seed)
-      if split == "train":  # label noise: the training split only
-        ex = protocols.with_label_noise(
-            ex, self.label_noise, d.get("label_noise_kind", "symmetric"),
-            len(self.classes), self.config.seed)
-      self._examples[key] = ex
-    return self._examples[key]
-
-  @property
-  def label_noise(self) -> float:
-    return float(self.config.data.get("label_noise", 0.0))
-
-  def report_fields(self) -> dict[str, Any]:
-    """What a report records of the data beyond its split: the injected
-    label noise and the fraction of training labels it actually flipped
-    (reports' accuracies are always against the clean labels)."""
-    if not self.label_noise:
-      return {}
-    d = self.config.data
-    flips = protocols.label_flips(
-        len(self.table), self.label_noise, d.label_noise_kind,
-        len(self.classes), self.config.seed)
-    rows = self.splits["train"]
-    return {"label_noise": {
-        "rate": self.label_noise, "kind": d.label_noise_kind,
-        "seed": self.config.seed,
-        "flipped_train_fraction": float((flips[rows] > 0).mean())}}
-
-  def count(self, kind: str, role: str) -> int:
-    return len(self.examples("train", kind, role))
-
-  @property
-  def eval_split(self) -> str:
-    """Where evaluation during training looks: val if there is one."""
-    return "val" if self.splits["val"].any() else "test"
-
-
-def prepare_data(config) -> RunData:
-  """The configured data set's frames and this run's train/val/test rows."""
-  d = config.data
-  if d.get("protocol", "folds") == "official":  # older config.json: folds
-    table, splits = official_split(d)
-  else:
-    table = frames.load_frames(d, split="train")
-    splits = protocols.fold_rows(table, d.num_folds, d.fold, d.val_folds,
-                                 seed=d.split_seed, fold_by=d.fold_by)
-  classes = classes_lib.resolve_class_set(d.classes)
-  return RunData(config, table, splits, classes)
-
-
-def official_split(d) -> tuple[frames.FrameTable, dict[str, np.ndarray]]:
-  """data.protocol='official': the builder's train, test and (if it has one)
-  validation splits read as one table, and their row masks."""
-  have = frames.split_names(d)
-  if "test" not in have:
-    raise frames.DataError(
-        f"config.data.protocol='official' needs a 'test' split, and "
-        f"config.data.name={d.name!r} has only {', '.join(have)}; use "
-        "config.data.protocol='folds'")
-  names = [s for s in ("train", "validation", "test") if s in have]
-  table, rows = frames.load_splits(d, names)
-  return table, protocols.official_rows(rows, table, d.val_fraction,
-                                        d.split_seed)
 
 
 def build_method(config, data: RunData) -> base.Method:
@@ -123,13 +43,17 @@ def build_method(config, data: RunData) -> base.Method:
 # ---------------------------------------------------------------- the loop
 
 class Trainer:
-  """Trains one fold of one method in ``workdir``; resumes if it can."""
+  """Trains one fold of one method in ``workdir``; resumes if it can.
 
-  def __init__(self, config, workdir: str, mesh=None):
+  ``data`` is the fold's data (``fer_jax.data.run_data``), built by the
+  caller: the trainer reads no data set itself.
+  """
+
+  def __init__(self, config, workdir: str, data: RunData, mesh=None):
     self.config = config
     self.workdir = workdir
     self.mesh = mesh or sharding.make_mesh()
-    self.data = prepare_data(config)
+    self.data = data
     self.method = build_method(config, self.data)
     self.method.prepare(self.data, workdir)
     self.phases = self.method.phases()
@@ -177,29 +101,13 @@ class Trainer:
     return ckpt_lib.state_digest(self.method.params_for_digest(loop["model"]))
 
   # -- evaluation
-  def write_images(self, loop, split: str, out_dir: str) -> None:
-    ex = self.data.examples(split, self.method.eval_kind,
-                            self.config.data.role)
-    eval_lib.write_images(self.method, loop["model"], ex,
-                          self.config.train.eval_batch_size, self.mesh,
-                          out_dir)
-
   def evaluate(self, loop, split: str, step: int,
                out_dir: str | None = None) -> dict[str, Any]:
-    ex = self.data.examples(split, self.method.eval_kind,
-                            self.config.data.role)
-    labels, preds, extra = eval_lib.evaluate_examples(
-        self.method, loop["model"], ex, predict_fn=self._predict,
+    """The run's report of ``split`` (written to ``out_dir`` if given)."""
+    return eval_lib.build_report(
+        self.method, loop, self.data, split, step=step,
         batch_size=self.config.train.eval_batch_size, mesh=self.mesh,
-        out_dir=out_dir)
-    report = eval_lib.make_report(
-        method=self.method.name, dataset=self.data.table.name,
-        fold=self.config.data.fold, split=split, classes=self.data.classes,
-        labels=labels, preds=preds, step=step, digest=self.digest(loop),
-        nonfinite_steps=int(jax.device_get(loop["guard"]["nonfinite"])))
-    report.update(extra)
-    report.update(self.data.report_fields())
-    return report
+        predict_fn=self._predict, out_dir=out_dir)
 
   # -- training
   def _check_guard(self, loop, last_saved: int | None) -> None:
@@ -243,8 +151,6 @@ class Trainer:
       self.ckpt.wait()
       report = self.evaluate(loop, "test", total,
                              os.path.join(self.workdir, "eval"))
-      eval_lib.write_report(report, os.path.join(self.workdir, "eval"))
-      self.write_images(loop, "test", os.path.join(self.workdir, "eval"))
       writer.write(total, {"test/accuracy": report["accuracy"]})
     finally:
       bar.close()
@@ -335,8 +241,6 @@ class Trainer:
         split = self.data.eval_split
         out_dir = os.path.join(self.workdir, "eval", f"{split}_step_{step}")
         report = self.evaluate(loop, split, step, out_dir)
-        eval_lib.write_report(report, out_dir)
-        self.write_images(loop, split, out_dir)
         writer.write(step, {f"{split}/accuracy": report["accuracy"]})
     return loop, last_saved
 
@@ -451,13 +355,15 @@ def write_cv_report(reports, workdir: str) -> dict[str, Any]:
   return summary
 
 
-def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
-  """Trains the configured fold, or every fold with config.data.all_folds."""
+def train_and_evaluate(config, workdir: str,
+                       load_data: LoadData = prepare_data) -> dict[str, Any]:
+  """Trains the configured fold, or every fold with config.data.all_folds;
+  ``load_data(fold_config)`` gives each fold's data."""
   config_lib.validate(config)
   config_lib.check_workdir(workdir)
   if not config.data.all_folds:
     write_config(config, workdir)
-    return Trainer(config, workdir).train()
+    return Trainer(config, workdir, load_data(config)).train()
   reports = []
   for fold in range(config.data.num_folds):
     fold_cfg = config_lib.with_fold(config, fold)
@@ -465,12 +371,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     config_lib.check_workdir(fold_dir)
     write_config(fold_cfg, fold_dir)
     print(f"fer_jax: fold {fold + 1}/{config.data.num_folds}", flush=True)
-    reports.append(Trainer(fold_cfg, fold_dir).train())
+    reports.append(Trainer(fold_cfg, fold_dir, load_data(fold_cfg)).train())
   return write_cv_report(reports, workdir)
 
 
 def evaluate_checkpoint(config, workdir: str, step: int | None = None,
-                        split: str = "test") -> dict[str, Any]:
+                        split: str = "test",
+                        load_data: LoadData = prepare_data
+                        ) -> dict[str, Any]:
   """--mode=eval: restore a checkpoint and write the same report, no training.
 
   With config.data.all_folds, every fold_<k>/ is evaluated and
@@ -480,16 +388,14 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None,
   if config.data.all_folds:
     reports = [evaluate_checkpoint(config_lib.with_fold(config, k),
                                    os.path.join(workdir, f"fold_{k}"), step,
-                                   split)
+                                   split, load_data)
                for k in range(config.data.num_folds)]
     return write_cv_report(reports, workdir)
-  trainer = Trainer(config, workdir)
+  trainer = Trainer(config, workdir, load_data(config))
   try:
     loop, meta = trainer.restore(step)
     report = trainer.evaluate(loop, split, int(meta["global_step"]),
                               os.path.join(workdir, "eval"))
-    eval_lib.write_report(report, os.path.join(workdir, "eval"))
-    trainer.write_images(loop, split, os.path.join(workdir, "eval"))
   finally:
     trainer.ckpt.close()
   return report

@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from fer_jax.data import classes as classes_lib
+from fer_jax.data import run_data
 from fer_jax.data.frames import FrameTable
 
 # The 7 expression classes of a sequence (every canonical class but neutral,
@@ -68,11 +69,20 @@ def make_table():
   return build_table
 
 
+def table_data(table: FrameTable):
+  """``load_data(config) -> RunData``: ``table``'s rows in the configured
+  fold, in place of a built data set."""
+  return lambda config: run_data.from_table(config, table)
+
+
+@pytest.fixture(scope="session")
+def load_table():
+  """Factory: ``load_table(table) -> load_data`` (see ``table_data``); a
+  fixture, since another conftest may own the module name."""
+  return table_data
+
+
 @pytest.fixture
-def fake_data(monkeypatch, make_table):
-  """The trainer reads a small in-memory table instead of a built data set."""
-  from fer_jax import train  # pylint: disable=import-outside-toplevel
-  table = make_table(num_subjects=6, num_frames=8, image_size=16)
-  monkeypatch.setattr(train.frames, "load_frames",
-                      lambda data_cfg, split="train": table)
-  return table
+def fake_data(make_table):
+  """``load_data`` over a small in-memory table (see ``table_data``)."""
+  return table_data(make_table(num_subjects=6, num_frames=8, image_size=16))

@@ -26,10 +26,8 @@ def test_benchmark_reports_images_per_second_and_flops():
   expected = 3 * 8 * per_image_fwd
   assert 0.3 * expected < r["gflops_per_step"] * 1e9 < 3 * expected
   # The jaxpr count agrees with the CPU's lowered-HLO count of the step.
-  from fer_jax.models import fast_layers  # pylint: disable=import-outside-toplevel
-  one, loop, host = throughput.one_step(cfg, batch_size=4)
-  with fast_layers.plain_layers():
-    hlo = throughput.hlo_flops(one, loop, host, None)
+  one, loop, host = throughput.one_step(throughput.plain(cfg), batch_size=4)
+  hlo = throughput.hlo_flops(one, loop, host, None)
   assert abs(r["gflops_per_step"] * 1e9 / hlo - 1) < 0.01
   assert 0.7 * r["gflops_per_step"] < r["matmul_gflops_per_step"] <= (
       r["gflops_per_step"])

@@ -11,7 +11,7 @@ import pytest
 
 from fer_jax import config_lib, train
 from fer_jax.data import augment as augment_lib
-from fer_jax.data import pipeline
+from fer_jax.data import pipeline, run_data
 from fer_jax.models.landmarks import (LandmarkNet, normalised_mean_error,
                                       soft_argmax)
 
@@ -19,30 +19,16 @@ CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 
 
 def tiny_config():
-  c = config_lib.load_config_module(
-      os.path.join(CONFIGS, "cgan_wsc.py")).get_config()
-  c.data.resize, c.data.crop = 32, 32
-  c.data.num_folds = 3
-  c.model.base_width = 8
-  c.cgan_wsc.update(unet_depth=5, unet_features=8, unet_max_features=16,
-                    d_features=8, d_layers=2, cgan_steps=2, landmark_steps=2,
-                    max_iter=20, knn_k=10, rank_order_k=5)
-  c.train.batch_size = 4
-  c.train.eval_batch_size = 16
-  c.train.log_every = 1
-  c.train.checkpoint_every = 2
-  c.train.progress_bar = False
-  c.train.async_checkpoint = False
-  return c
+  return config_lib.load_config_module(
+      os.path.join(CONFIGS, "cgan_wsc.py")).get_config("tiny")
 
 
 @pytest.fixture
-def trainer(monkeypatch, make_table, tmp_path):
+def trainer(make_table, tmp_path):
   table = make_table(num_subjects=6, num_frames=8, image_size=32,
                      with_landmarks=True)
-  monkeypatch.setattr(train.frames, "load_frames",
-                      lambda data_cfg, split="train": table)
-  return train.Trainer(tiny_config(), str(tmp_path))
+  cfg = tiny_config()
+  return train.Trainer(cfg, str(tmp_path), run_data.from_table(cfg, table))
 
 
 def test_nme_by_hand():

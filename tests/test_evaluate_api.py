@@ -24,16 +24,15 @@ def _tiny(method):
 
 @pytest.mark.parametrize("method", ["gndl", "groupgan_cnn"])
 def test_load_reproduces_the_run_report(method, tmp_path, make_table,
-                                        monkeypatch):
+                                        load_table):
   cfg, size = _tiny(method)
-  table = make_table(num_subjects=6, num_frames=8, image_size=size)
-  monkeypatch.setattr(train.frames, "load_frames",
-                      lambda data_cfg, split="train": table)
+  load_data = load_table(make_table(num_subjects=6, num_frames=8,
+                                    image_size=size))
   wd = tmp_path / "run"
-  train.train_and_evaluate(cfg, str(wd))
+  train.train_and_evaluate(cfg, str(wd), load_data)
   saved = json.loads((wd / "eval" / "report.json").read_text())
 
-  model = evaluate.load(str(wd))
+  model = evaluate.load(str(wd), load_data=load_data)
   assert model.step == saved["step"] > 0
   assert list(model.classes) == saved["classes"]
   report = model.evaluate("test", out_dir=str(tmp_path / "again"))
@@ -62,14 +61,11 @@ def test_load_reproduces_the_run_report(method, tmp_path, make_table,
     model.predict(images.astype(np.float32))
 
 
-def test_load_an_earlier_step_and_clear_errors(tmp_path, make_table,
-                                               monkeypatch):
+def test_load_an_earlier_step_and_clear_errors(tmp_path, fake_data):
   import test_train  # pylint: disable=import-outside-toplevel
-  table = make_table(num_subjects=6, num_frames=8, image_size=16)
-  monkeypatch.setattr(train.frames, "load_frames",
-                      lambda data_cfg, split="train": table)
   wd = tmp_path / "run"
-  train.train_and_evaluate(test_train.tiny_config("baseline"), str(wd))
+  train.train_and_evaluate(test_train.tiny_config("baseline"), str(wd),
+                           fake_data)
   early, late = evaluate.load(str(wd), step=2), evaluate.load(str(wd))
   assert (early.step, late.step) == (2, 4)
   leaves = lambda m: jax.tree.leaves(jax.device_get(m.state["params"]))
@@ -94,8 +90,9 @@ def _run_on_four_devices(body: str) -> str:
       "import jax; assert jax.device_count() == 4\n"
       "import numpy as np\n"
       "from fer_jax import train\n"
+      "from conftest import table_data\n"
       "t = build_table(num_subjects=6, num_frames=8, image_size=16)\n"
-      "train.frames.load_frames = lambda data_cfg, split='train': t\n"
+      "load_data = table_data(t)\n"
       + body)
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS="--xla_force_host_platform_device_count=4")
@@ -106,32 +103,31 @@ def _run_on_four_devices(body: str) -> str:
   return out.stdout
 
 
-def _four_device_run(tmp_path, make_table, monkeypatch, eval_batch_size):
+def _four_device_run(tmp_path, make_table, load_table, eval_batch_size):
   """A tiny baseline run trained here (one device), and a function running
   Python in a process with 4 CPU devices that has the same fake data."""
   import test_train  # pylint: disable=import-outside-toplevel
   table = make_table(num_subjects=6, num_frames=8, image_size=16)
-  monkeypatch.setattr(train.frames, "load_frames",
-                      lambda data_cfg, split="train": table)
   wd = tmp_path / "run"
   cfg = test_train.tiny_config("baseline")
   cfg.train.eval_batch_size = eval_batch_size
-  train.train_and_evaluate(cfg, str(wd))
+  train.train_and_evaluate(cfg, str(wd), load_table(table))
 
   def run(body: str) -> dict:
     out = _run_on_four_devices(
         "from fer_jax import evaluate\n"
-        f"model = evaluate.load({str(wd)!r})\n" + body)
+        f"model = evaluate.load({str(wd)!r}, load_data=load_data)\n"
+        + body)
     return json.loads(out.strip().splitlines()[-1])
 
   return wd, table, run
 
 
 def test_load_places_the_state_on_every_device_of_the_mesh(
-    tmp_path, make_table, monkeypatch):
+    tmp_path, make_table, load_table):
   """Trained on one device, restored where there are 4 (a Colab TPU, say):
   the state is replicated over the new mesh, so predict runs."""
-  wd, table, run = _four_device_run(tmp_path, make_table, monkeypatch, 16)
+  wd, table, run = _four_device_run(tmp_path, make_table, load_table, 16)
   got = run(
       "devs = {len(x.sharding.device_set) for x in "
       "jax.tree.leaves(model.state)}\n"
@@ -144,10 +140,10 @@ def test_load_places_the_state_on_every_device_of_the_mesh(
 
 
 def test_evaluate_on_more_devices_than_the_eval_batch_divides(
-    tmp_path, make_table, monkeypatch):
+    tmp_path, make_table, load_table):
   """eval_batch_size=6 on one device, evaluated where 4 devices share each
   batch: the batch is padded to 8 (masked rows), the report is the run's."""
-  wd, _, run = _four_device_run(tmp_path, make_table, monkeypatch, 6)
+  wd, _, run = _four_device_run(tmp_path, make_table, load_table, 6)
   saved = json.loads((wd / "eval" / "report.json").read_text())
   got = run(
       "r = model.evaluate('test')\n"
@@ -157,19 +153,15 @@ def test_evaluate_on_more_devices_than_the_eval_batch_divides(
     assert v == saved[k], k
 
 
-def test_load_a_run_trained_on_more_devices(tmp_path, make_table,
-                                            monkeypatch):
+def test_load_a_run_trained_on_more_devices(tmp_path, fake_data):
   """Trained where 4 devices share the batch (a TPU), restored on one: the
   checkpoint's arrays are placed on this mesh, the report is the run's."""
   wd = tmp_path / "run4"
   _run_on_four_devices(
       "import test_train\n"
       f"train.train_and_evaluate(test_train.tiny_config('baseline'), "
-      f"{str(wd)!r})\n")
-  table = make_table(num_subjects=6, num_frames=8, image_size=16)
-  monkeypatch.setattr(train.frames, "load_frames",
-                      lambda data_cfg, split="train": table)
+      f"{str(wd)!r}, load_data)\n")
   saved = json.loads((wd / "eval" / "report.json").read_text())
-  report = evaluate.load(str(wd)).evaluate("test")
+  report = evaluate.load(str(wd), load_data=fake_data).evaluate("test")
   for k in ("accuracy", "confusion_matrix", "state_digest", "step"):
     assert report[k] == saved[k], k

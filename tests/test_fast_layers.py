@@ -137,15 +137,14 @@ def test_strided_conv_is_nn_conv(use_bias, hw, c):
 
 
 @pytest.mark.parametrize("case", ["odd_size", "wide", "switch_off"])
-def test_strided_conv_falls_back_to_the_plain_conv(case, monkeypatch):
+def test_strided_conv_falls_back_to_the_plain_conv(case):
   """Odd H or W, more than MAX_SPACE_TO_DEPTH_CHANNELS channels, or the
   switch off: XLA's own stride-2 conv, still equal to nn.Conv."""
   shape = {"odd_size": (2, 15, 12, 3), "wide": (2, 8, 6, 16),
            "switch_off": (2, 16, 12, 3)}[case]
-  if case == "switch_off":
-    monkeypatch.setattr(fast_layers, "USE_SPACE_TO_DEPTH", False)
   x = jnp.asarray(np.random.default_rng(5).normal(size=shape), jnp.float32)
-  ours = fast_layers.StridedConv(5, 4, 2, padding=1)
+  ours = fast_layers.StridedConv(5, 4, 2, padding=1,
+                                 fast=case != "switch_off")
   ref = nn.Conv(5, (4, 4), (2, 2), padding=((1, 1), (1, 1)))
   params = _random_like(ref.init(jax.random.key(0), x)["params"], 6)
   (lhs, _, strides, _), = _conv_shapes(
@@ -204,12 +203,11 @@ def test_subpixel_conv_transpose_is_nn_conv_transpose(use_bias, hw, c, f):
   assert (strides, dil, rhs) == ((1, 1), (1, 1), (3, 3, c, 4 * f))
 
 
-def test_subpixel_conv_transpose_falls_back_when_off_or_wide(monkeypatch):
+def test_subpixel_conv_transpose_falls_back_when_off_or_wide():
   x = jnp.asarray(np.random.default_rng(11).normal(size=(1, 4, 6, 5)),
                   jnp.float32)
   for features, off in ((16, False), (3, True)):
-    monkeypatch.setattr(fast_layers, "USE_SPACE_TO_DEPTH", not off)
-    ours = fast_layers.SubPixelConvTranspose(features)
+    ours = fast_layers.SubPixelConvTranspose(features, fast=not off)
     ref = _conv_transpose_ref(features)
     params = _random_like(ref.init(jax.random.key(0), x)["params"], 12)
     (_, _, _, dil), = _conv_shapes(
@@ -240,26 +238,25 @@ def test_subpixel_conv_transpose_matches_torch():
 
 # -------------------------------------------- whole networks, switch on/off
 
-def _same_with_switch_off(net, x, monkeypatch, **kw):
+def _same_with_switch_off(net, x, **kw):
   """Init once; forward and parameter gradients with the rewrites on and
-  off agree, and the param trees (names, shapes, init) are the same."""
+  off (the model's ``fast_layers`` field) agree, and the param trees
+  (names, shapes, init) are the same."""
+  plain = net.clone(fast_layers=False)
   variables = net.init(jax.random.key(0), x, **kw)
-  monkeypatch.setattr(fast_layers, "USE_SPACE_TO_DEPTH", False)
-  variables_off = net.init(jax.random.key(0), x, **kw)
+  variables_off = plain.init(jax.random.key(0), x, **kw)
   assert _shapes(variables) == _shapes(variables_off)
   jax.tree.map(np.testing.assert_array_equal, variables, variables_off)
 
-  def loss(params, x):
-    y = net.apply({**variables, "params": params}, x, **kw)
-    return jnp.sum(jnp.sin(3.0 * y)), y
-
-  def grad():  # a new function per setting: the switch is read at tracing
+  def grad(model):
+    def loss(params, x):
+      y = model.apply({**variables, "params": params}, x, **kw)
+      return jnp.sum(jnp.sin(3.0 * y)), y
     return jax.jit(lambda p, x: jax.grad(loss, (0, 1), has_aux=True)(p, x))
 
-  (gp_off, gx_off), y_off = grad()(variables["params"], x)
-  convs_off = _conv_shapes(lambda x: net.apply(variables, x, **kw), x)
-  monkeypatch.setattr(fast_layers, "USE_SPACE_TO_DEPTH", True)
-  (gp_on, gx_on), y_on = grad()(variables["params"], x)
+  (gp_off, gx_off), y_off = grad(plain)(variables["params"], x)
+  convs_off = _conv_shapes(lambda x: plain.apply(variables, x, **kw), x)
+  (gp_on, gx_on), y_on = grad(net)(variables["params"], x)
   convs_on = _conv_shapes(lambda x: net.apply(variables, x, **kw), x)
   _close(y_on, y_off)
   _close(gx_on, gx_off)
@@ -267,14 +264,13 @@ def _same_with_switch_off(net, x, monkeypatch, **kw):
   return convs_on, convs_off
 
 
-def test_unet_same_with_and_without_the_rewrites(monkeypatch):
+def test_unet_same_with_and_without_the_rewrites():
   from fer_jax.models.unet import UNet  # pylint: disable=import-outside-toplevel
   # Widths above MAX_SPACE_TO_DEPTH_CHANNELS, as the real nets (64).
   net = UNet(depth=3, base_features=12, max_features=16)
   x = jnp.asarray(np.random.default_rng(14).uniform(-1, 1, (2, 16, 24, 3)),
                   jnp.float32)
-  convs_on, convs_off = _same_with_switch_off(net, x, monkeypatch,
-                                              train=False)
+  convs_on, convs_off = _same_with_switch_off(net, x, train=False)
   # Only enc0 (3 channels in) and out_conv (3 out) changed lowering.
   changed = [(a, b) for a, b in zip(convs_on, convs_off) if a != b]
   assert len(convs_on) == len(convs_off) and len(changed) == 2
@@ -284,13 +280,12 @@ def test_unet_same_with_and_without_the_rewrites(monkeypatch):
   assert out_on[1] == (3, 3, 24, 12) and out_off[3] == (2, 2)
 
 
-def test_patchgan_same_with_and_without_the_rewrites(monkeypatch):
+def test_patchgan_same_with_and_without_the_rewrites():
   from fer_jax.models.patchgan import PatchGAN  # pylint: disable=import-outside-toplevel
   net = PatchGAN(base_features=12, num_layers=2)
   x = jnp.asarray(np.random.default_rng(15).normal(size=(2, 32, 24, 6)),
                   jnp.float32)
-  convs_on, convs_off = _same_with_switch_off(net, x, monkeypatch,
-                                              train=False)
+  convs_on, convs_off = _same_with_switch_off(net, x, train=False)
   changed = [(a, b) for a, b in zip(convs_on, convs_off) if a != b]
   assert len(convs_on) == len(convs_off) == 4 and len(changed) == 1
   (conv0_on, conv0_off), = changed

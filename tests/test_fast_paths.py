@@ -37,24 +37,24 @@ def test_dispatch_groups_end_on_logs_and_checkpoints(group, log_every,
                                )[-1] <= 3
 
 
-def _train(tmp_path, name, **overrides):
+def _train(load_data, tmp_path, name, **overrides):
   cfg = tiny_config(num_steps=8, log_every=4, checkpoint_every=8)
   for k, v in overrides.items():
     section, field = k.split("__")
     setattr(getattr(cfg, section), field, v)
   workdir = str(tmp_path / name)
-  report = train.Trainer(cfg, workdir).train()
+  report = train.Trainer(cfg, workdir, load_data(cfg)).train()
   return report, _log(workdir)
 
 
 def test_device_resident_and_scanned_steps_match_streaming(fake_data,
                                                             tmp_path,
                                                             capsys):
-  plain, plain_log = _train(tmp_path, "plain", data__device_resident="off")
+  plain, plain_log = _train(fake_data, tmp_path, "plain", data__device_resident="off")
   assert "by streaming" in capsys.readouterr().out
-  res, res_log = _train(tmp_path, "resident", data__device_resident="on")
+  res, res_log = _train(fake_data, tmp_path, "resident", data__device_resident="on")
   assert "from device memory" in capsys.readouterr().out
-  scan, scan_log = _train(tmp_path, "scan", data__device_resident="on",
+  scan, scan_log = _train(fake_data, tmp_path, "scan", data__device_resident="on",
                           train__steps_per_dispatch=3)
   # Same batches, same arithmetic: the gather moved from host to device.
   assert res["state_digest"] == plain["state_digest"]
@@ -158,9 +158,9 @@ def test_rerun_loads_its_step_from_the_compilation_cache(fake_data, tmp_path,
     pytest.skip("no persistent compilation cache configured")
   cfg = tiny_config(num_steps=2)
   cfg.data.device_resident = "on"
-  train.Trainer(cfg, str(tmp_path / "a")).train()
+  train.Trainer(cfg, str(tmp_path / "a"), fake_data(cfg)).train()
   capsys.readouterr()
-  train.Trainer(cfg, str(tmp_path / "b")).train()
+  train.Trainer(cfg, str(tmp_path / "b"), fake_data(cfg)).train()
   out = capsys.readouterr().out
   assert "'gndl': program loaded from the compilation cache" in out, out
   assert "initial state: program loaded from the compilation cache" in out
@@ -174,7 +174,7 @@ FOUR_DEVICES = textwrap.dedent("""
     import conftest, test_train
     assert jax.device_count() == 4
     table = conftest.build_table(num_subjects=6, num_frames=8, image_size=16)
-    train.frames.load_frames = lambda d, split="train": table
+    load_data = conftest.table_data(table)
     out = {}
     for name, ndev, mode, group in (("plain1", 1, "off", 1),
                                     ("fast4", 4, "on", 4)):
@@ -184,7 +184,7 @@ FOUR_DEVICES = textwrap.dedent("""
       cfg.train.steps_per_dispatch = group
       mesh = sharding.make_mesh(jax.devices()[:ndev])
       d = tempfile.mkdtemp()
-      train.Trainer(cfg, d, mesh=mesh).train()
+      train.Trainer(cfg, d, load_data(cfg), mesh=mesh).train()
       out[name] = [json.loads(l)["train/loss"] for l in
                    open(os.path.join(d, "metrics.jsonl"))
                    if "train/loss" in l]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fer_jax import config_lib, train
-from fer_jax.data import pipeline
+from fer_jax.data import pipeline, run_data
 from fer_jax.methods import groupgan
 from fer_jax.models.groupgan_nets import MagnifyingGenerator, VGGDiscriminator
 
@@ -20,41 +20,23 @@ CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 
 
 def tiny_config(variant="2v2", **groupgan_overrides):
+  """configs/groupgan.py:tiny (a width-8 VGG11-BN, the paper's plain G,
+  SGD) as ``variant``."""
   c = config_lib.load_config_module(
-      os.path.join(CONFIGS, "groupgan.py")).get_config()
+      os.path.join(CONFIGS, "groupgan.py")).get_config("tiny")
   c.groupgan.variant = variant
-  c.data.resize, c.data.crop = 32, 32
-  c.data.rotate_deg = 0.0
-  c.data.num_folds = 3
-  c.basenet = "vgg11_bn"
-  c.model.base_width = 8
-  # The paper's plain G (a residual G starts with a zero last layer, so no
-  # gradient would reach E through it on the first step).
-  c.groupgan.update(fc_width=16, g_features=(4, 8, 8, 8),
-                    d_features=(4, 8, 8, 8), d_fc_width=8, extractor_steps=2,
-                    autoencoder_steps=2, g_residual=False)
   c.groupgan.update(**groupgan_overrides)
-  c.optim.update(name="sgd", lr=0.05, momentum=0.0, weight_decay=0.0,
-                 schedule="constant")
-  c.train.batch_size = 4
-  c.train.eval_batch_size = 8
-  c.train.num_steps = 2
-  c.train.log_every = 1
-  c.train.checkpoint_every = 1
-  c.train.progress_bar = False
-  c.train.async_checkpoint = False
   return c
 
 
 @pytest.fixture
-def setup(monkeypatch, make_table, tmp_path):
+def setup(make_table, tmp_path):
   table = make_table(num_subjects=4, num_frames=8, image_size=32)
-  monkeypatch.setattr(train.frames, "load_frames",
-                      lambda data_cfg, split="train": table)
 
   def make(variant="2v2", workdir=None, config=None, **overrides):
     config = config or tiny_config(variant, **overrides)
-    return train.Trainer(config, str(workdir or tmp_path / variant))
+    return train.Trainer(config, str(workdir or tmp_path / variant),
+                         run_data.from_table(config, table))
   return make
 
 

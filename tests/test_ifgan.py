@@ -10,42 +10,30 @@ import numpy as np
 import pytest
 
 from fer_jax import config_lib, train
-from fer_jax.data import pipeline
+from fer_jax.data import pipeline, run_data
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 
 
 def tiny_config(**ifgan_overrides):
   c = config_lib.load_config_module(
-      os.path.join(CONFIGS, "ifgan.py")).get_config()
-  c.data.resize, c.data.crop = 16, 16
-  c.data.rotate_deg = 0.0
-  c.data.num_folds = 3
-  c.model.base_width = 8
-  c.ifgan.update(unet_depth=3, unet_features=8, unet_max_features=16,
-                 d_features=8, d_layers=2, **ifgan_overrides)
-  c.train.batch_size = 8
-  c.train.eval_batch_size = 8
-  c.train.num_steps = 4
-  c.optim.schedule = "constant"
-  c.train.progress_bar = False
-  c.train.async_checkpoint = False
+      os.path.join(CONFIGS, "ifgan.py")).get_config("tiny")
+  c.ifgan.update(**ifgan_overrides)
   return c
 
 
 @pytest.fixture
-def setup(monkeypatch, make_table, tmp_path):
+def setup(make_table, tmp_path):
   table = make_table(num_subjects=6, num_frames=8, image_size=16)
   # Faces whose brightness encodes the class, so the class averages are
   # distinct, learnable targets (random pixels average to flat grey).
   noise = np.random.default_rng(0).integers(0, 40, table.images.shape)
   table.images = (table.label[:, None, None, None] * 25 + noise).astype(
       np.uint8)
-  monkeypatch.setattr(train.frames, "load_frames",
-                      lambda data_cfg, split="train": table)
 
   def make(**overrides):
-    return train.Trainer(tiny_config(**overrides), str(tmp_path))
+    cfg = tiny_config(**overrides)
+    return train.Trainer(cfg, str(tmp_path), run_data.from_table(cfg, table))
   return table, make
 
 

@@ -25,11 +25,11 @@ WORKER = textwrap.dedent("""
     from fer_jax import train
     import conftest, test_train
     table = conftest.build_table(num_subjects=6, num_frames=8, image_size=16)
-    train.frames.load_frames = lambda d, split="train": table
     cfg = test_train.tiny_config(num_steps=4, log_every=1,
                                  checkpoint_every=2)
     cfg.data.device_resident = %(resident)r
-    report = train.Trainer(cfg, workdir).train()
+    report = train.Trainer(cfg, workdir,
+                           conftest.table_data(table)(cfg)).train()
     if pid == 0:
       losses = [json.loads(l)["train/loss"] for l in
                 open(os.path.join(workdir, "metrics.jsonl"))

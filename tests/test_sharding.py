@@ -9,6 +9,7 @@ SCRIPT = textwrap.dedent("""
     import os, json, tempfile
     import jax, numpy as np
     from fer_jax import config_lib, sharding, steps, train
+    from fer_jax.data import run_data
     from fer_jax.data.frames import FrameTable
     assert jax.device_count() == 4, jax.devices()
     cfg = config_lib.load_config_module(os.path.join(%(configs)r, "gndl.py")).get_config()
@@ -24,11 +25,11 @@ SCRIPT = textwrap.dedent("""
                        np.repeat(np.arange(S), Q * F).astype(np.int32),
                        np.repeat(np.arange(S * Q), F).astype(np.int32), fi,
                        np.full(n, F, np.int32), fi / (F - 1.0), None)
-    train.frames.load_frames = lambda d, split="train": table
     losses = {}
     for ndev in (1, 4):
       mesh = sharding.make_mesh(jax.devices()[:ndev])
-      tr = train.Trainer(cfg, tempfile.mkdtemp(), mesh=mesh)
+      tr = train.Trainer(cfg, tempfile.mkdtemp(),
+                         run_data.from_table(cfg, table), mesh=mesh)
       loop = tr.init_state()
       phase = tr.phases[0]
       it = train.pipeline.TrainIterator(tr.data.examples("train", phase.example_kind, phase.role), 8, seed=0)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from fer_jax import config_lib, losses, train
-from fer_jax.data import pipeline
+from fer_jax.data import pipeline, run_data
 from fer_jax.methods import sna
 from fer_jax.models.autoencoder import Decoder, Encoder
 from fer_jax.models.multiscale import MultiScaleNet
@@ -23,23 +23,8 @@ CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 
 def tiny_config(**sna_overrides):
   c = config_lib.load_config_module(
-      os.path.join(CONFIGS, "sna.py")).get_config()
-  c.data.resize, c.data.crop = 32, 32
-  c.data.num_folds = 3
-  s = c.sna
-  s.widths, s.fc = (4, 4, 8, 8, 4), (8, 4)
-  s.ae_widths, s.ae_top_width = (4, 4, 8, 8), 4
-  s.critic_widths = (4, 8)
-  for stage in (s.fer, s.ae, s.refine):
-    stage.num_steps = 2
-  s.fer.batch_size, s.ae.batch_size, s.refine.batch_size = 14, 8, 8
-  s.fer.optim.update(weight_decay=0.0, schedule="constant")
-  s.update(**sna_overrides)
-  c.train.eval_batch_size = 16
-  c.train.log_every = 1
-  c.train.checkpoint_every = 1
-  c.train.progress_bar = False
-  c.train.async_checkpoint = False
+      os.path.join(CONFIGS, "sna.py")).get_config("tiny")
+  c.sna.update(**sna_overrides)
   return c
 
 
@@ -51,11 +36,9 @@ def tiny(tmp_path_factory, make_table):
   """One trainer, its initial state, a batch per phase and jitted steps,
   shared by the tests (every compile is paid once)."""
   table = make_table(**TABLE)
-  with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(train.frames, "load_frames",
-               lambda data_cfg, split="train": table)
-    trainer = train.Trainer(tiny_config(),
-                            str(tmp_path_factory.mktemp("sna")))
+  cfg = tiny_config()
+  trainer = train.Trainer(cfg, str(tmp_path_factory.mktemp("sna")),
+                          run_data.from_table(cfg, table))
   state = trainer.init_state()["model"]
   phases = {p.name: p for p in trainer.phases}
   batches = {}
@@ -454,15 +437,15 @@ def test_kill_mid_phase_then_resume_matches_uninterrupted(tmp_path,
   carries the baseline accuracy, masked fraction and consistency counts,
   and the neighbour grid is written."""
   table = make_table(**TABLE)
-  monkeypatch.setattr(train.frames, "load_frames",
-                      lambda data_cfg, split="train": table)
-  full = train.Trainer(tiny_config(), str(tmp_path / "full")).train()
+  cfg = tiny_config()
+  data = run_data.from_table(cfg, table)
+  full = train.Trainer(cfg, str(tmp_path / "full"), data).train()
 
   class Killed(Exception):
     pass
 
   workdir = tmp_path / "killed"
-  trainer = train.Trainer(tiny_config(), str(workdir))
+  trainer = train.Trainer(cfg, str(workdir), run_data.from_table(cfg, table))
   real_save = trainer.ckpt.save
 
   def save_then_die(step, *a, **k):
@@ -473,7 +456,8 @@ def test_kill_mid_phase_then_resume_matches_uninterrupted(tmp_path,
   trainer.ckpt.save = save_then_die
   with pytest.raises(Killed):
     trainer.train()
-  resumed = train.Trainer(tiny_config(), str(workdir)).train()
+  resumed = train.Trainer(cfg, str(workdir),
+                          run_data.from_table(cfg, table)).train()
   assert resumed["state_digest"] == full["state_digest"]
   assert resumed["accuracy"] == full["accuracy"]
   log = lambda d: [{k: v for k, v in json.loads(line).items()

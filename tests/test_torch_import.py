@@ -401,35 +401,34 @@ def test_other_width_or_arch_fails_naming_key_and_shapes(tmp_path):
 # -------------------------------------------- config.init_from in methods
 
 
-def _tiny(method, make_table, monkeypatch, image_size):
-  """A method's tiny test config over an in-memory table (the configs the
-  method's own tests train)."""
+def _tiny(method, make_table, image_size):
+  """A method's tiny test config and its fold of an in-memory table (the
+  configs the method's own tests train)."""
   import test_groupgan  # pylint: disable=import-outside-toplevel
   import test_ifgan  # pylint: disable=import-outside-toplevel
   import test_train  # pylint: disable=import-outside-toplevel
 
-  from fer_jax import train  # pylint: disable=import-outside-toplevel
+  from fer_jax.data import run_data  # pylint: disable=import-outside-toplevel
   table = make_table(num_subjects=4, num_frames=8, image_size=image_size)
-  monkeypatch.setattr(train.frames, "load_frames",
-                      lambda data_cfg, split="train": table)
-  return {"gndl": test_train.tiny_config,
-          "baseline": lambda: test_train.tiny_config("baseline"),
-          "ifgan": test_ifgan.tiny_config,
-          "groupgan": test_groupgan.tiny_config}[method]()
+  cfg = {"gndl": test_train.tiny_config,
+         "baseline": lambda: test_train.tiny_config("baseline"),
+         "ifgan": test_ifgan.tiny_config,
+         "groupgan": test_groupgan.tiny_config}[method]()
+  return cfg, run_data.from_table(cfg, table)
 
 
-def _init(config, workdir):
+def _init(config, data, workdir):
   from fer_jax import config_lib, train  # pylint: disable=import-outside-toplevel
   config_lib.validate(config)
-  return train.Trainer(config, str(workdir)).init_state()["model"]
+  return train.Trainer(config, str(workdir), data).init_state()["model"]
 
 
 def test_gndl_backbone_starts_from_the_file(tmp_path, make_table,
                                             monkeypatch, capsys):
-  cfg = _tiny("gndl", make_table, monkeypatch, 16)
+  cfg, data = _tiny("gndl", make_table, 16)
   saved = _fake_file(tmp_path / "r18.msgpack", "resnet18")
   cfg.init_from = str(tmp_path / "r18.msgpack")
-  state = _init(cfg, tmp_path / "wd")
+  state = _init(cfg, data, tmp_path / "wd")
   for k in ("params", "batch_stats"):
     narrow = {m: v for m, v in saved[k].items() if m != "fc"}
     jax.tree.map(np.testing.assert_array_equal,
@@ -441,10 +440,10 @@ def test_gndl_backbone_starts_from_the_file(tmp_path, make_table,
 
 def test_ifgan_e_gets_the_widened_first_conv(tmp_path, make_table,
                                               monkeypatch):
-  cfg = _tiny("ifgan", make_table, monkeypatch, 16)
+  cfg, data = _tiny("ifgan", make_table, 16)
   saved = _fake_file(tmp_path / "r18.msgpack", "resnet18")
   cfg.init_from = str(tmp_path / "r18.msgpack")
-  e = _init(cfg, tmp_path / "wd")["e"]
+  e = _init(cfg, data, tmp_path / "wd")["e"]
   kernel = np.asarray(e["params"]["net"]["backbone"]["conv1"]["kernel"])
   rgb = saved["params"]["conv1"]["kernel"]
   assert kernel.shape == rgb.shape[:2] + (6,) + rgb.shape[3:]
@@ -457,10 +456,10 @@ def test_ifgan_e_gets_the_widened_first_conv(tmp_path, make_table,
 
 def test_groupgan_basenets_load_convs_and_keep_reduced_fcs(
     tmp_path, make_table, monkeypatch, capsys):
-  cfg = _tiny("groupgan", make_table, monkeypatch, 32)  # vgg11_bn, width 8
+  cfg, data = _tiny("groupgan", make_table, 32)  # vgg11_bn, width 8
   saved = _fake_file(tmp_path / "w.msgpack", "vgg11_bn")
   cfg.init_from = str(tmp_path / "w.msgpack")
-  state = _init(cfg, tmp_path / "wd")
+  state = _init(cfg, data, tmp_path / "wd")
   out = capsys.readouterr().out
   for net in ("c", "e"):
     params = jax.device_get(state[net]["params"])
@@ -519,12 +518,12 @@ def test_weights_files_take_home_relative_and_remote_paths(tmp_path,
 
 def test_init_from_errors_name_the_field(tmp_path, make_table, monkeypatch):
   from fer_jax import config_lib, train  # pylint: disable=import-outside-toplevel
-  cfg = _tiny("baseline", make_table, monkeypatch, 16)
+  cfg, data = _tiny("baseline", make_table, 16)
   cfg.init_from = str(tmp_path / "missing.msgpack")
   with pytest.raises(ValueError, match="config.init_from"):
     config_lib.validate(cfg)
   cfg.init_from = ""
-  trainer = train.Trainer(cfg, str(tmp_path / "wd"))
+  trainer = train.Trainer(cfg, str(tmp_path / "wd"), data)
   state = jax.device_get(trainer.init_state()["model"])
   _fake_file(tmp_path / "r34.msgpack", "resnet34")
   cfg.init_from = str(tmp_path / "r34.msgpack")  # the method reads cfg

@@ -18,19 +18,9 @@ CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 
 
 def tiny_config(method="gndl", **train_overrides):
+  """The method's ``:tiny`` preset, with train fields overridden."""
   c = config_lib.load_config_module(
-      os.path.join(CONFIGS, f"{method}.py")).get_config()
-  c.data.resize, c.data.crop = 16, 16
-  c.data.num_folds = 3
-  c.model.base_width = 8
-  c.train.batch_size = 8
-  c.train.eval_batch_size = 16
-  c.train.num_steps = 4
-  c.train.log_every = 2
-  c.train.checkpoint_every = 2
-  c.train.eval_every = 0
-  c.train.progress_bar = False
-  c.train.async_checkpoint = False
+      os.path.join(CONFIGS, f"{method}.py")).get_config("tiny")
   for k, v in train_overrides.items():
     setattr(c.train, k, v)
   return c
@@ -38,7 +28,8 @@ def tiny_config(method="gndl", **train_overrides):
 
 def test_one_step_lowers_the_loss(fake_data, tmp_path):
   """GNDL's loss on a fixed batch drops after a few updates on that batch."""
-  trainer = train.Trainer(tiny_config(), str(tmp_path))
+  cfg = tiny_config()
+  trainer = train.Trainer(cfg, str(tmp_path), fake_data(cfg))
   phase = trainer.phases[0]
   ex = trainer.data.examples("train", phase.example_kind, phase.role)
   batch = {k: jnp.asarray(v) for k, v in
@@ -54,10 +45,11 @@ def test_one_step_lowers_the_loss(fake_data, tmp_path):
 
 
 def test_checkpoint_round_trip_is_bit_identical(fake_data, tmp_path):
-  trainer = train.Trainer(tiny_config(), str(tmp_path))
+  cfg = tiny_config()
+  trainer = train.Trainer(cfg, str(tmp_path), fake_data(cfg))
   trainer.train()
   saved = jax.device_get(trainer.restore()[0])
-  again = train.Trainer(tiny_config(), str(tmp_path)).restore()[0]
+  again = train.Trainer(cfg, str(tmp_path), fake_data(cfg)).restore()[0]
   flat_a = jax.tree_util.tree_leaves_with_path(saved)
   flat_b = jax.tree_util.tree_leaves_with_path(jax.device_get(again))
   assert [p for p, _ in flat_a] == [p for p, _ in flat_b]
@@ -68,11 +60,12 @@ def test_checkpoint_round_trip_is_bit_identical(fake_data, tmp_path):
 
 def test_resumed_run_matches_uninterrupted(fake_data, tmp_path):
   """Train 4 steps; separately train 2, drop everything, rerun to 4."""
-  full = train.Trainer(tiny_config(), str(tmp_path / "full")).train()
+  cfg = tiny_config()
+  full = train.Trainer(cfg, str(tmp_path / "full"), fake_data(cfg)).train()
   cfg2 = tiny_config()
   cfg2.train.num_steps = 4
   part_dir = str(tmp_path / "part")
-  trainer = train.Trainer(cfg2, part_dir)
+  trainer = train.Trainer(cfg2, part_dir, fake_data(cfg2))
   # Stop after the step-2 checkpoint, as a kill would.
   real_save = trainer.ckpt.save
 
@@ -87,7 +80,7 @@ def test_resumed_run_matches_uninterrupted(fake_data, tmp_path):
   trainer.ckpt.save = save_then_die
   with pytest.raises(Killed):
     trainer.train()
-  resumed = train.Trainer(tiny_config(), part_dir).train()
+  resumed = train.Trainer(cfg, part_dir, fake_data(cfg)).train()
   assert resumed["state_digest"] == full["state_digest"]
   assert resumed["accuracy"] == full["accuracy"]
   log_full = [json.loads(l) for l in open(tmp_path / "full/metrics.jsonl")]
@@ -140,7 +133,7 @@ def test_nonfinite_loss_stops_and_keeps_last_checkpoint(fake_data, tmp_path,
     return new, metrics
   monkeypatch.setattr(gndl.GNDL, "train_step", poisoned)
   cfg = tiny_config(num_steps=6, log_every=1, checkpoint_every=2)
-  trainer = train.Trainer(cfg, str(tmp_path))
+  trainer = train.Trainer(cfg, str(tmp_path), fake_data(cfg))
   with pytest.raises(train.NonFiniteLossError, match="step 3"):
     trainer.train()
   ck = ckpt_lib.Checkpointer(str(tmp_path))
@@ -236,16 +229,18 @@ def test_unwritable_workdir_is_reported(tmp_path):
 
 
 def test_checkpoint_from_another_method_is_refused(fake_data, tmp_path):
-  train.Trainer(tiny_config("gndl"), str(tmp_path)).train()
+  cfg = tiny_config("gndl")
+  train.Trainer(cfg, str(tmp_path), fake_data(cfg)).train()
+  cfg = tiny_config("baseline")
   with pytest.raises(ckpt_lib.CheckpointError, match="method 'gndl'"):
-    train.Trainer(tiny_config("baseline"), str(tmp_path)).train()
+    train.Trainer(cfg, str(tmp_path), fake_data(cfg)).train()
 
 
 def test_all_folds_writes_cv_report(fake_data, tmp_path):
   cfg = tiny_config(num_steps=2)
   cfg.data.num_folds = 2
   cfg.data.all_folds = True
-  summary = train.train_and_evaluate(cfg, str(tmp_path))
+  summary = train.train_and_evaluate(cfg, str(tmp_path), fake_data)
   saved = json.load(open(tmp_path / "cv_report.json"))
   assert saved == json.loads(json.dumps(summary))
   accs = [json.load(open(tmp_path / f"fold_{k}/eval/report.json"))["accuracy"]

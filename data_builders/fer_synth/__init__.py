@@ -5,7 +5,8 @@ builder over it; ``python -m data_builders.fer_synth.contact_sheet`` draws a
 preview.
 """
 
-from data_builders.fer_synth.fer_synth import FerSynth, FerSynthConfig
+from data_builders.fer_synth.fer_synth import (FerSynth, FerSynthConfig,
+                                               sized_builder)
 from data_builders.fer_synth.generator import (
     EXPRESSIONS, SynthSpec, generate_frames, generate_sequence, mean_shape,
     sequence_expression, sequence_landmarks)
@@ -13,5 +14,5 @@ from data_builders.fer_synth.generator import (
 __all__ = [
     "EXPRESSIONS", "FerSynth", "FerSynthConfig", "SynthSpec", "generate_frames",
     "generate_sequence", "mean_shape", "sequence_expression",
-    "sequence_landmarks",
+    "sequence_landmarks", "sized_builder",
 ]

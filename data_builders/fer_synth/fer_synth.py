@@ -129,3 +129,10 @@ class FerSynth(tfds.core.GeneratorBasedBuilder):
                                            compress_level=1)
       key = frame["sequence_id"] * spec.num_frames + frame["frame_index"]
       yield key, {**frame, "image": png.getvalue()}
+
+
+def sized_builder(data_dir: str, **spec_fields) -> FerSynth:
+  """The builder of the set of this size (``config.data.synth``'s fields):
+  what fer_jax's data registry hands the data layer."""
+  spec = generator.SynthSpec(**spec_fields)
+  return FerSynth(config=FerSynthConfig.from_spec(spec), data_dir=data_dir)

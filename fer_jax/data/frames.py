@@ -77,10 +77,7 @@ class FrameTable:
 
 
 def _synth_builder(data_cfg, data_dir: str):
-  from data_builders import fer_synth  # pylint: disable=import-outside-toplevel
-  spec = fer_synth.SynthSpec(**dict(data_cfg.synth))
-  return fer_synth.FerSynth(config=fer_synth.FerSynthConfig.from_spec(spec),
-                            data_dir=data_dir)
+  return registry.synth_builder(data_dir, data_cfg.synth)
 
 
 def get_builder(data_cfg) -> "tfds.core.DatasetBuilder":  # noqa: F821

@@ -23,6 +23,10 @@ BUILDERS: dict[str, str] = {
     "affectnet": "data_builders.affectnet:Affectnet",
 }
 
+# The synthetic set is built at any size (config.data.synth), through this
+# function of its builder package: (data_dir, **synth fields) -> builder.
+SYNTH_SIZED_BUILDER = "data_builders.fer_synth:sized_builder"
+
 DEFAULT_DATA_DIR_ENV = "FER_JAX_DATA_DIR"
 
 
@@ -37,6 +41,11 @@ def builder_class(name: str):
     raise ValueError(f"config.data.name={name!r} is not a known data set; "
                      f"known: {', '.join(sorted(BUILDERS))}")
   return import_symbol(BUILDERS[name])
+
+
+def synth_builder(data_dir: str, synth) -> "tfds.core.DatasetBuilder":  # noqa: F821
+  """fer_synth's builder at the size ``synth`` (config.data.synth) gives."""
+  return import_symbol(SYNTH_SIZED_BUILDER)(data_dir, **dict(synth))
 
 
 def build_command(name: str, data_dir: str, builder_config: str = "") -> str:

@@ -1,22 +1,11 @@
-"""Registry of methods: ``config.method`` -> Method class."""
+"""One module per paper: how its networks train together.
+
+The name -> class table lives in ``fer_jax.registry`` (below the config);
+it is re-exported here for callers that think of it as the methods'.
+"""
 
 from __future__ import annotations
 
-from fer_jax.imports import import_symbol
+from fer_jax.registry import METHODS, method_class
 
-# name -> "module:Class"; imported lazily so one method's deps stay its own.
-METHODS = {
-    "baseline": "fer_jax.methods.baseline:Baseline",
-    "gndl": "fer_jax.methods.gndl:GNDL",
-    "ifgan": "fer_jax.methods.ifgan:IFGAN",
-    "groupgan": "fer_jax.methods.groupgan:GroupGAN",
-    "cgan_wsc": "fer_jax.methods.cgan_wsc:CGANWSC",
-    "sna": "fer_jax.methods.sna:SNA",
-}
-
-
-def method_class(name: str):
-  if name not in METHODS:
-    raise ValueError(f"config.method={name!r} is not a known method; known: "
-                     f"{', '.join(sorted(METHODS))}")
-  return import_symbol(METHODS[name])
+__all__ = ["METHODS", "method_class"]

@@ -75,6 +75,9 @@ class Method(abc.ABC):
     self.num_classes = num_classes
     self.count_examples = count_examples
     self.dtype = compute_dtype(config.model.dtype)
+    # Every network's fast-layer choice (a model field, so jit sees it);
+    # .get: a config.json saved before the field existed ran them.
+    self.fast_layers = bool(config.model.get("fast_layers", True))
     self.spec = augment_lib.AugmentSpec.from_config(config.data)
 
   def eval_view(self, batch: Batch, slot: str = "image") -> jax.Array:
@@ -126,7 +129,8 @@ class Method(abc.ABC):
 
   def prepare(self, data: Any, workdir: str) -> None:
     """Host-side work on the fold's training data before ``init_state``
-    (IF-GAN's class-average targets). ``data`` is a ``train.RunData``."""
+    (IF-GAN's class-average targets). ``data`` is the fold's
+    ``fer_jax.data.run_data.RunData``."""
 
   def load_pretrained(self, state: State) -> State:
     """Host-side: replace initial params with pretrained ones named by the
@@ -218,23 +222,3 @@ def _set(tree, path, value):
   if not path:
     return value
   return {**tree, path[0]: _set(tree[path[0]], path[1:], value)}
-
-
-def network_state(variables, tx, params=None):
-  """One network's slice of a method's state: its params (``params``, or
-  ``variables['params']``), BatchNorm statistics (empty if it has none) and
-  ``tx``'s fresh optimizer state for those params."""
-  params = variables["params"] if params is None else params
-  return {"params": params, "batch_stats": variables.get("batch_stats", {}),
-          "opt_state": tx.init(params)}
-
-
-def apply_updates(tx, params, opt_state, grads, loss=None):
-  """One optimizer update; returns (params, opt_state). ``loss`` feeds a
-  plateau schedule (``config.optim.schedule='plateau'``)."""
-  if loss is None:
-    updates, opt_state = tx.update(grads, opt_state, params)
-  else:
-    updates, opt_state = tx.update(grads, opt_state, params, value=loss)
-  return optax.apply_updates(params, updates), opt_state
-

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from fer_jax import losses
+from fer_jax import losses, nets
 from fer_jax.data import augment as augment_lib
 from fer_jax.methods import base
 from fer_jax.models.classifier import ResNetClassifier
@@ -24,7 +24,8 @@ class Baseline(base.Method):
     super().__init__(config, **kwargs)
     m = config.model
     self.net = ResNetClassifier(m.arch, self.num_classes,
-                                base_width=m.base_width, dtype=self.dtype)
+                                base_width=m.base_width, dtype=self.dtype,
+                                fast_layers=self.fast_layers)
     b = config.get("baseline", {})
     self.island_weight = b.get("island_weight", 0.0)
     self.island_alpha = b.get("island_alpha", 0.03)
@@ -39,8 +40,7 @@ class Baseline(base.Method):
       feat_dim = params["net"]["fc"]["kernel"].shape[0]
       params["centers"] = 0.1 * jax.random.normal(
           k_centers, (self.num_classes, feat_dim))
-    return {"params": params, "batch_stats": variables["batch_stats"],
-            "opt_state": self.tx.init(params)}
+    return nets.network_state(variables, self.tx, params=params)
 
   def load_pretrained(self, state):
     """The ResNet backbone from ``config.init_from``."""
@@ -73,14 +73,11 @@ class Baseline(base.Method):
 
     grads, (ce, island, logits, batch_stats) = jax.grad(
         loss_fn, has_aux=True)(state["params"])
-    params, opt_state = base.apply_updates(
-        self.tx, state["params"], state["opt_state"], grads)
     metrics = {"loss": ce + self.island_weight * island, "ce": ce,
                "accuracy": losses.accuracy(logits, labels)}
     if self.island_weight:
       metrics["island"] = island
-    return ({"params": params, "batch_stats": batch_stats,
-             "opt_state": opt_state}, metrics)
+    return nets.update(state, self.tx, grads, batch_stats=batch_stats), metrics
 
   def predict(self, state, batch):
     logits, _ = self.net.apply({"params": state["params"]["net"],

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fer_jax import clustering as wsc
-from fer_jax import losses, viz
+from fer_jax import losses, nets, viz
 from fer_jax.clustering import reannotate
 from fer_jax.data import augment as augment_lib
 from fer_jax.data import classes as classes_lib
@@ -56,11 +56,13 @@ class CGANWSC(base.Method):
     self.g = UNet(depth=c.unet_depth, base_features=c.unet_features,
                   max_features=c.unet_max_features,
                   num_dropout=c.unet_dropout_layers,
-                  out_channels=self.spec.channels, dtype=self.dtype)
+                  out_channels=self.spec.channels, dtype=self.dtype,
+                  fast_layers=self.fast_layers)
     self.d = PatchGAN(base_features=c.d_features, num_layers=c.d_layers,
-                      dtype=self.dtype)
+                      dtype=self.dtype, fast_layers=self.fast_layers)
     self.lm = LandmarkNet(config.model.arch, config.model.base_width,
-                          head=c.landmark_head, dtype=self.dtype)
+                          head=c.landmark_head, dtype=self.dtype,
+                          fast_layers=self.fast_layers)
     self.batch_size = config.train.batch_size
     role = config.data.role
     self.cgan_steps = self._steps(c.cgan_steps, c.cgan_epochs,
@@ -87,11 +89,11 @@ class CGANWSC(base.Method):
     s, ch = self.spec.crop, self.spec.channels
     img = jnp.zeros((1, s, s, ch), jnp.float32)
     pair = jnp.concatenate([img, img], -1)
-    return {"g": base.network_state(self.g.init(kg, img, train=False),
+    return {"g": nets.network_state(self.g.init(kg, img, train=False),
                                     self.tx),
-            "d": base.network_state(self.d.init(kd, pair, train=False),
+            "d": nets.network_state(self.d.init(kd, pair, train=False),
                                     self.tx),
-            "lm": base.network_state(self.lm.init(kl, img, train=False),
+            "lm": nets.network_state(self.lm.init(kl, img, train=False),
                                      self.lm_tx)}
 
   def phases(self):
@@ -139,8 +141,8 @@ class CGANWSC(base.Method):
                                                  fake_logits), stats
     (d_loss, d_stats), d_grads = jax.value_and_grad(
         d_loss_fn, has_aux=True)(d["params"])
-    d_params, d_opt = base.apply_updates(self.tx, d["params"],
-                                         d["opt_state"], d_grads)
+    d = nets.update(d, self.tx, d_grads)
+    d_params = d["params"]
 
     def g_loss_fn(fake_img):
       logits, stats = d_apply(d_params, d_stats, fake_img)
@@ -150,13 +152,9 @@ class CGANWSC(base.Method):
     (g_loss, (adv, l1, d_stats)), fake_grad = jax.value_and_grad(
         g_loss_fn, has_aux=True)(fake)
     (g_grads,) = g_vjp(fake_grad)
-    g_params, g_opt = base.apply_updates(self.tx, g["params"],
-                                         g["opt_state"], g_grads)
     new = {**state,
-           "g": {"params": g_params, "batch_stats": g_stats,
-                 "opt_state": g_opt},
-           "d": {"params": d_params, "batch_stats": d_stats,
-                 "opt_state": d_opt}}
+           "g": nets.update(g, self.tx, g_grads, batch_stats=g_stats),
+           "d": {**d, "batch_stats": d_stats}}
     return new, {"loss": g_loss + d_loss, "d_loss": d_loss, "g_adv": adv,
                  "g_l1": l1}
 
@@ -178,11 +176,9 @@ class CGANWSC(base.Method):
       return jnp.mean(jnp.abs(pred - target)), (pred, upd["batch_stats"])
     (loss, (pred, stats)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(lm["params"])
-    params, opt = base.apply_updates(self.lm_tx, lm["params"],
-                                     lm["opt_state"], grads)
     nme = jnp.mean(normalised_mean_error(pred, target))
-    return ({**state, "lm": {"params": params, "batch_stats": stats,
-                             "opt_state": opt}},
+    return ({**state, "lm": nets.update(lm, self.lm_tx, grads,
+                                        batch_stats=stats)},
             {"loss": loss, "nme": nme})
 
   # -- evaluation: the re-annotation experiment

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fer_jax import losses
+from fer_jax import losses, nets
 from fer_jax.data import augment as augment_lib
 from fer_jax.methods import base
 from fer_jax.models.resnet import resnet
@@ -48,10 +48,12 @@ class GNDLNet(nn.Module):
   base_width: int = 64
   negative_slope: float = 0.01
   dtype: base.Any = jnp.float32
+  fast_layers: bool = True
 
   def setup(self):
     self.backbone = resnet(self.arch, num_classes=0,
-                           base_width=self.base_width, dtype=self.dtype)
+                           base_width=self.base_width, dtype=self.dtype,
+                           fast_layers=self.fast_layers)
     self.nfg = NeutralFeatureGenerator(self.backbone.feature_dim,
                                        self.negative_slope, dtype=self.dtype)
     self.head = nn.Dense(self.num_classes, dtype=self.dtype)
@@ -110,7 +112,7 @@ class GNDL(base.Method):
     m = config.model
     self.net = GNDLNet(m.arch, self.num_classes, base_width=m.base_width,
                        negative_slope=config.gndl.negative_slope,
-                       dtype=self.dtype)
+                       dtype=self.dtype, fast_layers=self.fast_layers)
     self.real_neutral = config.gndl.get("neutral_source",
                                         "generated") == "real"
     if self.real_neutral:
@@ -122,7 +124,7 @@ class GNDL(base.Method):
     size = (1, self.spec.crop, self.spec.crop, self.spec.channels)
     dummy = jnp.zeros(size, jnp.float32)
     variables = self.net.init(rng, dummy, dummy, method=GNDLNet.train_pair)
-    return base.network_state(variables, self.tx)
+    return nets.network_state(variables, self.tx)
 
   def load_pretrained(self, state):
     """The ResNet backbone (params and BN statistics) from
@@ -160,12 +162,9 @@ class GNDL(base.Method):
 
     grads, (ce, l_neu, logits, batch_stats) = jax.grad(
         loss_fn, has_aux=True)(state["params"])
-    params, opt_state = base.apply_updates(
-        self.tx, state["params"], state["opt_state"], grads)
     metrics = {"loss": ce + lam * l_neu, "ce": ce, "l_neu": l_neu,
                "accuracy": losses.accuracy(logits, labels)}
-    return ({"params": params, "batch_stats": batch_stats,
-             "opt_state": opt_state}, metrics)
+    return nets.update(state, self.tx, grads, batch_stats=batch_stats), metrics
 
   def predict(self, state, batch):
     variables = {"params": state["params"],

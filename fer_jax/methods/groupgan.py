@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fer_jax import losses, viz
+from fer_jax import losses, nets, viz
 from fer_jax.data import augment as augment_lib
 from fer_jax.methods import base
 from fer_jax.models import io as params_io
@@ -78,7 +78,8 @@ class GroupGAN(base.Method):
     self.has_dp = c.variant in ("1v2", "2v2")
     self.has_e = c.variant == "2v2"
     net = dict(fc_width=c.fc_width, base_width=config.model.base_width,
-               dropout=c.dropout, init_scheme=c.init, dtype=self.dtype)
+               dropout=c.dropout, init_scheme=c.init, dtype=self.dtype,
+               fast_layers=self.fast_layers)
     self.c_net = BaseNet(config.model.arch, self.num_classes, **net)
     self.g = MagnifyingGenerator(features=tuple(c.g_features),
                                  strides=tuple(c.g_strides),
@@ -135,21 +136,21 @@ class GroupGAN(base.Method):
     s, ch = self.spec.crop, self.spec.channels
     img = jnp.zeros((1, s, s, ch), jnp.float32)
     c_vars = self.c_net.init(keys[0], img, train=False)
-    state = {"c": base.network_state(c_vars, self.txs["c"])}
+    state = {"c": nets.network_state(c_vars, self.txs["c"])}
     if not self.has_g:
       return state
     # E has C's architecture (the BaseNet; its last FC is only used while
     # pre-training it as a classifier).
     e_vars = self.c_net.init(keys[1], img, train=False)
-    state["e"] = base.network_state(e_vars, self.txs["e"])
+    state["e"] = nets.network_state(e_vars, self.txs["e"])
     f_exp = self._extract(state, img)[0] if self.has_e else None
     g_vars = self.g.init(keys[2], img, f_exp, train=False)
-    state["g"] = base.network_state(g_vars, self.txs["g"])
+    state["g"] = nets.network_state(g_vars, self.txs["g"])
     d_vars = self.d.init(keys[3], img, f_exp)
-    state["d"] = base.network_state(d_vars, self.txs["d"])
+    state["d"] = nets.network_state(d_vars, self.txs["d"])
     if self.has_dp:
       dp_vars = self.d.init(keys[4], img, f_exp)
-      state["dp"] = base.network_state(dp_vars, self.txs["dp"])
+      state["dp"] = nets.network_state(dp_vars, self.txs["dp"])
     return state
 
   def load_pretrained(self, state):
@@ -192,10 +193,7 @@ class GroupGAN(base.Method):
 
   def start_classifier(self, state):
     """C <- the pre-trained E classifier (fresh optimizer state)."""
-    e = state["e"]
-    return {**state, "c": {"params": e["params"],
-                           "batch_stats": e["batch_stats"],
-                           "opt_state": self.txs["c"].init(e["params"])}}
+    return {**state, "c": nets.network_state(state["e"], self.txs["c"])}
 
   # -- network applications
   def _classify(self, net, x, train, rng=None):
@@ -225,13 +223,11 @@ class GroupGAN(base.Method):
 
   # -- phase steps
   def _update(self, key, net, grads, loss, batch_stats=None):
-    """One optimizer step of ``net``, the network ``key`` of the state."""
-    params, opt = base.apply_updates(
-        self.txs[key], net["params"], net["opt_state"], grads,
-        loss if self.config.optim.schedule == "plateau" else None)
-    return {"params": params, "opt_state": opt,
-            "batch_stats": (net["batch_stats"] if batch_stats is None
-                            else batch_stats)}
+    """``nets.update`` of the network ``key`` with its own optimizer (the
+    loss feeds only a plateau schedule)."""
+    plateau = self.config.optim.schedule == "plateau"
+    return nets.update(net, self.txs[key], grads, batch_stats=batch_stats,
+                       loss=loss if plateau else None)
 
   def _classifier_step(self, state, key, x, labels, rng):
     """Cross-entropy update of the BaseNet ``state[key]`` on images x."""

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fer_jax import losses, viz
+from fer_jax import losses, nets, viz
 from fer_jax.data import augment as augment_lib
 from fer_jax.data.frames import DataError
 from fer_jax.methods import base
@@ -73,12 +73,12 @@ class IFGAN(base.Method):
                   max_features=c.unet_max_features,
                   num_dropout=c.unet_dropout_layers,
                   attention=IFGAN_ATTENTION if c.attention else (),
-                  dtype=self.dtype)
+                  dtype=self.dtype, fast_layers=self.fast_layers)
     self.d = PatchGAN(base_features=c.d_features, num_layers=c.d_layers,
-                      dtype=self.dtype)
+                      dtype=self.dtype, fast_layers=self.fast_layers)
     self.e = ResNetClassifier(config.model.arch, self.num_classes,
                               base_width=config.model.base_width,
-                              dtype=self.dtype)
+                              dtype=self.dtype, fast_layers=self.fast_layers)
     self.plan_single_phase("single")
     # Jitted once: every evaluation reuses the compiled picture function.
     self._pictures = jax.jit(self._picture_arrays)
@@ -121,9 +121,9 @@ class IFGAN(base.Method):
     e_params = {"net": e_vars["params"],
                 "centers": 0.1 * jax.random.normal(
                     kc, (self.num_classes, feat_dim))}
-    return {"g": base.network_state(g_vars, self.tx),
-            "d": base.network_state(d_vars, self.tx),
-            "e": base.network_state(e_vars, self.tx, params=e_params),
+    return {"g": nets.network_state(g_vars, self.tx),
+            "d": nets.network_state(d_vars, self.tx),
+            "e": nets.network_state(e_vars, self.tx, params=e_params),
             "class_avg": jnp.asarray(self.class_avg)}
 
   def load_pretrained(self, state):
@@ -185,8 +185,8 @@ class IFGAN(base.Method):
                                                      fake_logits), stats
     (d_loss, d_stats), d_grads = jax.value_and_grad(
         d_loss_fn, has_aux=True)(d["params"])
-    d_params, d_opt = base.apply_updates(self.tx, d["params"],
-                                         d["opt_state"], d_grads)
+    d = nets.update(d, self.tx, d_grads)
+    d_params = d["params"]
 
     # G and E jointly, against the updated D.
     e = state["e"]
@@ -220,16 +220,10 @@ class IFGAN(base.Method):
     (ge_loss, aux), (fake_grad, e_grads) = jax.value_and_grad(
         ge_loss_fn, argnums=(0, 1), has_aux=True)(fake, e["params"])
     (g_grads,) = g_vjp(fake_grad)
-    g_params, g_opt = base.apply_updates(self.tx, state["g"]["params"],
-                                         state["g"]["opt_state"], g_grads)
-    e_params, e_opt = base.apply_updates(self.tx, e["params"],
-                                         e["opt_state"], e_grads)
     new_state = {
-        "g": {"params": g_params, "batch_stats": g_stats, "opt_state": g_opt},
-        "d": {"params": d_params, "batch_stats": aux["d_stats"],
-              "opt_state": d_opt},
-        "e": {"params": e_params, "batch_stats": aux["e_stats"],
-              "opt_state": e_opt},
+        "g": nets.update(state["g"], self.tx, g_grads, batch_stats=g_stats),
+        "d": {**d, "batch_stats": aux["d_stats"]},
+        "e": nets.update(e, self.tx, e_grads, batch_stats=aux["e_stats"]),
         "class_avg": state["class_avg"],
     }
     metrics = {"loss": ge_loss + d_loss, "d_loss": d_loss,

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fer_jax import losses, viz
+from fer_jax import losses, nets, viz
 from fer_jax.data import augment as augment_lib
 from fer_jax.data import pipeline
 from fer_jax.data.protocols import Examples
@@ -121,18 +121,18 @@ class SNA(base.Method):
     critic = self.critic.init(kc, img)
     ae_params = {"enc": enc["params"], "dec": dec["params"]}
     return {
-        "fer0": base.network_state(fer0, self.fer_tx),
-        "fer": base.network_state(fer, self.fer_tx),
-        "ae": {"params": ae_params,
-               "batch_stats": {"enc": enc["batch_stats"],
-                               "dec": dec["batch_stats"]},
-               "opt_state": self.ae_tx.init(ae_params)},
+        "fer0": nets.network_state(fer0, self.fer_tx),
+        "fer": nets.network_state(fer, self.fer_tx),
+        "ae": nets.network_state(
+            {"params": ae_params,
+             "batch_stats": {"enc": enc["batch_stats"],
+                             "dec": dec["batch_stats"]}}, self.ae_tx),
         "refine_opt_state": self.dec_tx.init(dec["params"]),
         # The decoder as pre-training left it (fig. 3's "AE" row), copied
         # when ae_refine starts.
         "dec_pretrained": {"params": dec["params"],
                            "batch_stats": dec["batch_stats"]},
-        "critic": base.network_state(critic, self.critic_tx),
+        "critic": nets.network_state(critic, self.critic_tx),
         "counters": {"refine_step": jnp.zeros((), jnp.int32),
                      "masked": jnp.zeros((), jnp.float32),
                      "seen": jnp.zeros((), jnp.float32)},
@@ -159,10 +159,7 @@ class SNA(base.Method):
     """fer_init='baseline': F starts as a copy of F0 (weights and BN
     statistics, fresh optimizer state) instead of its own random init;
     Algorithm 1 does not say where W^0 comes from."""
-    f0 = state["fer0"]
-    return {**state, "fer": {"params": f0["params"],
-                             "batch_stats": f0["batch_stats"],
-                             "opt_state": self.fer_tx.init(f0["params"])}}
+    return {**state, "fer": nets.network_state(state["fer0"], self.fer_tx)}
 
   def snapshot_decoder(self, state):
     ae = state["ae"]
@@ -216,11 +213,6 @@ class SNA(base.Method):
                                      train=True)
     return x
 
-  def _update(self, tx, net, grads, stats):
-    params, opt = base.apply_updates(tx, net["params"], net["opt_state"],
-                                     grads)
-    return {"params": params, "batch_stats": stats, "opt_state": opt}
-
   # -- stage 1
   def fer_baseline_step(self, state, batch, rng):
     k_aug, k_drop = jax.random.split(rng)
@@ -232,7 +224,7 @@ class SNA(base.Method):
       return jnp.mean(self.per_sample_loss(logits3, labels)), (logits3, stats)
     (loss, (logits3, stats)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(net["params"])
-    new = {**state, "fer0": self._update(self.fer_tx, net, grads, stats)}
+    new = {**state, "fer0": nets.update(net, self.fer_tx, grads, batch_stats=stats)}
     return new, {"loss": loss, "accuracy": losses.accuracy(logits3[2],
                                                            labels)}
 
@@ -264,7 +256,7 @@ class SNA(base.Method):
       return total, (levels, stats)
     (loss, (levels, stats)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(ae["params"])
-    new = {**state, "ae": self._update(self.ae_tx, ae, grads, stats)}
+    new = {**state, "ae": nets.update(ae, self.ae_tx, grads, batch_stats=stats)}
     metrics = {"loss": loss, "ae_pixel": levels[0]}
     for i, v in enumerate(levels[1:], 1):
       metrics[f"ae_level{i}"] = v
@@ -317,10 +309,9 @@ class SNA(base.Method):
                                        self.critic.apply({"params": params},
                                                          fake_sg))
       loss, grads = jax.value_and_grad(loss_fn)(net["params"])
-      params, opt = base.apply_updates(self.critic_tx, net["params"],
-                                       net["opt_state"], grads)
-      params = losses.clip_weights(params, c.critic_clip)
-      return {**net, "params": params, "opt_state": opt}, loss
+      net = nets.update(net, self.critic_tx, grads)
+      return {**net, "params": losses.clip_weights(net["params"],
+                                                   c.critic_clip)}, loss
     trains = self.critic_trains(r)
     critic, d_loss = jax.lax.cond(
         trains, critic_update,
@@ -343,11 +334,13 @@ class SNA(base.Method):
     (g_loss, (l_ae, adv, l_rec, pixel, perc)), d_out = jax.value_and_grad(
         g_loss_fn, argnums=(0, 1), has_aux=True)(fake, rec)
     (grads,) = gen_vjp(d_out)
-    dec_params, dec_opt = base.apply_updates(
-        self.dec_tx, ae["params"]["dec"], state["refine_opt_state"], grads)
-    new_ae = {**ae, "params": {**ae["params"], "dec": dec_params},
-              "batch_stats": {**ae["batch_stats"], "dec": dec_stats}}
-    new = {**state, "ae": new_ae, "refine_opt_state": dec_opt,
+    # The decoder's refinement optimizer is its own (refine_opt_state).
+    dec = nets.update({"params": ae["params"]["dec"],
+                       "opt_state": state["refine_opt_state"]}, self.dec_tx,
+                      grads, batch_stats=dec_stats)
+    new_ae = {**ae, "params": {**ae["params"], "dec": dec["params"]},
+              "batch_stats": {**ae["batch_stats"], "dec": dec["batch_stats"]}}
+    new = {**state, "ae": new_ae, "refine_opt_state": dec["opt_state"],
            "critic": critic,
            "counters": {**state["counters"], "refine_step": r + 1}}
     metrics = {"loss": g_loss, "g_ae": l_ae, "g_adv": adv, "g_rec": l_rec,
@@ -389,7 +382,7 @@ class SNA(base.Method):
     n = jnp.float32(div.shape[0])
     kept = jnp.sum(mask)
     counters = state["counters"]
-    new = {**state, "fer": self._update(self.fer_tx, net, grads, stats),
+    new = {**state, "fer": nets.update(net, self.fer_tx, grads, batch_stats=stats),
            "counters": {**counters, "masked": counters["masked"] + n - kept,
                         "seen": counters["seen"] + n}}
     return new, {"loss": loss,

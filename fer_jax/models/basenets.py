@@ -145,6 +145,7 @@ class BaseNet(nn.Module):
   init_scheme: str = "default"  # "default" | "paper"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  fast_layers: bool = True  # the ResNets' stem (fer_jax.models.fast_layers)
 
   def _inits(self, conv: bool):
     if self.init_scheme == "paper":
@@ -219,6 +220,7 @@ class BaseNet(nn.Module):
   def _resnet(self, x, train, name):
     feats = resnet_lib.resnet(name, num_classes=0, base_width=self.base_width,
                               dtype=self.dtype, param_dtype=self.param_dtype,
+                              fast_layers=self.fast_layers,
                               name="backbone")(x, train)
     if self.init_scheme == "paper":
       head = self._dense(self.num_classes, "fc")

@@ -21,13 +21,14 @@ class ResNetClassifier(nn.Module):
   base_width: int = 64
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  fast_layers: bool = True  # the ResNet's (fer_jax.models.fast_layers)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     """Returns (logits (B, K) float32, features (B, C) float32)."""
     feats = resnet(self.arch, num_classes=0, base_width=self.base_width,
                    dtype=self.dtype, param_dtype=self.param_dtype,
-                   name="backbone")(x, train)
+                   fast_layers=self.fast_layers, name="backbone")(x, train)
     logits = nn.Dense(self.num_classes, dtype=self.dtype,
                       param_dtype=self.param_dtype, name="fc")(feats)
     return logits.astype(jnp.float32), feats

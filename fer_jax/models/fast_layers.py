@@ -27,43 +27,22 @@ channels.
   last layer to 3 channels, as ONE 3x3 stride-1 convolution to 4 * F
   channels (the four output phases) and depth-to-space, same params.
 
-``USE_SPACE_TO_DEPTH`` turns every rewrite off, so ``benchmarks/suite.py
---ablate=...`` can time XLA's plain lowering beside them. All of them are
+Each layer's ``fast`` field (from the models' ``fast_layers``, set by
+``config.model.fast_layers``) turns its rewrite off, so ``benchmarks/suite.py
+--ablate=...`` can time XLA's plain lowering beside them; as a module field
+it is part of what jit traces, never a global read at trace time. All of them are
 reshapes/pads of the operands around one convolution: values and gradients
 are the same sums (tests/test_fast_layers.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
-
-# Module switches, so benchmarks can time the plain lowering beside these.
-# USE_SPACE_TO_DEPTH: all rewrites; USE_SPACE_TO_DEPTH_STEM: the ResNet stem
-# only (its original name, kept for callers that flip just the stem).
-USE_SPACE_TO_DEPTH = True
-USE_SPACE_TO_DEPTH_STEM = True
-
-
-
-@contextlib.contextmanager
-def plain_layers() -> Iterator[None]:
-  """Every rewrite off while the block traces: the model's own math, e.g.
-  for counting its FLOPs without the rewrites' zero taps. The switch is read
-  at trace time and is not part of jit's cache key: trace a fresh function
-  inside the block, never one already jitted outside it (or vice versa)."""
-  global USE_SPACE_TO_DEPTH
-  before, USE_SPACE_TO_DEPTH = USE_SPACE_TO_DEPTH, False
-  try:
-    yield
-  finally:
-    USE_SPACE_TO_DEPTH = before
-
 
 # The strided rewrites are used where the input has at most this many
 # channels: the padded-channel kernels are the slow ones; wide inputs already
@@ -132,10 +111,10 @@ def space_to_depth_conv_7x7_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def _use_space_to_depth(x, kernel_size, stride) -> bool:
-  """The rewrite's domain: switch on, stride > 1, a thin input with even H
-  and W (odd sizes are exact too, but the plain lowering is kept there so
-  nothing changes for shapes the rewrite was not measured on)."""
-  return (USE_SPACE_TO_DEPTH and stride > 1
+  """The rewrite's domain: stride > 1, a thin input with even H and W (odd
+  sizes are exact too, but the plain lowering is kept there so nothing
+  changes for shapes the rewrite was not measured on)."""
+  return (stride > 1
           and x.shape[-1] <= MAX_SPACE_TO_DEPTH_CHANNELS
           and x.shape[1] % stride == 0 and x.shape[2] % stride == 0
           and kernel_size > 1)
@@ -149,6 +128,7 @@ class StridedStemConv(nn.Module):
   kernel_init: Any = nn.initializers.lecun_normal()
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  fast: bool = True  # False: always the plain convolution
 
   @nn.compact
   def __call__(self, x):
@@ -156,7 +136,7 @@ class StridedStemConv(nn.Module):
                         (7, 7, x.shape[-1], self.features), self.param_dtype)
     x = x.astype(self.dtype)
     kernel = kernel.astype(self.dtype)
-    if USE_SPACE_TO_DEPTH_STEM and _use_space_to_depth(x, 7, 2):
+    if self.fast and _use_space_to_depth(x, 7, 2):
       return space_to_depth_conv_7x7_s2(x, kernel)
     return plain_conv(x, kernel, 2, 3)
 
@@ -189,13 +169,14 @@ class StridedConv(nn.Module):
   precision: Any = None
   kernel_init: Any = nn.initializers.lecun_normal()
   bias_init: Any = nn.initializers.zeros_init()
+  fast: bool = True  # False: always nn.Conv's convolution
 
   @nn.compact
   def __call__(self, x):
     k = self.kernel_size
     x, kernel, bias = _conv_params(self, x, k)
     p = ((self.padding, self.padding), (self.padding, self.padding))
-    if _use_space_to_depth(x, k, self.stride):
+    if self.fast and _use_space_to_depth(x, k, self.stride):
       y = space_to_depth_conv(x, kernel, self.stride, p, self.precision)
     else:
       y = plain_conv(x, kernel, self.stride, p, self.precision)
@@ -250,7 +231,7 @@ class SubPixelConvTranspose(nn.Module):
   """``nn.ConvTranspose(features, (4, 4), (2, 2), padding=((2, 2), (2, 2)))``
   (torch's ConvTranspose2d(k=4, s=2, p=1): output exactly twice as wide) with
   the same params (``kernel`` (4, 4, C, F), ``bias`` (F,)), run as a sub-pixel
-  convolution when ``USE_SPACE_TO_DEPTH`` and the output has at most
+  convolution when ``fast`` and the output has at most
   ``MAX_SPACE_TO_DEPTH_CHANNELS`` channels (the U-Net's image layer, where
   the dilated-input lowering writes 3-channel, padded-to-8 tensors)."""
   features: int
@@ -260,11 +241,12 @@ class SubPixelConvTranspose(nn.Module):
   precision: Any = None
   kernel_init: Any = nn.initializers.lecun_normal()
   bias_init: Any = nn.initializers.zeros_init()
+  fast: bool = True  # False: always the transposed convolution
 
   @nn.compact
   def __call__(self, x):
     x, kernel, bias = _conv_params(self, x, 4)
-    if USE_SPACE_TO_DEPTH and self.features <= MAX_SPACE_TO_DEPTH_CHANNELS:
+    if self.fast and self.features <= MAX_SPACE_TO_DEPTH_CHANNELS:
       y = subpixel_conv_transpose_4x4_s2(x, kernel, self.precision)
     else:
       y = conv_transpose_4x4_s2(x, kernel, self.precision)

@@ -54,6 +54,7 @@ class LandmarkNet(nn.Module):
   head: str = "heatmap"
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  fast_layers: bool = True  # the ResNet's (fer_jax.models.fast_layers)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -63,7 +64,8 @@ class LandmarkNet(nn.Module):
     dense = self.head == "heatmap"
     feats = resnet(self.arch, num_classes=0, base_width=self.base_width,
                    pool=not dense, dtype=self.dtype,
-                   param_dtype=self.param_dtype, name="backbone")(x, train)
+                   param_dtype=self.param_dtype,
+                   fast_layers=self.fast_layers, name="backbone")(x, train)
     if dense:
       h = feats
       for i in range(3):

@@ -41,6 +41,8 @@ class PatchGAN(nn.Module):
   norm: str = "batch"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  # The same math as fast_layers' rewrites (False: XLA's plain lowering).
+  fast_layers: bool = True
 
   def layer_specs(self) -> tuple[tuple[int, int, int], ...]:
     """(features, kernel, stride) of each convolution, in order."""
@@ -90,7 +92,8 @@ class PatchGAN(nn.Module):
       # (fast_layers: cuDNN pads 6 channels to 8), the others as nn.Conv.
       h = fast_layers.StridedConv(
           features, k, s, padding=1, use_bias=not norm, kernel_init=conv_init,
-          dtype=self.dtype, param_dtype=self.param_dtype, name=f"conv{i}")(h)
+          dtype=self.dtype, param_dtype=self.param_dtype,
+          fast=self.fast_layers, name=f"conv{i}")(h)
       if last:
         break
       if norm:

@@ -94,6 +94,8 @@ class ResNet(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   pool: bool = True
+  # The same math as fast_layers' rewrites (False: XLA's plain lowering).
+  fast_layers: bool = True
 
   @property
   def feature_dim(self) -> int:
@@ -104,7 +106,7 @@ class ResNet(nn.Module):
     x = x.astype(self.dtype)
     x = fast_layers.StridedStemConv(
         self.base_width, kernel_init=conv_init, dtype=self.dtype,
-        param_dtype=self.param_dtype, name="conv1")(x)
+        param_dtype=self.param_dtype, fast=self.fast_layers, name="conv1")(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
                      epsilon=1e-5, dtype=self.dtype,
                      param_dtype=self.param_dtype, name="bn1")(x)

@@ -76,6 +76,8 @@ class UNet(nn.Module):
   bottleneck_norm: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  # The same math as fast_layers' rewrites (False: XLA's plain lowering).
+  fast_layers: bool = True
 
   def level_features(self, level: int) -> int:
     return min(self.base_features * 2**level, self.max_features)
@@ -150,7 +152,8 @@ class UNet(nn.Module):
       h = fast_layers.StridedConv(
           self.level_features(level), 4, 2, padding=1, use_bias=not norm,
           kernel_init=conv_init, dtype=self.dtype,
-          param_dtype=self.param_dtype, name=f"enc{level}_conv")(h)
+          param_dtype=self.param_dtype, fast=self.fast_layers,
+          name=f"enc{level}_conv")(h)
       if norm:
         h = self._bn(train, f"enc{level}_bn")(h)
       if ("encoder", level) in sites:
@@ -182,7 +185,8 @@ class UNet(nn.Module):
     # same params, as a sub-pixel conv for few output channels (fast_layers).
     h = fast_layers.SubPixelConvTranspose(
         self.out_channels, kernel_init=conv_init, dtype=self.dtype,
-        param_dtype=self.param_dtype, name="out_conv")(h)
+        param_dtype=self.param_dtype, fast=self.fast_layers,
+        name="out_conv")(h)
     y = jnp.tanh(h.astype(jnp.float32))
     if return_attention:
       return y, maps

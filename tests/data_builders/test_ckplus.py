@@ -156,7 +156,8 @@ def test_build_cli_then_trainer_data_path(tmp_path, data_dir, monkeypatch):
   """A user with CK+ on disk: the README's build command, then the gndl
   :ckplus preset's data path as the trainer runs it (data dir from
   $FER_JAX_DATA_DIR, no other step)."""
-  from fer_jax import config_lib, train
+  from fer_jax import config_lib
+  from fer_jax.data import run_data
   from fer_jax.data import pipeline
   ft.write_ckplus(tmp_path / "manual")
   out = subprocess.run(
@@ -172,7 +173,7 @@ def test_build_cli_then_trainer_data_path(tmp_path, data_dir, monkeypatch):
       os.path.join(ROOT, "configs", "gndl.py")).get_config("ckplus")
   config.data.num_folds = 3  # the tiny archive has 5 subjects
   config_lib.validate(config)
-  run = train.prepare_data(config)
+  run = run_data.prepare_data(config)
   assert run.table.image_shape == (256, 256, 3)
   assert set(run.table.subject_id[run.splits["test"]]).isdisjoint(
       run.table.subject_id[run.splits["train"]])

@@ -16,7 +16,8 @@ import pytest
 
 from data_builders.affectnet import Affectnet
 from data_builders.rafdb import Rafdb
-from fer_jax import config_lib, train
+from fer_jax import config_lib
+from fer_jax.data import run_data
 from fer_jax.data import frames
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -83,7 +84,7 @@ def test_rafdb_presets_train_and_test_on_the_official_split(rafdb_dir, arg):
   assert config.data.protocol == "official"
   sizes = split_sizes(Rafdb, rafdb_dir)
   assert set(sizes) == {"train", "test"}
-  run = train.prepare_data(config)
+  run = run_data.prepare_data(config)
   assert count(run, "test") == sizes["test"] == 6
   assert count(run, "train") + count(run, "val") == sizes["train"] == 13
   # val_fraction 0.1 of 13 images: 2 held out, whole.
@@ -94,7 +95,7 @@ def test_rafdb_presets_train_and_test_on_the_official_split(rafdb_dir, arg):
     assert_disjoint_images(run, a, b)
   assert run.eval_split == "val"
   # Deterministic: the same rows again.
-  again = train.prepare_data(config)
+  again = run_data.prepare_data(config)
   for k in run.splits:
     np.testing.assert_array_equal(run.splits[k], again.splits[k])
 
@@ -111,7 +112,7 @@ def test_affectnet_official_split_uses_its_validation_split(affectnet_dir):
   config = shrink(config, affectnet_dir)
   sizes = split_sizes(Affectnet, affectnet_dir)
   assert set(sizes) == {"train", "validation", "test"}
-  run = train.prepare_data(config)
+  run = run_data.prepare_data(config)
   assert count(run, "train") == sizes["train"] == 21
   assert count(run, "val") == sizes["validation"] == 1
   assert count(run, "test") == sizes["test"] == 8
@@ -125,7 +126,7 @@ def test_images_on_disk_read_the_same(rafdb_dir, monkeypatch):
   table decodes no image (AffectNet's ~290k would take minutes)."""
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   config = shrink(preset("ifgan.py", "rafdb"), rafdb_dir)
-  held = train.prepare_data(config).table
+  held = run_data.prepare_data(config).table
   config.data.in_memory = False
   decoded = []
   for name in ("decode_example", "decode_example_np"):
@@ -133,7 +134,7 @@ def test_images_on_disk_read_the_same(rafdb_dir, monkeypatch):
       decoded.append(1)
       return real(self, *a, **k)
     monkeypatch.setattr(tfds.features.Image, name, counted)
-  lazy = train.prepare_data(config).table
+  lazy = run_data.prepare_data(config).table
   assert not decoded, f"{len(decoded)} images decoded to read the columns"
   for c in frames.COLUMNS:
     np.testing.assert_array_equal(getattr(lazy, c), getattr(held, c))
@@ -147,10 +148,10 @@ def test_images_over_the_memory_budget_stay_on_disk(rafdb_dir, caplog):
   """data.in_memory=True but over data.in_memory_max_gb: read from disk,
   with a warning naming the field, and the same pixels."""
   config = shrink(preset("ifgan.py", "rafdb"), rafdb_dir)
-  held = train.prepare_data(config).table
+  held = run_data.prepare_data(config).table
   config.data.in_memory_max_gb = 1e-9
   with caplog.at_level("WARNING"):
-    lazy = train.prepare_data(config).table
+    lazy = run_data.prepare_data(config).table
   assert isinstance(lazy.images, frames.StackedImages)
   assert "in_memory_max_gb" in caplog.text
   np.testing.assert_array_equal(lazy.images[np.arange(len(held))],
@@ -162,7 +163,7 @@ def test_folds_on_a_set_without_subjects_points_at_official(rafdb_dir):
   config.data.protocol = "folds"
   with pytest.raises(frames.DataError,
                      match=r"config.data.protocol='official'"):
-    train.prepare_data(config)
+    run_data.prepare_data(config)
 
 
 def test_official_without_a_test_split_says_so(tmp_path):
@@ -172,7 +173,7 @@ def test_official_without_a_test_split_says_so(tmp_path):
   config.data.synth.update(num_subjects=7, sequences_per_subject=1,
                            num_frames=8, image_size=32)
   with pytest.raises(frames.DataError, match="needs a 'test' split"):
-    train.prepare_data(config)
+    run_data.prepare_data(config)
 
 
 @pytest.mark.parametrize("field,value,message", [

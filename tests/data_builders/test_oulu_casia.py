@@ -85,7 +85,8 @@ def test_subject_folds_and_missing_lighting(tmp_path, data_dir):
 def test_mixed_with_ckplus_for_groupgan(tmp_path, data_dir):
   """GroupGAN's preset reads 'ckplus+oulu_casia': one table, ids apart."""
   from data_builders.ckplus import Ckplus
-  from fer_jax import config_lib, train
+  from fer_jax import config_lib
+  from fer_jax.data import run_data
   ft.write_oulu(tmp_path / "oulu")
   ft.write_ckplus(tmp_path / "ck")
   ft.build(OuluCasia, tmp_path / "oulu", data_dir,
@@ -98,7 +99,7 @@ def test_mixed_with_ckplus_for_groupgan(tmp_path, data_dir):
   config.data.data_dir = str(data_dir)
   config.data.builder_config = "small"
   config_lib.validate(config)
-  run = train.prepare_data(config)
+  run = run_data.prepare_data(config)
   t = run.table
   assert len(t) == 31 + sum(1 for _ in ft.records(
       OuluCasia(config="small", data_dir=str(data_dir))))
