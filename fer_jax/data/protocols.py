@@ -227,16 +227,11 @@ def label_flips(num: int, rate: float, kind: str, num_classes: int,
   return np.where(u[:, 0] < rate, offset, 0)
 
 
-def with_label_noise(ex: Examples, rate: float, kind: str, num_classes: int,
-                     seed: int) -> Examples:
-  """``ex`` with labels flipped per table row (see label_flips).
-
-  The draw is made once over every row of the table, so a frame keeps its
-  noisy label across example kinds and runs of the same seed."""
-  if rate == 0:
-    return ex
-  offset = label_flips(len(ex.table), rate, kind, num_classes, seed)
-  offset = offset[next(iter(ex.slots.values()))]
+def with_label_noise(ex: Examples, flips: np.ndarray,
+                     num_classes: int) -> Examples:
+  """``ex`` with labels shifted by ``flips``, one label_flips offset per
+  table row, so a frame keeps its noisy label across example kinds."""
+  offset = flips[next(iter(ex.slots.values()))]
   label = (ex.label + offset) % num_classes
   return dataclasses.replace(ex, label=label.astype(ex.label.dtype))
 

@@ -9,6 +9,7 @@ see the fold's data through this data-layer type.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import numpy as np
@@ -33,10 +34,9 @@ class RunData:
       ex = protocols.make_examples(
           self.table, self.splits[split], kind, self.classes, role,
           d.peak_frames, tuple(d.weak_frames), self.config.seed)
-      if split == "train":  # label noise: the training split only
-        ex = protocols.with_label_noise(
-            ex, self.label_noise, d.get("label_noise_kind", "symmetric"),
-            len(self.classes), self.config.seed)
+      if split == "train" and self.label_noise:  # training split only
+        ex = protocols.with_label_noise(ex, self.label_flips,
+                                        len(self.classes))
       self._examples[key] = ex
     return self._examples[key]
 
@@ -44,21 +44,27 @@ class RunData:
   def label_noise(self) -> float:
     return float(self.config.data.get("label_noise", 0.0))
 
+  @functools.cached_property
+  def label_flips(self) -> np.ndarray:
+    """The injected noise's class offset per table row (0 = kept), drawn
+    once for every example kind and the report."""
+    d = self.config.data
+    return protocols.label_flips(len(self.table), self.label_noise,
+                                 d.get("label_noise_kind", "symmetric"),
+                                 len(self.classes), self.config.seed)
+
   def report_fields(self) -> dict[str, Any]:
     """What a report records of the data beyond its split: the injected
     label noise and the fraction of training frames it actually flipped
     (a report's accuracies are always against the clean labels)."""
     if not self.label_noise:
       return {}
-    d = self.config.data
-    flips = protocols.label_flips(
-        len(self.table), self.label_noise, d.label_noise_kind,
-        len(self.classes), self.config.seed)
     rows = self.splits["train"]
     return {"label_noise": {
-        "rate": self.label_noise, "kind": d.label_noise_kind,
+        "rate": self.label_noise, "kind": self.config.data.label_noise_kind,
         "seed": self.config.seed,
-        "flipped_train_fraction": float((flips[rows] > 0).mean())}}
+        "flipped_train_fraction":
+            float((self.label_flips[rows] > 0).mean())}}
 
   def count(self, kind: str, role: str) -> int:
     return len(self.examples("train", kind, role))

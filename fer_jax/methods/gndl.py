@@ -145,9 +145,8 @@ class GNDL(base.Method):
     exam, neutral = augment_lib.augment_slots(
         self.spec, rng, batch, ("image", "neutral"), train=True)
     labels = batch["label"]
-    lam = self.config.gndl.lam
-    reduction = self.config.gndl.l_neu_reduction
     g = self.config.gndl
+    lam, reduction = g.lam, g.l_neu_reduction
     to_backbone = g.neutral_loss_to_backbone
     target_grad = g.get("neutral_target_gradient", True)
 
