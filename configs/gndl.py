@@ -34,7 +34,10 @@ def get_config(arg: str = ""):
     c.method = "baseline"
     c.baseline = dict(island_weight=0.0, island_alpha=0.03)
   if oracle:
+    # The ceiling: the classifier sees F_exam - F_neu of the real neutral
+    # frame. L_neu (lam) only trains the NFG, which this arm does not use.
     c.gndl.neutral_source = "real"
+    c.gndl.lam = 0.0
   return c
 
 
@@ -48,10 +51,12 @@ def _gndl_config(arg: str):
   # hundreds of steps; docs/results); False lets L_neu train the NFG alone.
   # neutral_target_gradient: False stops L_neu's gradient at the target F_neu
   # (see GNDLNet.train_pair). neutral_source: 'generated' (the method) or
-  # 'real' (the oracle arm).
+  # 'real' (the oracle arm). warmup_steps: CE alone for that many of the
+  # num_steps before L_neu joins (GNDL.phases: a stand-in for the paper's
+  # ImageNet initialisation).
   c.gndl = dict(lam=5.0, negative_slope=0.01, l_neu_reduction="mean",
                 neutral_loss_to_backbone=True, neutral_target_gradient=True,
-                neutral_source="generated")
+                neutral_source="generated", warmup_steps=0)
   if arg in PAPER_DATA:
     c.data.name = arg
     c.data.classes = PAPER_DATA[arg]

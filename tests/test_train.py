@@ -252,3 +252,31 @@ def test_all_folds_writes_cv_report(fake_data, tmp_path):
   assert pooled.sum() == sum(
       json.load(open(tmp_path / f"fold_{k}/eval/report.json"))["num_examples"]
       for k in range(2))
+
+
+def test_gndl_warmup_is_ce_alone_then_full_loss(fake_data, tmp_path):
+  """gndl.warmup_steps: a CE-only phase over the first steps (loss == CE
+  although L_neu > 0), then CE + lambda * L_neu, in num_steps in all; a
+  warm-up as long as the run is refused naming the field."""
+  cfg = tiny_config(num_steps=4)
+  cfg.gndl.warmup_steps = 2
+  trainer = train.Trainer(cfg, str(tmp_path), fake_data(cfg))
+  assert [(p.name, p.num_steps) for p in trainer.phases] == [
+      ("warmup_ce", 2), ("gndl", 2)]
+  warm, main = trainer.phases
+  ex = trainer.data.examples("train", warm.example_kind, warm.role)
+  batch = {k: jnp.asarray(v) for k, v in
+           pipeline.gather(ex, np.arange(8)).items()}
+  state = trainer.init_state()["model"]
+  key = jax.random.PRNGKey(0)
+  _, m_warm = jax.jit(warm.step)(state, batch, key)
+  _, m_main = jax.jit(main.step)(state, batch, key)
+  assert float(m_warm["l_neu"]) > 0
+  np.testing.assert_allclose(m_warm["loss"], m_warm["ce"], rtol=1e-6)
+  np.testing.assert_allclose(
+      m_main["loss"], m_main["ce"] + cfg.gndl.lam * m_main["l_neu"],
+      rtol=1e-5)
+  np.testing.assert_allclose(m_main["ce"], m_warm["ce"], rtol=1e-5)
+  cfg.gndl.warmup_steps = 4
+  with pytest.raises(ValueError, match="gndl.warmup_steps=4"):
+    train.Trainer(cfg, str(tmp_path / "bad"), fake_data(cfg))

@@ -137,16 +137,38 @@ class GNDL(base.Method):
                                "GNDL's ResNet backbone")
 
   def phases(self):
-    return [base.Phase("gndl", self.num_steps, self.batch_size,
-                       self.train_step, example_kind="neutral_pair",
-                       role=self.role)]
+    """``gndl.warmup_steps`` of CE alone, then CE + lambda * L_neu.
 
-  def train_step(self, state, batch, rng):
+    The paper starts from an ImageNet ResNet-18 whose features already
+    describe faces. From scratch, L_neu acting at step 0 can collapse the
+    features (F_exam = F_neu, CE at log K for hundreds of steps;
+    docs/results): the warm start gives L_neu meaningful features to shape,
+    as the pretrained initialisation does in the paper. The two phases share
+    one optimizer and schedule, over ``num_steps`` in all.
+    """
+    warmup = int(self.config.gndl.get("warmup_steps", 0))
+    if not 0 <= warmup < self.num_steps:
+      raise ValueError(f"config.gndl.warmup_steps={warmup}: expected 0 <= "
+                       f"warmup_steps < the run's {self.num_steps} steps")
+    main = base.Phase("gndl", self.num_steps - warmup, self.batch_size,
+                      self.train_step, example_kind="neutral_pair",
+                      role=self.role)
+    if not warmup:
+      return [main]
+    return [base.Phase("warmup_ce", warmup, self.batch_size, self.warmup_step,
+                       example_kind="neutral_pair", role=self.role), main]
+
+  def warmup_step(self, state, batch, rng):
+    """The training step with lambda = 0: CE through the whole network."""
+    return self.train_step(state, batch, rng, lam=0.0)
+
+  def train_step(self, state, batch, rng, lam=None):
     exam, neutral = augment_lib.augment_slots(
         self.spec, rng, batch, ("image", "neutral"), train=True)
     labels = batch["label"]
     g = self.config.gndl
-    lam, reduction = g.lam, g.l_neu_reduction
+    lam = g.lam if lam is None else lam
+    reduction = g.l_neu_reduction
     to_backbone = g.neutral_loss_to_backbone
     target_grad = g.get("neutral_target_gradient", True)
 
