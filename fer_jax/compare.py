@@ -201,6 +201,46 @@ class Run:
             f"--workdir={run_dir}"] + self.args()[1:]
 
 
+def resolved_config(run: Run) -> dict[str, Any]:
+  """The config ``fer_jax.main`` would build from the run's arguments, as
+  the JSON it saves in the workdir (config files resolved from the
+  repository this compare runs)."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  path, sep, arg = run.config.partition(":")
+  argv = ["compare", f"--config={REPO / path}{sep}{arg}"] + run.args()[1:]
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "the run's config",
+                                  flag_values=values, lock_config=True,
+                                  sys_argv=argv)
+  values(argv)
+  return json.loads(values.config.to_json_best_effort())
+
+
+def config_drift(run: Run, run_dir: str) -> list[str]:
+  """'field: trained -> now' for each field whose value in the run's saved
+  config.json differs from what its arm resolves to today, so a config
+  file edited after a run was trained never passes that run off as the new
+  arm's. Fields added to the configs since (absent from the saved file)
+  are not drift: a new field's default keeps the old behaviour."""
+  try:
+    with open(os.path.join(run_dir, "config.json")) as f:
+      saved = json.load(f)
+  except (OSError, ValueError):
+    return []  # not trained yet (or torn): fer_jax.main rewrites it
+  changed = []
+
+  def walk(now, then, prefix):
+    if isinstance(now, dict) and isinstance(then, dict):
+      for k in sorted(set(now) & set(then)):
+        walk(now[k], then[k], f"{prefix}{k}.")
+    elif now != then:
+      changed.append(f"{prefix[:-1]}: {then!r} -> {now!r}")
+
+  walk(resolved_config(run), saved, "")
+  return changed
+
+
 def spec_hash(args: Sequence[str]) -> str:
   text = json.dumps({"module": "fer_jax.main", "args": list(args)})
   return hashlib.sha256(text.encode()).hexdigest()
@@ -321,6 +361,11 @@ def run_state(run: Run, run_dir: str) -> State:
   pid = _alive_pid(run_dir)
   if pid is not None:
     return State("running", f"pid {pid} is still training it")
+  changed = config_drift(run, run_dir)
+  if changed:
+    return State("mismatch", "its config.json differs from what the arm's "
+                 "config resolves to now (a config file changed since it "
+                 f"was trained): {'; '.join(changed)}")
   if read_report(run_dir) is not None:
     return State("done")
   ckpt = os.path.join(run_dir, "checkpoints")

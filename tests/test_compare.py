@@ -103,7 +103,7 @@ def write_fake_run(run_dir, method, arm, fold, seed):
   acc = fake_accuracy(method, arm, fold, seed)
   os.makedirs(os.path.join(run_dir, "eval"), exist_ok=True)
   with open(os.path.join(run_dir, "config.json"), "w") as f:
-    json.dump({"method": method, "arm": arm, "seed": seed}, f)
+    json.dump({"fake_run": {"method": method, "arm": arm, "seed": seed}}, f)
   report = {"method": method, "dataset": "fer_synth", "fold": fold,
             "split": "test", "accuracy": acc,
             "per_class_accuracy": {"anger": acc + 0.1, "fear": acc - 0.1,
@@ -474,3 +474,29 @@ def test_running_run_is_refused_and_stopped_runs_end(tmp_path, capsys):
   assert result and result[0] != 0
   assert not (run_dir / "running.json").exists()
   assert cmp.run_state(runs[0], str(run_dir)).status == "resume"
+
+
+def test_run_trained_under_an_edited_config_is_refused(tmp_path):
+  """A finished run whose saved config.json no longer matches what its arm
+  resolves to (here: the oracle preset's lam changed since) is a mismatch
+  naming the field, not a done run; the unchanged one is done."""
+  run = cmp.Run("gndl", "oracle", 0, 0, 4, "configs/gndl.py:oracle")
+  resolved = cmp.resolved_config(run)
+  assert resolved["gndl"]["neutral_source"] == "real"
+  assert resolved["data"]["num_folds"] == 4
+  run_dir = tmp_path / "r"
+  write_fake_run(str(run_dir), "gndl", "oracle", 0, 0)
+  with open(run_dir / "run_spec.json", "w") as f:
+    json.dump(run.spec(), f)
+  with open(run_dir / "config.json", "w") as f:
+    json.dump(resolved, f)
+  assert cmp.run_state(run, str(run_dir)).status == "done"
+  old = json.loads(json.dumps(resolved))
+  old["gndl"]["lam"] = 5.0
+  del old["model"]["fast_layers"]  # a field added since: not drift
+  with open(run_dir / "config.json", "w") as f:
+    json.dump(old, f)
+  state = cmp.run_state(run, str(run_dir))
+  assert state.status == "mismatch"
+  assert "gndl.lam: 5.0 -> 0.0" in state.detail
+  assert "fast_layers" not in state.detail
