@@ -31,14 +31,20 @@ def neutral_feature_loss(generated, real, reduction: str = "mean"):
   makes sense for 'mean': with 'sum' over 512 dimensions lambda=0.1 already
   outweighs the CE term, and on the synthetic set the backbone collapses its
   features to zero (CE stays at log K).
+  ``reduction='relative'`` divides the 'mean' loss by the batch's mean
+  |F_neu|: a variant (not the paper's) that the backbone cannot lower by
+  shrinking every feature towards zero, the collapse measured from scratch.
   """
-  diff = jnp.abs(generated.astype(jnp.float32) - real.astype(jnp.float32))
+  real = real.astype(jnp.float32)
+  diff = jnp.abs(generated.astype(jnp.float32) - real)
   if reduction == "mean":
     return jnp.mean(diff)
   if reduction == "sum":
     return jnp.mean(jnp.sum(diff, axis=-1))
+  if reduction == "relative":
+    return jnp.mean(diff) / (jnp.mean(jnp.abs(real)) + 1e-6)
   raise ValueError(f"config.gndl.l_neu_reduction={reduction!r}; choose "
-                   "'mean' or 'sum'")
+                   "'mean', 'sum' or 'relative'")
 
 
 def accuracy(logits, labels, mask=None):

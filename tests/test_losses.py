@@ -142,3 +142,17 @@ def test_accuracy_with_and_without_mask():
   np.testing.assert_allclose(losses.accuracy(logits, labels, mask), 2 / 3,
                              rtol=1e-6)
   assert float(losses.accuracy(logits, labels, jnp.zeros(5, bool))) == 0.0
+
+
+def test_neutral_feature_loss_relative_is_scale_free():
+  """'relative' = 'mean' / mean|F_neu|: here 1.5 / (|REAL| total / 9);
+  scaling both features by 10 leaves it unchanged (the backbone cannot
+  lower it by shrinking them), where 'mean' scales by 10."""
+  mean_abs_real = np.abs(np.asarray(REAL, np.float64)).mean()
+  np.testing.assert_allclose(l_neu(GEN, REAL, "relative"),
+                             1.5 / mean_abs_real, rtol=1e-5)
+  big_gen = 10 * np.asarray(GEN, np.float64)
+  big_real = 10 * np.asarray(REAL, np.float64)
+  np.testing.assert_allclose(l_neu(big_gen, big_real, "relative"),
+                             l_neu(GEN, REAL, "relative"), rtol=1e-5)
+  np.testing.assert_allclose(l_neu(big_gen, big_real), 15.0, rtol=1e-5)
