@@ -170,6 +170,15 @@ class Profile:
     ``plateau_frames`` frames and stays there (the frames a protocol calls
     peak), rising as (t / t_peak) ** ease before; otherwise the classic
     ease-in to the last frame, (t / (T - 1)) ** U(1.8, 2.6).
+  identity_coupling: c in [0, 1). Every shape trait of a subject (face and
+    jaw, eyes, brows, nose, mouth, and the traits that copy expression cues)
+    is c * (its loading on a 3-d identity latent) + sqrt(1 - c^2) * (its own
+    draw), in units of the trait's spread. At c > 0 a face's resting brows,
+    eyes and mouth corners follow from its expression-free traits (jaw,
+    nose, eye spacing), so its neutral face can be inferred from an
+    expressive frame, the premise under which a model that sees no neutral
+    at test time (GNDL's generated neutral) can remove the confound. At 0
+    the traits are independent (and drawn exactly as before).
   """
   aligned: bool = False
   eye_distance: float = 0.36
@@ -180,6 +189,7 @@ class Profile:
   plateau: bool = False
   plateau_frames: int = 3
   ease: float = 3.0
+  identity_coupling: float = 0.0
 
 
 PROFILES = {
@@ -197,7 +207,24 @@ PROFILES = {
     "benchmark": Profile(aligned=True, eye_distance=0.36, eye_height=0.40,
                          expression_gain=1.5, identity_confound=1.5,
                          peak_range=(0.85, 1.0), plateau=True),
+    # The benchmark profile with identity traits coupled through a latent
+    # (identity_coupling 0.9): the resting expression-like traits are
+    # predictable from the rest of the face, as GNDL's Neutral Feature
+    # Generator presumes of real faces. GNDL's evidence runs use it.
+    "coupled": Profile(aligned=True, eye_distance=0.36, eye_height=0.40,
+                       expression_gain=1.5, identity_confound=1.5,
+                       peak_range=(0.85, 1.0), plateau=True,
+                       identity_coupling=0.9),
 }
+
+_LATENT_STREAM = 3
+_LATENT_DIM = 3
+_MAX_TRAITS = 32
+# Each shape trait's direction in the identity latent (fixed unit vectors:
+# trait k of every subject loads on the latent the same way).
+_TRAIT_LOADINGS = np.random.default_rng(20261204).normal(
+    size=(_MAX_TRAITS, _LATENT_DIM))
+_TRAIT_LOADINGS /= np.linalg.norm(_TRAIT_LOADINGS, axis=1, keepdims=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,7 +348,8 @@ class _Identity:
   expression_displacement: np.ndarray  # (7, 68, 2) at intensity 1
 
 
-def _identity(seed: int, subject: int, confound: float = 1.0) -> _Identity:
+def _identity(seed: int, subject: int, confound: float = 1.0,
+              coupling: float = 0.0) -> _Identity:
   """Draws a subject; traits that mimic expressions are scaled to confuse.
 
   ``confound`` scales those traits (eye openness, brow height, slant and
@@ -330,9 +358,16 @@ def _identity(seed: int, subject: int, confound: float = 1.0) -> _Identity:
   for 80% of subjects and on the left for the rest.
   """
   rng = _rng(seed, _IDENTITY_STREAM, subject)
+  latent = _rng(seed, _LATENT_STREAM, subject).normal(size=_LATENT_DIM)
+  trait = iter(range(_MAX_TRAITS))
 
   def n(sd, lo, hi):  # clipped normal: no grotesque outliers
-    return float(np.clip(rng.normal(0.0, sd), lo, hi))
+    own = rng.normal(0.0, sd)
+    if coupling:  # see Profile.identity_coupling
+      shared = float(_TRAIT_LOADINGS[next(trait)] @ latent)
+      own = sd * (coupling * shared
+                  + np.sqrt(1.0 - coupling ** 2) * own / sd)
+    return float(np.clip(own, lo, hi))
 
   def mimic(sd, lo, hi):  # a trait that copies an expression cue
     return confound * n(sd, lo, hi)
@@ -506,7 +541,8 @@ def sequence_landmarks(spec: SynthSpec, subject_id: int,
   pixel coordinates, identical to what generate_sequence records.
   """
   _check_indices(spec, subject_id, seq_in_subject)
-  ident = _identity(spec.seed, subject_id, spec.params.identity_confound)
+  ident = _identity(spec.seed, subject_id, spec.params.identity_confound,
+                    spec.params.identity_coupling)
   geo = _geometry(spec, ident, subject_id, seq_in_subject)
   landmarks, _ = _frame_landmarks(spec, geo)
   return {"label": canonical_index(geo.expression),
@@ -788,7 +824,8 @@ def generate_sequence(spec: SynthSpec, subject_id: int,
                       seq_in_subject: int) -> list[dict]:
   """All frames of one sequence (neutral first, peak last) as frame dicts."""
   _check_indices(spec, subject_id, seq_in_subject)
-  ident = _identity(spec.seed, subject_id, spec.params.identity_confound)
+  ident = _identity(spec.seed, subject_id, spec.params.identity_confound,
+                    spec.params.identity_coupling)
   geo = _geometry(spec, ident, subject_id, seq_in_subject)
   landmarks, affines = _frame_landmarks(spec, geo)
   label = canonical_index(geo.expression)
