@@ -51,12 +51,12 @@ def _gndl_config(arg: str):
   # hundreds of steps; docs/results); False lets L_neu train the NFG alone.
   # neutral_target_gradient: False stops L_neu's gradient at the target F_neu
   # (see GNDLNet.train_pair). neutral_source: 'generated' (the method) or
-  # 'real' (the oracle arm). warmup_steps: CE alone for that many of the
-  # num_steps before L_neu joins (GNDL.phases: a stand-in for the paper's
+  # 'real' (the oracle arm). warmup_fraction: CE alone over that share
+  # of the steps before L_neu joins (GNDL.phases: a stand-in for the paper's
   # ImageNet initialisation).
   c.gndl = dict(lam=5.0, negative_slope=0.01, l_neu_reduction="mean",
                 neutral_loss_to_backbone=True, neutral_target_gradient=True,
-                neutral_source="generated", warmup_steps=0)
+                neutral_source="generated", warmup_fraction=0.0)
   if arg in PAPER_DATA:
     c.data.name = arg
     c.data.classes = PAPER_DATA[arg]
@@ -77,10 +77,21 @@ def _gndl_config(arg: str):
 
 
 def cpu_synthetic(c):
-  """The embedded default: small synthetic faces (the 'benchmark' profile:
-  eye-aligned, visible expressions, a peak plateau), a narrow ResNet-18."""
+  """The embedded default: small synthetic faces (the 'coupled' profile:
+  eye-aligned, visible expressions, a peak plateau, inferable neutral), a
+  narrow ResNet-18."""
   config_lib.synthetic(c)
-  c.data.synth.update(num_frames=12, profile="benchmark")
+  # 'coupled': the benchmark profile whose resting expression-like traits
+  # follow from the rest of the face, so the neutral face can be inferred
+  # from an expressive one (GNDL's premise; see fer_synth's Profile).
+  c.data.synth.update(num_frames=12, profile="coupled")
+  # From scratch the paper's L_neu (mean L1, lambda 5 from step 0) collapses
+  # the features (docs/results: CE at log K for hundreds of steps). Here:
+  # CE alone for the first 30% of the steps (the paper starts from ImageNet) and L_neu relative to
+  # the neutral features' scale, which shrinking them cannot lower. The
+  # paper's literal loss is the compare's gndl_paper arm. Chosen on a
+  # held-out synthetic population (docs/results/dev_synth_seed1).
+  c.gndl.update(l_neu_reduction="relative", warmup_fraction=0.3)
   c.data.resize, c.data.crop = 64, 56
   c.data.noise_std = 0.02
   c.train.batch_size = 32
@@ -95,6 +106,7 @@ def cpu_synthetic(c):
 def tiny(c):
   """16 px faces, batch 8, 4 steps (tests/test_train.py's run)."""
   config_lib.tiny(c)
+  c.gndl.warmup_fraction = 0.0  # one phase in a 4-step smoke run
   c.data.resize, c.data.crop = 16, 16
   c.train.update(batch_size=8, eval_batch_size=16, num_steps=4, log_every=2,
                  checkpoint_every=2)

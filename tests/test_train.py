@@ -255,11 +255,11 @@ def test_all_folds_writes_cv_report(fake_data, tmp_path):
 
 
 def test_gndl_warmup_is_ce_alone_then_full_loss(fake_data, tmp_path):
-  """gndl.warmup_steps: a CE-only phase over the first steps (loss == CE
+  """gndl.warmup_fraction: a CE-only phase over the first steps (loss == CE
   although L_neu > 0), then CE + lambda * L_neu, in num_steps in all; a
   warm-up as long as the run is refused naming the field."""
   cfg = tiny_config(num_steps=4)
-  cfg.gndl.warmup_steps = 2
+  cfg.gndl.warmup_fraction = 0.5
   trainer = train.Trainer(cfg, str(tmp_path), fake_data(cfg))
   assert [(p.name, p.num_steps) for p in trainer.phases] == [
       ("warmup_ce", 2), ("gndl", 2)]
@@ -277,6 +277,6 @@ def test_gndl_warmup_is_ce_alone_then_full_loss(fake_data, tmp_path):
       m_main["loss"], m_main["ce"] + cfg.gndl.lam * m_main["l_neu"],
       rtol=1e-5)
   np.testing.assert_allclose(m_main["ce"], m_warm["ce"], rtol=1e-5)
-  cfg.gndl.warmup_steps = 4
-  with pytest.raises(ValueError, match="gndl.warmup_steps=4"):
+  cfg.gndl.warmup_fraction = 1.0
+  with pytest.raises(ValueError, match="gndl.warmup_fraction=1.0"):
     train.Trainer(cfg, str(tmp_path / "bad"), fake_data(cfg))

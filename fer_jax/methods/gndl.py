@@ -137,7 +137,8 @@ class GNDL(base.Method):
                                "GNDL's ResNet backbone")
 
   def phases(self):
-    """``gndl.warmup_steps`` of CE alone, then CE + lambda * L_neu.
+    """CE alone over the first ``gndl.warmup_fraction`` of the steps, then
+    CE + lambda * L_neu.
 
     The paper starts from an ImageNet ResNet-18 whose features already
     describe faces. From scratch, L_neu acting at step 0 can collapse the
@@ -146,10 +147,11 @@ class GNDL(base.Method):
     as the pretrained initialisation does in the paper. The two phases share
     one optimizer and schedule, over ``num_steps`` in all.
     """
-    warmup = int(self.config.gndl.get("warmup_steps", 0))
-    if not 0 <= warmup < self.num_steps:
-      raise ValueError(f"config.gndl.warmup_steps={warmup}: expected 0 <= "
-                       f"warmup_steps < the run's {self.num_steps} steps")
+    fraction = float(self.config.gndl.get("warmup_fraction", 0.0))
+    if not 0.0 <= fraction < 1.0:
+      raise ValueError(f"config.gndl.warmup_fraction={fraction}: expected a "
+                       "share of the steps in [0, 1)")
+    warmup = int(fraction * self.num_steps)
     main = base.Phase("gndl", self.num_steps - warmup, self.batch_size,
                       self.train_step, example_kind="neutral_pair",
                       role=self.role)
