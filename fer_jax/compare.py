@@ -61,6 +61,10 @@ ARMS: dict[str, dict[str, Any]] = {
     "ifgan": {
         "ifgan": "configs/ifgan.py",
         "baseline": "configs/ifgan.py:baseline",
+        # Ablation: E sees G's face alone (eq. 4 without I_SE), so its
+        # accuracy is the class information G's faces carry.
+        "generated_only": ("configs/ifgan.py",
+                           {"ifgan.classifier_input": "generated"}),
     },
     # Table 1: the full 2V2 against the BaseNet CNN on weak expressions.
     "groupgan": {
@@ -89,6 +93,9 @@ CLAIMS: list[dict[str, Any]] = [
     dict(method="ifgan",
          claim="IF-GAN beats its ResNet + island-loss baseline",
          arm="ifgan", reference="baseline"),
+    dict(method="ifgan",
+         claim="E on G's generated face alone beats the baseline",
+         arm="generated_only", reference="baseline", informational=True),
     dict(method="groupgan",
          claim="GroupGAN (2V2) beats its BaseNet CNN on weak expressions",
          arm="groupgan", reference="cnn"),
