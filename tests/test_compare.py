@@ -402,7 +402,9 @@ def test_cli_help_and_dry_run(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=120,
                        env=env)
   assert out.returncode == 0, out.stderr
-  assert "4 new" in out.stdout and "--config.train.num_steps=3" in out.stdout
+  new = 2 * len(cmp.ARMS["ifgan"])  # folds 0 and 1
+  assert f"{new} new" in out.stdout
+  assert "--config.train.num_steps=3" in out.stdout
   assert not os.listdir(tmp_path)
   out = subprocess.run([sys.executable, "-m", "fer_jax.compare",
                         "--preset=cpu", f"--workdir={tmp_path}",
