@@ -337,17 +337,19 @@ def write_affectnet(root, variant: bool = False, seed: int = 0) -> dict:
 # ------------------------------------------------------------------ MMI
 
 MMI_SESSIONS = [
-    # (session id, subject, emotion code or None, frames, kind)
-    (101, 1, 1, 9, "video"), (102, 1, 4, 11, "video"),
-    (140, 2, 6, 10, "video"), (141, 2, None, 9, "video"),  # AU-only
-    (203, 5, 2, 9, "video"), (204, 5, 3, 9, "corrupt"),
-    (250, 9, 5, 12, "video"), (251, 9, 4, 1, "image"),  # still session
+    # (session id, subject, emotion code or None, frames, kind, view)
+    (101, 1, 1, 9, "video", 0), (102, 1, 4, 11, "video", 0),
+    (140, 2, 6, 10, "video", 2), (141, 2, None, 9, "video", 0),  # AU-only
+    (203, 5, 2, 9, "video", 0), (204, 5, 3, 9, "corrupt", 0),
+    (250, 9, 5, 12, "video", 2), (251, 9, 4, 1, "image", 0),  # still session
 ]
 
 
 def write_video(path: str, num_frames: int, rng, w: int = 48,
-                h: int = 32) -> None:
-  """An MPEG-4 AVI whose frame f has mean brightness ~20 + 20 f."""
+                h: int = 32, dual: bool = False) -> None:
+  """An MPEG-4 AVI whose frame f has mean brightness ~20 + 20 f (``dual``:
+  only its left half; the right half, the profile view of a dual-view
+  recording, stays dark, ~5)."""
   import av  # only the MMI test writes videos
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with av.open(path, mode="w") as container:
@@ -355,6 +357,8 @@ def write_video(path: str, num_frames: int, rng, w: int = 48,
     stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
     for f in range(num_frames):
       arr = (rng.integers(0, 10, (h, w, 3)) + 20 + 20 * f).clip(0, 255)
+      if dual:
+        arr[:, w // 2:] = rng.integers(0, 10, (h, w - w // 2, 3))
       frame = av.VideoFrame.from_ndarray(arr.astype(np.uint8),
                                          format="rgb24")
       for packet in stream.encode(frame):
@@ -364,12 +368,16 @@ def write_video(path: str, num_frames: int, rng, w: int = 48,
 
 
 def write_mmi(root, variant: bool = False, seed: int = 0) -> dict:
-  """Sessions/<id>/S###-###.avi + session.xml with the Emotion metatag
-  (variant: under MMI/, the subject only in the video's name)."""
+  """MMI as the archive ships it: Sessions/<id>/S###-###.avi, the Emotion
+  metatag in the per-video S###-###.xml beside it, session.xml with the
+  subject and <track view="0|2"> (2: frontal left, profile right in one
+  frame) and the AU file. ``variant``: an older copy under MMI/ with the
+  Emotion metatag in session.xml, no per-video XML and the subject only in
+  the video's name. Returns {session: (subject, code, frames, view)}."""
   rng = np.random.default_rng(seed)
   top = os.path.join(os.fspath(root), "MMI") if variant else os.fspath(root)
   expected = {}
-  for sid, subject, code, n, kind in MMI_SESSIONS:
+  for sid, subject, code, n, kind, view in MMI_SESSIONS:
     folder = os.path.join(top, "Sessions", str(sid))
     media = f"S{subject:03d}-{sid:03d}.avi"
     os.makedirs(folder, exist_ok=True)
@@ -377,20 +385,25 @@ def write_mmi(root, variant: bool = False, seed: int = 0) -> dict:
       media = media.replace(".avi", ".jpg")
       save(face_image(48, 32, rng), os.path.join(folder, media))
     else:
-      write_video(os.path.join(folder, media), n, rng)
+      write_video(os.path.join(folder, media), n, rng, dual=view == 2)
       if kind == "corrupt":
         corrupt(os.path.join(folder, media))
-    subject_el = "" if variant else f'\n  <subject id="{subject}"/>'
+    stem = media.rsplit(".", 1)[0]
     emotion_el = ("" if code is None
                   else f'\n  <Metatag Name="Emotion" Value="{code}"/>')
+    subject_el = "" if variant else f'\n  <subject id="{subject}"/>'
     with open(os.path.join(folder, "session.xml"), "w") as f:
       f.write(f'<?xml version="1.0" encoding="utf-8"?>\n'
               f'<session sessionId="{sid}" mediaFile="{media}">{subject_el}'
-              f'\n  <Metatag Name="Gender" Value="Male"/>{emotion_el}\n'
-              f'</session>\n')
-    with open(os.path.join(folder, media.rsplit(".", 1)[0]
-                           + "-oao_aucs.xml"), "w") as f:
+              f'\n  <track id="0" view="{view}" type="Video" enabled="1"/>'
+              f'{emotion_el if variant else ""}\n</session>\n')
+    if not variant:
+      with open(os.path.join(folder, stem + ".xml"), "w") as f:
+        f.write(f'<?xml version="1.0" encoding="utf-8"?>\n<Metatags>'
+                f'\n  <Metatag Name="Gender" Value="Male"/>{emotion_el}'
+                f'\n</Metatags>\n')
+    with open(os.path.join(folder, stem + "-oao_aucs.xml"), "w") as f:
       f.write("<ActionUnits/>\n")
     if code is not None and kind == "video":
-      expected[sid] = (subject, code, n)
+      expected[sid] = (subject, code, n, view)
   return expected
