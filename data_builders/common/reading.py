@@ -3,9 +3,10 @@ variants seen in the wild), with errors that name the path looked for."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageFile
@@ -27,7 +28,8 @@ def candidate_dirs(root: str, depth: int = 2):
       yield d
       try:
         nxt += sorted(os.path.join(d, e) for e in os.listdir(d)
-                      if os.path.isdir(os.path.join(d, e)))
+                      if os.path.isdir(os.path.join(d, e))
+                      and not e.startswith(".") and e != "__MACOSX")
       except OSError:
         pass
     level = nxt
@@ -46,6 +48,80 @@ def find_root(manual_dir, markers: Sequence[str], dataset: str,
       f"{dataset}: found none of {', '.join(markers)} under {manual_dir} "
       f"(looked for {os.path.join(manual_dir, markers[0])} and up to {depth} "
       f"folders down). Expected layout:\n{layout}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+  """One folder a layout must hold: ``variants`` are paths relative to the
+  layout's root, preferred first, each component matched case-insensitively
+  (copies differ: ``Emotion_labels`` / ``Emotion_Labels``); ``holds``, if
+  given, checks the folder's content (``holds_what`` names it in errors),
+  so an outer folder of a nested copy is never taken for the inner one."""
+  name: str
+  variants: tuple[str, ...]
+  holds: Callable[[str], bool] | None = None
+  holds_what: str = ""
+
+
+def resolve(root: str, rel: str) -> str | None:
+  """root/rel with every component matched case-insensitively, or None."""
+  path = root
+  for part in rel.replace("\\", "/").split("/"):
+    path = child(path, part)
+    if path is None:
+      return None
+  return path
+
+
+def _find_part(root: str, part: Part) -> tuple[str | None, str]:
+  """(folder, '') or (None, why not) for one part under root."""
+  rejected = None
+  for v in part.variants:
+    path = resolve(root, v)
+    if path is None or not os.path.isdir(path):
+      continue
+    if part.holds is None or part.holds(path):
+      return path, ""
+    rejected = rejected or path
+  if rejected:
+    return None, f"{rejected} holds no {part.holds_what}"
+  return None, "no " + " or ".join(os.path.join(root, v)
+                                    for v in part.variants)
+
+
+def find_layout(manual_dir, parts: Sequence[Part], dataset: str,
+                layout: str, depth: int = 3) -> dict[str, str]:
+  """{part name: folder} at the first level under ``manual_dir`` (itself,
+  then breadth-first down to ``depth``) that holds every part; a level
+  holding only some (an outer folder of a nested copy, one zip unpacked
+  beside the others) is passed over. None holding all: one error naming
+  the level that held most and what it lacks."""
+  manual_dir = check_manual_dir(manual_dir, parts[0].variants[0], dataset,
+                                layout)
+  best = None
+  for root in candidate_dirs(manual_dir, depth):
+    found, missing = {}, []
+    for part in parts:
+      path, why = _find_part(root, part)
+      if path:
+        found[part.name] = path
+      else:
+        missing.append(why)
+    if not missing:
+      return found
+    if found and (best is None or len(found) > len(best[1])):
+      best = (root, found, missing)
+  if best is None:
+    first = parts[0]
+    raise LayoutError(
+        f"{dataset}: found none of {', '.join(first.variants)} under "
+        f"{manual_dir} (looked for {os.path.join(manual_dir, first.variants[0])}"
+        f" and up to {depth} folders down). Expected layout:\n{layout}")
+  root, found, missing = best
+  raise LayoutError(
+      f"{dataset}: {root} holds {', '.join(sorted(found.values()))} but "
+      f"{'; '.join(missing)} (no folder down to {depth} levels under "
+      f"{manual_dir} holds all). Expected layout:\n{layout}")
 
 
 def check_manual_dir(manual_dir, looked_for: str, dataset: str,

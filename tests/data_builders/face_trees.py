@@ -104,15 +104,32 @@ CK_CORRUPT = (22, 1, 2)  # subject, sequence, frame position
 CK_SIZE = (64, 48)
 
 
-def write_ckplus(root, variant: bool = False, seed: int = 0) -> dict:
-  """CK+ as distributed (``variant``: the nested Emotion_labels/Emotion and
-  Landmarks/Landmarks of some copies, under one top folder, grey frames)."""
+CK_LAYOUTS = {
+    # name: (top folder, images, labels, landmarks, grey frames)
+    "canonical": ("", "cohn-kanade-images", "Emotion", "Landmarks", False),
+    "nested": ("CK+", "cohn-kanade-images", "Emotion_labels/Emotion",
+               "Landmarks/Landmarks", True),
+    "capital_labels": ("", "cohn-kanade-images", "Emotion_Labels/Emotion",
+                       "Landmarks", False),
+    "zip_per_folder": ("", "extended-cohn-kanade-images/cohn-kanade-images",
+                       "Emotion", "Landmarks", False),
+    "zip_per_folder_nested": (
+        "CK+", "extended-cohn-kanade-images/cohn-kanade-images",
+        "Emotion_labels/Emotion", "Landmarks/Landmarks", False),
+}
+
+
+def write_ckplus(root, variant: bool | str = False, seed: int = 0) -> dict:
+  """CK+ as distributed; ``variant`` names an unpacking of CK_LAYOUTS (True:
+  'nested', the Emotion_labels/Emotion and Landmarks/Landmarks of some
+  copies under one top folder, grey frames)."""
+  layout = {False: "canonical", True: "nested"}.get(variant, variant)
+  top_name, images, labels, landmarks, grey = CK_LAYOUTS[layout]
   rng = np.random.default_rng(seed)
-  top = os.path.join(os.fspath(root), "CK+") if variant else os.fspath(root)
-  emo_dir = os.path.join(top, "Emotion_labels", "Emotion") if variant else \
-      os.path.join(top, "Emotion")
-  mark_dir = os.path.join(top, "Landmarks", "Landmarks") if variant else \
-      os.path.join(top, "Landmarks")
+  top = os.path.join(os.fspath(root), top_name)
+  emo_dir = os.path.join(top, *labels.split("/"))
+  mark_dir = os.path.join(top, *landmarks.split("/"))
+  image_dir = os.path.join(top, *images.split("/"))
   expected = {}
   codes = {0: "neutral", 1: "anger", 2: "contempt", 3: "disgust", 4: "fear",
            5: "happiness", 6: "sadness", 7: "surprise"}
@@ -123,9 +140,8 @@ def write_ckplus(root, variant: bool = False, seed: int = 0) -> dict:
       stem = f"{subj}_{seq}_{i + 1:08d}"
       pts = face_points(32 + i, 20, 18, angle, rng)
       eyes = [pts[36:42].mean(0), pts[42:48].mean(0)]
-      im = face_image(*CK_SIZE, rng, grey=variant, eyes=eyes)
-      path = save(im, os.path.join(top, "cohn-kanade-images", subj, seq,
-                                   stem + ".png"))
+      im = face_image(*CK_SIZE, rng, grey=grey, eyes=eyes)
+      path = save(im, os.path.join(image_dir, subj, seq, stem + ".png"))
       if (s, q, i) == CK_CORRUPT:
         corrupt(path)
       os.makedirs(os.path.join(mark_dir, subj, seq), exist_ok=True)
