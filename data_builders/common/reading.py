@@ -98,7 +98,7 @@ def find_layout(manual_dir, parts: Sequence[Part], dataset: str,
   the level that held most and what it lacks."""
   manual_dir = check_manual_dir(manual_dir, parts[0].variants[0], dataset,
                                 layout)
-  best = None
+  best, rejected = None, None
   for root in candidate_dirs(manual_dir, depth):
     found, missing = {}, []
     for part in parts:
@@ -107,16 +107,20 @@ def find_layout(manual_dir, parts: Sequence[Part], dataset: str,
         found[part.name] = path
       else:
         missing.append(why)
+        if rejected is None and " holds no " in why:
+          rejected = why
     if not missing:
       return found
     if found and (best is None or len(found) > len(best[1])):
       best = (root, found, missing)
   if best is None:
     first = parts[0]
-    raise LayoutError(
-        f"{dataset}: found none of {', '.join(first.variants)} under "
-        f"{manual_dir} (looked for {os.path.join(manual_dir, first.variants[0])}"
-        f" and up to {depth} folders down). Expected layout:\n{layout}")
+    why = (f"{rejected}, and no other folder down to {depth} levels holds "
+           f"the layout" if rejected else
+           f"found none of {', '.join(first.variants)} under {manual_dir} "
+           f"(looked for {os.path.join(manual_dir, first.variants[0])} and "
+           f"up to {depth} folders down)")
+    raise LayoutError(f"{dataset}: {why}. Expected layout:\n{layout}")
   root, found, missing = best
   raise LayoutError(
       f"{dataset}: {root} holds {', '.join(sorted(found.values()))} but "

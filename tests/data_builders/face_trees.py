@@ -176,17 +176,30 @@ def oulu_frames(subject: int, e: int) -> int:
   return OULU_FRAMES + (subject + e) % 3  # 5-7 frames
 
 
-def write_oulu(root, variant: bool = False, seed: int = 0) -> dict:
-  """OriginalImg/{VL,NI}/{Strong,Weak}/P###/<Expression>/000.jpeg; variant:
-  the B_OriginalImg copy, lower-case lighting folder and .jpg files."""
+OULU_LAYOUTS = {
+    # name: (folders above the camera folders, frame extension, case)
+    "canonical": ("OriginalImg", ".jpeg", None),
+    "b_copy": ("Oulu_CASIA_NIR_VIS/B_OriginalImg", ".jpg", "strong"),
+    "nested_b": ("B_OriginalImg/B_OriginalImg/OriginalImg", ".jpeg", None),
+    "lower_case": ("oulu-casia/originalimg", ".jpeg", "lower"),
+}
+
+
+def write_oulu(root, variant: bool | str = False, seed: int = 0) -> dict:
+  """OriginalImg/{VL,NI}/{Strong,Weak}/P###/<Expression>/000.jpeg;
+  ``variant`` names an unpacking of OULU_LAYOUTS (True: 'b_copy', the
+  B_OriginalImg copy under a top folder, lower-case Strong folder, .jpg;
+  'nested_b': B_OriginalImg/B_OriginalImg/OriginalImg/...; 'lower_case':
+  every folder name in lower case)."""
+  layout = {False: "canonical", True: "b_copy"}.get(variant, variant)
+  above, ext, case = OULU_LAYOUTS[layout]
   rng = np.random.default_rng(seed)
-  top = os.path.join(os.fspath(root), "Oulu_CASIA_NIR_VIS",
-                     "B_OriginalImg" if variant else "OriginalImg")
-  ext = ".jpg" if variant else ".jpeg"
+  top = os.path.join(os.fspath(root), *above.split("/"))
   expected = {}
   for camera, lighting in (("VL", "Strong"), ("NI", "Strong"),
                            ("VL", "Weak")):
-    folder = "strong" if variant and lighting == "Strong" else lighting
+    folder = "strong" if case and lighting == "Strong" else lighting
+    low = (lambda x: x.lower()) if case == "lower" else (lambda x: x)
     for s in OULU_SUBJECTS:
       for e, expr in enumerate(OULU_EXPRESSIONS):
         n = oulu_frames(s, e)
@@ -195,7 +208,8 @@ def write_oulu(root, variant: bool = False, seed: int = 0) -> dict:
           # frame order from the pixels.
           im = rng.integers(0, 20, (30, 40, 3)) + 30 * i
           path = save(Image.fromarray(im.astype(np.uint8)), os.path.join(
-              top, camera, folder, f"P{s:03d}", expr, f"{i:03d}{ext}"))
+              top, low(camera), low(folder), low(f"P{s:03d}"), low(expr),
+              f"{i:03d}{ext}"))
           if (camera, lighting) == ("VL", "Strong"):
             if (s, expr, i) == OULU_CORRUPT:
               corrupt(path)
