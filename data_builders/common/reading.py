@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -16,6 +17,76 @@ from data_builders.common.build_log import BuildLog
 
 class LayoutError(FileNotFoundError):
   """The manual directory lacks a file or folder the data set must have."""
+
+
+# Archive endings and the command that unpacks one where it lies.
+_UNPACK = (
+    ((".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar"), "tar -xf {name}"),
+    ((".zip",), "unzip {name}"),
+    ((".rar",), "unrar x {name}  (or: 7z x {name})"),
+    ((".7z",), "7z x {name}"),
+)
+_SHOWN_ARCHIVES = 5
+
+
+def _unpack_command(name: str) -> tuple[str, str] | None:
+  """(matched ending, command template) for an archive's file name."""
+  low = name.lower()
+  for endings, command in _UNPACK:
+    for ending in endings:
+      if low.endswith(ending):
+        return ending, command
+  return None
+
+
+def packed_archives(folder, depth: int = 2) -> list[str]:
+  """Archive files (.zip, .tar(.gz), .rar, .7z) in ``folder`` and its
+  sub-folders down to ``depth``, sorted: copies still packed."""
+  found = []
+  folder = os.fspath(folder)
+  if not os.path.isdir(folder):
+    return found
+  for d in candidate_dirs(folder, depth):
+    try:
+      names = os.listdir(d)
+    except OSError:
+      continue
+    found += sorted(os.path.join(d, n) for n in names
+                    if not n.startswith(".") and _unpack_command(n)
+                    and os.path.isfile(os.path.join(d, n)))
+  return found
+
+
+def unpack_hint(archives: Sequence[str]) -> str:
+  """'. Archives still packed: A, B (+N more); unpack them ...: cd DIR &&
+  COMMAND', or '' when there is none."""
+  if not archives:
+    return ""
+  shown = ", ".join(archives[:_SHOWN_ARCHIVES])
+  more = (f" (+{len(archives) - _SHOWN_ARCHIVES} more)"
+          if len(archives) > _SHOWN_ARCHIVES else "")
+  groups: dict[tuple[str, str, str], list[str]] = {}
+  for path in archives:
+    ending, command = _unpack_command(os.path.basename(path))
+    groups.setdefault((os.path.dirname(path), ending, command), []).append(
+        os.path.basename(path))
+  commands = []
+  for (folder, ending, command), names in groups.items():
+    cd = f"cd {shlex.quote(folder)} &&"
+    if len(names) == 1:
+      commands.append(f"{cd} {command.format(name=shlex.quote(names[0]))}")
+    else:
+      each = command.split("  ")[0].format(name='"$f"')
+      commands.append(f"{cd} for f in *{ending}; do {each}; done")
+  return (f". Archives still packed: {shown}{more}; unpack them where they "
+          f"lie, then build again: {' ; '.join(commands)}")
+
+
+def _error(text: str, layout: str, where) -> LayoutError:
+  """A LayoutError: ``text``, then what is still packed under ``where``,
+  then the expected layout."""
+  return LayoutError(f"{text}{unpack_hint(packed_archives(where))}. "
+                     f"Expected layout:\n{layout}")
 
 
 def candidate_dirs(root: str, depth: int = 2):
@@ -44,10 +115,10 @@ def find_root(manual_dir, markers: Sequence[str], dataset: str,
     for m in markers:
       if os.path.exists(os.path.join(root, m)):
         return root, m
-  raise LayoutError(
+  raise _error(
       f"{dataset}: found none of {', '.join(markers)} under {manual_dir} "
       f"(looked for {os.path.join(manual_dir, markers[0])} and up to {depth} "
-      f"folders down). Expected layout:\n{layout}")
+      f"folders down)", layout, manual_dir)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,12 +191,12 @@ def find_layout(manual_dir, parts: Sequence[Part], dataset: str,
            f"found none of {', '.join(first.variants)} under {manual_dir} "
            f"(looked for {os.path.join(manual_dir, first.variants[0])} and "
            f"up to {depth} folders down)")
-    raise LayoutError(f"{dataset}: {why}. Expected layout:\n{layout}")
+    raise _error(f"{dataset}: {why}", layout, manual_dir)
   root, found, missing = best
-  raise LayoutError(
+  raise _error(
       f"{dataset}: {root} holds {', '.join(sorted(found.values()))} but "
       f"{'; '.join(missing)} (no folder down to {depth} levels under "
-      f"{manual_dir} holds all). Expected layout:\n{layout}")
+      f"{manual_dir} holds all)", layout, manual_dir)
 
 
 def check_manual_dir(manual_dir, looked_for: str, dataset: str,
@@ -152,9 +223,9 @@ def find_root_where(manual_dir, entry_test, looked_for: str, dataset: str,
       continue
     if any(entry_test(name) for name in names):
       return root
-  raise LayoutError(
+  raise _error(
       f"{dataset}: no folder under {manual_dir} (down to {depth} levels) "
-      f"holds {looked_for}. Expected layout:\n{layout}")
+      f"holds {looked_for}", layout, manual_dir)
 
 
 def child(parent: str, name: str) -> str | None:
@@ -180,14 +251,14 @@ def find_dir(root: str, variants: Sequence[str], dataset: str,
         os.path.join(root, v)
     if p and os.path.isdir(p):
       return p
-  raise LayoutError(
-      f"{dataset}: no {' or '.join(os.path.join(root, v) for v in variants)}."
-      f" Expected layout:\n{layout}")
+  raise _error(
+      f"{dataset}: no {' or '.join(os.path.join(root, v) for v in variants)}",
+      layout, root)
 
 
 def require_file(path: str, dataset: str, layout: str) -> str:
   if not os.path.isfile(path):
-    raise LayoutError(f"{dataset}: missing {path}. Expected layout:\n{layout}")
+    raise _error(f"{dataset}: missing {path}", layout, os.path.dirname(path))
   return path
 
 
