@@ -437,3 +437,45 @@ def write_mmi(root, variant: bool = False, seed: int = 0) -> dict:
     if code is not None and kind == "video":
       expected[sid] = (subject, code, n, view)
   return expected
+
+
+def write_affectnet_npy(root, variant: bool = False, seed: int = 0) -> dict:
+  """AffectNet's 8-class release: {train_set,val_set}/images/<id>.jpg and
+  annotations/<id>_exp.npy (the code as text, as the release stores it;
+  ``variant``: as a number, under a top folder), _val, _aro, _lnd (136
+  numbers x1 y1 ...). Codes 0-7; a corrupt image, an image without
+  annotations, one with malformed landmarks. Returns {image file name:
+  (split, code, points)}."""
+  rng = np.random.default_rng(seed)
+  top = (os.path.join(os.fspath(root), "AffectNet") if variant
+         else os.fspath(root))
+  expected = {}
+  for split, count, first in (("train_set", 26, 0), ("val_set", 9, 5000)):
+    for k in range(count):
+      ident = str(first + 3 * k)
+      code = k % 8
+      w = h = 48 + 8 * (k % 2)
+      pts = face_points(w / 2, h / 2 - 4, 14 + k % 5, rng.uniform(-0.4, 0.4),
+                        rng).round(2)
+      path = save(face_image(w, h, rng, eyes=[pts[36:42].mean(0),
+                                             pts[42:48].mean(0)]),
+                  os.path.join(top, split, "images", f"{ident}.jpg"))
+      notes = os.path.join(top, split, "annotations")
+      os.makedirs(notes, exist_ok=True)
+      if (split, k) == ("train_set", 4):
+        continue  # image without annotations
+      np.save(os.path.join(notes, f"{ident}_exp.npy"),
+              np.array(code) if variant else np.array(str(code)))
+      np.save(os.path.join(notes, f"{ident}_val.npy"), np.array("0.5"))
+      np.save(os.path.join(notes, f"{ident}_aro.npy"), np.array("-0.25"))
+      marks = pts.ravel()
+      if (split, k) == ("train_set", 9):
+        marks = marks[:100]  # malformed landmarks
+      np.save(os.path.join(notes, f"{ident}_lnd.npy"), marks)
+      if (split, k) == ("train_set", 6):
+        corrupt(path)
+        continue
+      if (split, k) != ("train_set", 9):
+        expected[f"{ident}.jpg"] = ("test" if split == "val_set" else "train",
+                                    code, pts)
+  return expected
