@@ -144,20 +144,21 @@ def resolve(root: str, rel: str) -> str | None:
   return path
 
 
-def _find_part(root: str, part: Part) -> tuple[str | None, str]:
-  """(folder, '') or (None, why not) for one part under root."""
+def _find_part(root: str, part: Part) -> tuple[str | None, str, bool]:
+  """(folder, '', False), or (None, why not, whether a folder of the
+  part's name was there but held the wrong content) for one part."""
   rejected = None
   for v in part.variants:
     path = resolve(root, v)
     if path is None or not os.path.isdir(path):
       continue
     if part.holds is None or part.holds(path):
-      return path, ""
+      return path, "", False
     rejected = rejected or path
   if rejected:
-    return None, f"{rejected} holds no {part.holds_what}"
+    return None, f"{rejected} holds no {part.holds_what}", True
   return None, "no " + " or ".join(os.path.join(root, v)
-                                    for v in part.variants)
+                                    for v in part.variants), False
 
 
 def find_layout(manual_dir, parts: Sequence[Part], dataset: str,
@@ -173,12 +174,12 @@ def find_layout(manual_dir, parts: Sequence[Part], dataset: str,
   for root in candidate_dirs(manual_dir, depth):
     found, missing = {}, []
     for part in parts:
-      path, why = _find_part(root, part)
+      path, why, wrong_content = _find_part(root, part)
       if path:
         found[part.name] = path
       else:
         missing.append(why)
-        if rejected is None and " holds no " in why:
+        if rejected is None and wrong_content:
           rejected = why
     if not missing:
       return found

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from data_builders.mmi import Mmi, MmiConfig, mmi
-from fer_jax.data import frames, protocols
+from fer_jax.data import align, frames, protocols
 from fer_jax.data.classes import DATASET_CODES, canonical_index
 
 pytest.importorskip("av", reason="MMI's videos need PyAV: pip install av")
@@ -24,6 +24,10 @@ def _by_session(recs):
     out.setdefault(int(r["sequence_id"]), []).append(
         (int(r["frame_index"]), int(frame), path, r))
   return {k: sorted(v) for k, v in out.items()}
+
+
+def _inverse(affine):
+  return np.linalg.inv(np.vstack([affine, [0, 0, 1]]))[:2]
 
 
 def test_onset_to_apex_selection():
@@ -131,11 +135,9 @@ def test_dual_view_frames_keep_the_frontal_half(tmp_path, data_dir):
   spec = MmiConfig(name="x", image_size=32).align_spec
   centre = mmi.frame_affine(48, 32, 0, "left", spec)
   left = mmi.frame_affine(48, 32, 2, "left", spec)
-  corners = np.array([[0, 0], [31, 31]], float)
-  inv = lambda a: np.linalg.inv(np.vstack([a, [0, 0, 1]]))[:2]  # noqa: E731
-  from fer_jax.data import align
-  xs_centre = align.apply_affine(inv(centre), corners)[:, 0]
-  xs_left = align.apply_affine(inv(left), corners)[:, 0]
+  corners = np.array([[0, 0], [31, 31]], float)  # stored image -> source
+  xs_centre = align.apply_affine(_inverse(centre), corners)[:, 0]
+  xs_left = align.apply_affine(_inverse(left), corners)[:, 0]
   assert xs_centre[0] < 24 < xs_centre[1]
   assert xs_left[1] < 24
 
