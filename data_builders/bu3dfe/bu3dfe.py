@@ -6,6 +6,15 @@ The default keeps intensities 3-4 and the neutral faces (IF-GAN's
 selection); config ``all`` keeps every level. No landmarks ship with the 2D
 images and the face fills the centre, so each is cropped to the centred
 square grown by ``margin``.
+
+Layout source and what was checked against the archive as shipped: the
+owners ship one RAR archive per subject (``F0001.rar`` ...); unpacked, each
+gives the subject folder of 2D textures and 3D files named as in the
+layout below. Compared (issue 23) with public code of others reading it:
+the two-letter expression codes, the 01-04 intensities with NE00 neutral,
+the ``_F2D`` suffix and the extension agree. The builder reads unpacked
+folders only; a manual dir with subjects still packed (``.rar``, ``.zip``,
+``.7z``) stops with an error naming the archives and the unpack command.
 """
 
 from __future__ import annotations
@@ -23,7 +32,8 @@ from fer_jax.data.classes import dataset_label
 _LAYOUT = """\
   F0001/F0001_AN01WH_F2D.bmp ... M0044/M0044_SU04AE_F2D.bmp
     (subject _ expression(2) intensity(2: 01-04, NE00 neutral) race(2) _F2D;
-     the 3D files beside them are ignored)"""
+     the 3D files beside them are ignored; the per-subject F0001.rar ...
+     as shipped must be unpacked first: unrar x F0001.rar)"""
 
 _SUBJECT = re.compile(r"^([FM])(\d{4})$")
 _NAME = re.compile(r"^([FM])(\d{4})_([A-Z]{2})(\d{2})([A-Z]{2})_F2D\.(bmp|png|jpe?g)$",
@@ -82,6 +92,19 @@ subject folders (F0001 ... M0044) as --manual_dir. Layout:
     root = common.find_root_where(
         manual, _SUBJECT.match, "subject folders F0001 ... M0044", self.name,
         _LAYOUT)
+    # Some subjects unpacked, others still F0001.rar: never a silent build
+    # of part of the set.
+    unpacked = {d.upper() for d in os.listdir(root)
+                if _SUBJECT.match(d) and os.path.isdir(os.path.join(root, d))}
+    packed = [a for a in common.packed_archives(manual)
+              if _SUBJECT.match(os.path.basename(a).split(".")[0])
+              and os.path.basename(a).split(".")[0].upper() not in unpacked]
+    if packed:
+      raise common.LayoutError(
+          f"{self.name}: {len(packed)} subject(s) still packed, without "
+          f"their folder in {root}{common.unpack_hint(packed)}. Expected "
+          f"layout:\n"
+          f"{_LAYOUT}")
     return {"train": self._generate_examples(manual, root)}
 
   def _generate_examples(self, manual, root):

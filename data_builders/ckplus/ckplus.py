@@ -3,6 +3,20 @@ AAM landmarks, every frame labelled with its sequence's emotion (the Emotion
 file belongs to the last frame; frame 0 is the neutral onset).
 
   python -m fer_jax.data.build ckplus --manual_dir=/data/CK+ --data_dir=...
+
+Layout source and what was checked against the archive as shipped: the
+zips as the owners distribute them (``S005_001_00000011_emotion.txt`` for the
+last frame, codes 0-7 with 0 neutral and 2 contempt, 68-point AAM landmark
+files per frame), compared (issue 23) with public code of others reading
+the same zips: label order, 0-based codes, file names and extensions agree.
+The zips (extended-cohn-kanade-images, Emotion_labels, Landmarks) are
+unpacked in several ways in the wild: all into one folder, each into a
+folder named after its zip (``extended-cohn-kanade-images/cohn-kanade-images``,
+``Emotion_labels/Emotion``, ``Landmarks/Landmarks``), with the case of
+``Emotion_Labels`` changed. The builder takes the first level (down to three
+folders) holding all three, each matched case-insensitively and required to
+hold the S### subject folders; the tests build every such unpacking and
+check it gives the canonical layout's examples.
 """
 
 from __future__ import annotations
@@ -19,11 +33,33 @@ from fer_jax.data import align
 from fer_jax.data.classes import dataset_label
 
 _LAYOUT = """\
-  cohn-kanade-images/S005/001/S005_001_00000001.png ... (one folder per sequence)
+  cohn-kanade-images/S005/001/S005_001_00000001.png ... (one folder per sequence;
+      also extended-cohn-kanade-images/cohn-kanade-images/)
   Emotion/S005/001/S005_001_00000011_emotion.txt      (also Emotion_labels/Emotion/)
-  Landmarks/S005/001/S005_001_00000001_landmarks.txt  (also Landmarks/Landmarks/)"""
+  Landmarks/S005/001/S005_001_00000001_landmarks.txt  (also Landmarks/Landmarks/)
+  (folder names in any case; the three side by side, up to 3 folders down)"""
 
 _SUBJECT = re.compile(r"^S(\d+)$")
+
+
+def _holds_subjects(folder: str) -> bool:
+  return any(_SUBJECT.match(e) and os.path.isdir(os.path.join(folder, e))
+             for e in os.listdir(folder))
+
+
+# The three zips, extracted into one folder or each into its own; every
+# folder must hold the S### subject folders (so the outer Emotion_labels/
+# of a nested copy is never taken for the labels).
+_PARTS = (
+    common.Part("images", ("cohn-kanade-images",
+                           "extended-cohn-kanade-images/cohn-kanade-images"),
+                _holds_subjects, "S### subject folders"),
+    common.Part("labels", ("Emotion", "Emotion_labels/Emotion",
+                           "Emotion_labels"),
+                _holds_subjects, "S### subject folders"),
+    common.Part("landmarks", ("Landmarks", "Landmarks/Landmarks"),
+                _holds_subjects, "S### subject folders"),
+)
 
 
 @dataclasses.dataclass(eq=False)
@@ -74,13 +110,8 @@ Landmarks.zip into one folder and pass it as --manual_dir. Layout:
 
   def _split_generators(self, dl_manager):
     manual = self.manual_dir(dl_manager)
-    root, _ = common.find_root(manual, ["cohn-kanade-images"], self.name,
-                               _LAYOUT)
-    images = os.path.join(root, "cohn-kanade-images")
-    emotion = common.find_dir(root, ["Emotion_labels/Emotion", "Emotion",
-                                     "Emotion_labels"], self.name, _LAYOUT)
-    marks = common.find_dir(root, ["Landmarks/Landmarks", "Landmarks"],
-                            self.name, _LAYOUT)
+    found = common.find_layout(manual, _PARTS, self.name, _LAYOUT)
+    images, emotion, marks = (found[p.name] for p in _PARTS)
     if not any(_SUBJECT.match(d) and os.path.isdir(os.path.join(images, d))
                and os.path.isdir(os.path.join(emotion, d))
                for d in os.listdir(images)):

@@ -9,18 +9,24 @@ from data_builders.common.builder import FaceBuilder, FaceConfig, kept_frames
 from data_builders.common.reading import (
     IMAGE_EXTENSIONS,
     LayoutError,
+    Part,
     check_manual_dir,
     child,
     find_dir,
+    find_layout,
     find_root,
     find_root_where,
     list_images,
     open_image,
+    packed_archives,
     read_floats,
     require_file,
+    resolve,
+    unpack_hint,
 )
 
 __all__ = ["IMAGE_EXTENSIONS", "BuildLog", "FaceBuilder", "FaceConfig",
-           "LayoutError", "check_manual_dir", "child", "find_dir",
-           "find_root", "find_root_where", "kept_frames", "list_images", "logger",
-           "open_image", "read_floats", "require_file"]
+           "LayoutError", "Part", "check_manual_dir", "child", "find_dir",
+           "find_layout", "find_root", "find_root_where", "kept_frames",
+           "list_images", "logger", "open_image", "packed_archives",
+           "read_floats", "require_file", "resolve", "unpack_hint"]

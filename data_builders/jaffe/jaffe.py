@@ -5,6 +5,15 @@ Names are parsed by position: 'NA' is a subject and 'NE' an expression, so a
 substring test would confuse them. No landmarks ship with the set; its
 256x256 faces are centred, so each image is cropped to the centred square
 grown by ``margin`` and scaled to ``image_size``.
+
+Layout source and what was checked against the archive as shipped: the
+``jaffedbase/`` folder of the distributed archive (also unpacked as
+``jaffe/``), file names ``KA.AN1.39.tiff``, the ten subjects and seven
+expression codes (AN DI FE HA NE SA SU). Compared (issue 23) with public
+code of others reading it: the codes, the name fields and the ``.tiff``
+extension agree. The README and macOS ``._`` copies beside the images are
+ignored; an archive still packed is named in the layout error with its
+unpack command.
 """
 
 from __future__ import annotations

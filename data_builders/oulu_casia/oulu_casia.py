@@ -5,6 +5,17 @@ VL + Strong by default), six expression sequences per subject from neutral
 The archive ships neither landmarks nor face boxes, and its faces sit near
 the centre of the 320x240 frames: each frame is cropped to the centred square
 grown by ``margin`` (tightened by default) and scaled to ``image_size``.
+
+Layout source and what was checked against the archive as shipped: the
+folder tree of the distributed OriginalImg zip (camera, lighting, ``P###``
+subject, expression folder, ``000.jpeg`` onwards), compared (issue 23) with
+public code of others reading it: expression names, the 6-class order and
+the file extensions agree. Copies unpack it as ``OriginalImg/``,
+``B_OriginalImg/`` or nested (``B_OriginalImg/B_OriginalImg/OriginalImg/``,
+seen in public code); the builder takes the first level holding an
+(``B_``)``OriginalImg`` folder that itself holds the VL/NI camera folders,
+names matched case-insensitively, and the tests build each unpacking and
+check it gives the canonical layout's examples.
 """
 
 from __future__ import annotations
@@ -21,11 +32,25 @@ from fer_jax.data.classes import DATASET_CODES, dataset_label
 
 _LAYOUT = """\
   OriginalImg/VL/Strong/P001/Anger/000.jpeg ... 017.jpeg
-    (also B_OriginalImg/; cameras VL, NI; lightings Strong, Weak, Dark;
-     expressions Anger Disgust Fear Happiness Sadness Surprise)"""
+    (also B_OriginalImg/, or a nested copy such as
+     B_OriginalImg/B_OriginalImg/OriginalImg/, up to 3 folders down; cameras
+     VL, NI; lightings Strong, Weak, Dark; expressions Anger Disgust Fear
+     Happiness Sadness Surprise; folder names in any case)"""
 
 _SUBJECT = re.compile(r"^P(\d+)$", re.IGNORECASE)
 _EXPRESSIONS = tuple(DATASET_CODES["oulu_casia"])  # lower-case folder names
+
+
+def _holds_cameras(folder: str) -> bool:
+  return any(common.child(folder, c) and os.path.isdir(common.child(folder, c))
+             for c in ("VL", "NI"))
+
+
+# The frames' top folder must hold the camera folders, so the outer
+# B_OriginalImg of a nested copy (B_OriginalImg/B_OriginalImg/OriginalImg/
+# VL/...) is passed over for the level that holds the layout.
+_PARTS = (common.Part("frames", ("OriginalImg", "B_OriginalImg"),
+                      _holds_cameras, "VL/ or NI/ camera folder"),)
 
 
 @dataclasses.dataclass(eq=False)
@@ -82,10 +107,8 @@ B_OriginalImg copy) and pass the folder holding it as --manual_dir. Layout:
 
   def _split_generators(self, dl_manager):
     manual = self.manual_dir(dl_manager)
-    root, marker = common.find_root(manual, ["OriginalImg", "B_OriginalImg"],
-                                    self.name, _LAYOUT)
+    folder = common.find_layout(manual, _PARTS, self.name, _LAYOUT)["frames"]
     cfg = self.builder_config
-    folder = os.path.join(root, marker)
     for part in (cfg.camera, cfg.lighting):
       nxt = common.child(folder, part)
       if nxt is None or not os.path.isdir(nxt):

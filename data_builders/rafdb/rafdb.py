@@ -4,6 +4,16 @@ the official train (12,271) and test (3,068) splits.
 The set ships its faces aligned (100x100, Image/aligned/); they are only
 scaled to ``image_size``. Subjects are not recorded (subject_id -1), so the
 official split is the protocol, not subject folds.
+
+Layout source and what was checked against the archive as shipped: the
+``basic/`` folder of the distributed set, its label list
+``EmoLabel/list_patition_label.txt`` (misspelt as shipped; the corrected
+spelling is accepted too) with 1-based codes (1 surprise 2 fear 3 disgust
+4 happiness 5 sadness 6 anger 7 neutral) and the aligned faces
+``Image/aligned/train_00001_aligned.jpg``. Compared (issue 23) with public
+code of others reading it: the label order, the 1-based codes, the split
+from the name prefix, the ``_aligned`` file names and the ``.jpg``
+extension agree.
 """
 
 from __future__ import annotations

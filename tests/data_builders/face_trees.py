@@ -104,15 +104,32 @@ CK_CORRUPT = (22, 1, 2)  # subject, sequence, frame position
 CK_SIZE = (64, 48)
 
 
-def write_ckplus(root, variant: bool = False, seed: int = 0) -> dict:
-  """CK+ as distributed (``variant``: the nested Emotion_labels/Emotion and
-  Landmarks/Landmarks of some copies, under one top folder, grey frames)."""
+CK_LAYOUTS = {
+    # name: (top folder, images, labels, landmarks, grey frames)
+    "canonical": ("", "cohn-kanade-images", "Emotion", "Landmarks", False),
+    "nested": ("CK+", "cohn-kanade-images", "Emotion_labels/Emotion",
+               "Landmarks/Landmarks", True),
+    "capital_labels": ("", "cohn-kanade-images", "Emotion_Labels/Emotion",
+                       "Landmarks", False),
+    "zip_per_folder": ("", "extended-cohn-kanade-images/cohn-kanade-images",
+                       "Emotion", "Landmarks", False),
+    "zip_per_folder_nested": (
+        "CK+", "extended-cohn-kanade-images/cohn-kanade-images",
+        "Emotion_labels/Emotion", "Landmarks/Landmarks", False),
+}
+
+
+def write_ckplus(root, variant: bool | str = False, seed: int = 0) -> dict:
+  """CK+ as distributed; ``variant`` names an unpacking of CK_LAYOUTS (True:
+  'nested', the Emotion_labels/Emotion and Landmarks/Landmarks of some
+  copies under one top folder, grey frames)."""
+  layout = {False: "canonical", True: "nested"}.get(variant, variant)
+  top_name, images, labels, landmarks, grey = CK_LAYOUTS[layout]
   rng = np.random.default_rng(seed)
-  top = os.path.join(os.fspath(root), "CK+") if variant else os.fspath(root)
-  emo_dir = os.path.join(top, "Emotion_labels", "Emotion") if variant else \
-      os.path.join(top, "Emotion")
-  mark_dir = os.path.join(top, "Landmarks", "Landmarks") if variant else \
-      os.path.join(top, "Landmarks")
+  top = os.path.join(os.fspath(root), top_name)
+  emo_dir = os.path.join(top, *labels.split("/"))
+  mark_dir = os.path.join(top, *landmarks.split("/"))
+  image_dir = os.path.join(top, *images.split("/"))
   expected = {}
   codes = {0: "neutral", 1: "anger", 2: "contempt", 3: "disgust", 4: "fear",
            5: "happiness", 6: "sadness", 7: "surprise"}
@@ -123,9 +140,8 @@ def write_ckplus(root, variant: bool = False, seed: int = 0) -> dict:
       stem = f"{subj}_{seq}_{i + 1:08d}"
       pts = face_points(32 + i, 20, 18, angle, rng)
       eyes = [pts[36:42].mean(0), pts[42:48].mean(0)]
-      im = face_image(*CK_SIZE, rng, grey=variant, eyes=eyes)
-      path = save(im, os.path.join(top, "cohn-kanade-images", subj, seq,
-                                   stem + ".png"))
+      im = face_image(*CK_SIZE, rng, grey=grey, eyes=eyes)
+      path = save(im, os.path.join(image_dir, subj, seq, stem + ".png"))
       if (s, q, i) == CK_CORRUPT:
         corrupt(path)
       os.makedirs(os.path.join(mark_dir, subj, seq), exist_ok=True)
@@ -160,17 +176,30 @@ def oulu_frames(subject: int, e: int) -> int:
   return OULU_FRAMES + (subject + e) % 3  # 5-7 frames
 
 
-def write_oulu(root, variant: bool = False, seed: int = 0) -> dict:
-  """OriginalImg/{VL,NI}/{Strong,Weak}/P###/<Expression>/000.jpeg; variant:
-  the B_OriginalImg copy, lower-case lighting folder and .jpg files."""
+OULU_LAYOUTS = {
+    # name: (folders above the camera folders, frame extension, case)
+    "canonical": ("OriginalImg", ".jpeg", None),
+    "b_copy": ("Oulu_CASIA_NIR_VIS/B_OriginalImg", ".jpg", "strong"),
+    "nested_b": ("B_OriginalImg/B_OriginalImg/OriginalImg", ".jpeg", None),
+    "lower_case": ("oulu-casia/originalimg", ".jpeg", "lower"),
+}
+
+
+def write_oulu(root, variant: bool | str = False, seed: int = 0) -> dict:
+  """OriginalImg/{VL,NI}/{Strong,Weak}/P###/<Expression>/000.jpeg;
+  ``variant`` names an unpacking of OULU_LAYOUTS (True: 'b_copy', the
+  B_OriginalImg copy under a top folder, lower-case Strong folder, .jpg;
+  'nested_b': B_OriginalImg/B_OriginalImg/OriginalImg/...; 'lower_case':
+  every folder name in lower case)."""
+  layout = {False: "canonical", True: "b_copy"}.get(variant, variant)
+  above, ext, case = OULU_LAYOUTS[layout]
   rng = np.random.default_rng(seed)
-  top = os.path.join(os.fspath(root), "Oulu_CASIA_NIR_VIS",
-                     "B_OriginalImg" if variant else "OriginalImg")
-  ext = ".jpg" if variant else ".jpeg"
+  top = os.path.join(os.fspath(root), *above.split("/"))
   expected = {}
   for camera, lighting in (("VL", "Strong"), ("NI", "Strong"),
                            ("VL", "Weak")):
-    folder = "strong" if variant and lighting == "Strong" else lighting
+    folder = "strong" if case and lighting == "Strong" else lighting
+    low = (lambda x: x.lower()) if case == "lower" else (lambda x: x)
     for s in OULU_SUBJECTS:
       for e, expr in enumerate(OULU_EXPRESSIONS):
         n = oulu_frames(s, e)
@@ -179,7 +208,8 @@ def write_oulu(root, variant: bool = False, seed: int = 0) -> dict:
           # frame order from the pixels.
           im = rng.integers(0, 20, (30, 40, 3)) + 30 * i
           path = save(Image.fromarray(im.astype(np.uint8)), os.path.join(
-              top, camera, folder, f"P{s:03d}", expr, f"{i:03d}{ext}"))
+              top, low(camera), low(folder), low(f"P{s:03d}"), low(expr),
+              f"{i:03d}{ext}"))
           if (camera, lighting) == ("VL", "Strong"):
             if (s, expr, i) == OULU_CORRUPT:
               corrupt(path)
@@ -337,17 +367,19 @@ def write_affectnet(root, variant: bool = False, seed: int = 0) -> dict:
 # ------------------------------------------------------------------ MMI
 
 MMI_SESSIONS = [
-    # (session id, subject, emotion code or None, frames, kind)
-    (101, 1, 1, 9, "video"), (102, 1, 4, 11, "video"),
-    (140, 2, 6, 10, "video"), (141, 2, None, 9, "video"),  # AU-only
-    (203, 5, 2, 9, "video"), (204, 5, 3, 9, "corrupt"),
-    (250, 9, 5, 12, "video"), (251, 9, 4, 1, "image"),  # still session
+    # (session id, subject, emotion code or None, frames, kind, view)
+    (101, 1, 1, 9, "video", 0), (102, 1, 4, 11, "video", 0),
+    (140, 2, 6, 10, "video", 2), (141, 2, None, 9, "video", 0),  # AU-only
+    (203, 5, 2, 9, "video", 0), (204, 5, 3, 9, "corrupt", 0),
+    (250, 9, 5, 12, "video", 2), (251, 9, 4, 1, "image", 0),  # still session
 ]
 
 
 def write_video(path: str, num_frames: int, rng, w: int = 48,
-                h: int = 32) -> None:
-  """An MPEG-4 AVI whose frame f has mean brightness ~20 + 20 f."""
+                h: int = 32, dual: bool = False) -> None:
+  """An MPEG-4 AVI whose frame f has mean brightness ~20 + 20 f (``dual``:
+  only its left half; the right half, the profile view of a dual-view
+  recording, stays dark, ~5)."""
   import av  # only the MMI test writes videos
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with av.open(path, mode="w") as container:
@@ -355,6 +387,8 @@ def write_video(path: str, num_frames: int, rng, w: int = 48,
     stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
     for f in range(num_frames):
       arr = (rng.integers(0, 10, (h, w, 3)) + 20 + 20 * f).clip(0, 255)
+      if dual:
+        arr[:, w // 2:] = rng.integers(0, 10, (h, w - w // 2, 3))
       frame = av.VideoFrame.from_ndarray(arr.astype(np.uint8),
                                          format="rgb24")
       for packet in stream.encode(frame):
@@ -364,12 +398,16 @@ def write_video(path: str, num_frames: int, rng, w: int = 48,
 
 
 def write_mmi(root, variant: bool = False, seed: int = 0) -> dict:
-  """Sessions/<id>/S###-###.avi + session.xml with the Emotion metatag
-  (variant: under MMI/, the subject only in the video's name)."""
+  """MMI as the archive ships it: Sessions/<id>/S###-###.avi, the Emotion
+  metatag in the per-video S###-###.xml beside it, session.xml with the
+  subject and <track view="0|2"> (2: frontal left, profile right in one
+  frame) and the AU file. ``variant``: an older copy under MMI/ with the
+  Emotion metatag in session.xml, no per-video XML and the subject only in
+  the video's name. Returns {session: (subject, code, frames, view)}."""
   rng = np.random.default_rng(seed)
   top = os.path.join(os.fspath(root), "MMI") if variant else os.fspath(root)
   expected = {}
-  for sid, subject, code, n, kind in MMI_SESSIONS:
+  for sid, subject, code, n, kind, view in MMI_SESSIONS:
     folder = os.path.join(top, "Sessions", str(sid))
     media = f"S{subject:03d}-{sid:03d}.avi"
     os.makedirs(folder, exist_ok=True)
@@ -377,20 +415,67 @@ def write_mmi(root, variant: bool = False, seed: int = 0) -> dict:
       media = media.replace(".avi", ".jpg")
       save(face_image(48, 32, rng), os.path.join(folder, media))
     else:
-      write_video(os.path.join(folder, media), n, rng)
+      write_video(os.path.join(folder, media), n, rng, dual=view == 2)
       if kind == "corrupt":
         corrupt(os.path.join(folder, media))
-    subject_el = "" if variant else f'\n  <subject id="{subject}"/>'
+    stem = media.rsplit(".", 1)[0]
     emotion_el = ("" if code is None
                   else f'\n  <Metatag Name="Emotion" Value="{code}"/>')
+    subject_el = "" if variant else f'\n  <subject id="{subject}"/>'
     with open(os.path.join(folder, "session.xml"), "w") as f:
       f.write(f'<?xml version="1.0" encoding="utf-8"?>\n'
               f'<session sessionId="{sid}" mediaFile="{media}">{subject_el}'
-              f'\n  <Metatag Name="Gender" Value="Male"/>{emotion_el}\n'
-              f'</session>\n')
-    with open(os.path.join(folder, media.rsplit(".", 1)[0]
-                           + "-oao_aucs.xml"), "w") as f:
+              f'\n  <track id="0" view="{view}" type="Video" enabled="1"/>'
+              f'{emotion_el if variant else ""}\n</session>\n')
+    if not variant:
+      with open(os.path.join(folder, stem + ".xml"), "w") as f:
+        f.write(f'<?xml version="1.0" encoding="utf-8"?>\n<Metatags>'
+                f'\n  <Metatag Name="Gender" Value="Male"/>{emotion_el}'
+                f'\n</Metatags>\n')
+    with open(os.path.join(folder, stem + "-oao_aucs.xml"), "w") as f:
       f.write("<ActionUnits/>\n")
     if code is not None and kind == "video":
-      expected[sid] = (subject, code, n)
+      expected[sid] = (subject, code, n, view)
+  return expected
+
+
+def write_affectnet_npy(root, variant: bool = False, seed: int = 0) -> dict:
+  """AffectNet's 8-class release: {train_set,val_set}/images/<id>.jpg and
+  annotations/<id>_exp.npy (the code as text, as the release stores it;
+  ``variant``: as a number, under a top folder), _val, _aro, _lnd (136
+  numbers x1 y1 ...). Codes 0-7; a corrupt image, an image without
+  annotations, one with malformed landmarks. Returns {image file name:
+  (split, code, points)}."""
+  rng = np.random.default_rng(seed)
+  top = (os.path.join(os.fspath(root), "AffectNet") if variant
+         else os.fspath(root))
+  expected = {}
+  for split, count, first in (("train_set", 26, 0), ("val_set", 9, 5000)):
+    for k in range(count):
+      ident = str(first + 3 * k)
+      code = k % 8
+      w = h = 48 + 8 * (k % 2)
+      pts = face_points(w / 2, h / 2 - 4, 14 + k % 5, rng.uniform(-0.4, 0.4),
+                        rng).round(2)
+      path = save(face_image(w, h, rng, eyes=[pts[36:42].mean(0),
+                                             pts[42:48].mean(0)]),
+                  os.path.join(top, split, "images", f"{ident}.jpg"))
+      notes = os.path.join(top, split, "annotations")
+      os.makedirs(notes, exist_ok=True)
+      if (split, k) == ("train_set", 4):
+        continue  # image without annotations
+      np.save(os.path.join(notes, f"{ident}_exp.npy"),
+              np.array(code) if variant else np.array(str(code)))
+      np.save(os.path.join(notes, f"{ident}_val.npy"), np.array("0.5"))
+      np.save(os.path.join(notes, f"{ident}_aro.npy"), np.array("-0.25"))
+      marks = pts.ravel()
+      if (split, k) == ("train_set", 9):
+        marks = marks[:100]  # malformed landmarks
+      np.save(os.path.join(notes, f"{ident}_lnd.npy"), marks)
+      if (split, k) == ("train_set", 6):
+        corrupt(path)
+        continue
+      if (split, k) != ("train_set", 9):
+        expected[f"{ident}.jpg"] = ("test" if split == "val_set" else "train",
+                                    code, pts)
   return expected

@@ -93,3 +93,64 @@ def test_csv_with_a_byte_order_mark_keeps_its_header(tmp_path):
   rows = affectnet.read_csv(str(csv))
   assert len(rows) == 34  # 33 + the duplicate, no header row among them
   assert rows[0]["subDirectory_filePath"] == "100/tra0000.jpg"
+
+
+def _read_npy_build(builder):
+  out = {}
+  for split in builder.info.splits:
+    for r in ft.records(builder, split):
+      name = ft.text(r["source_path"]).rsplit("/", 1)[-1]
+      assert name not in out, "an image in two splits"
+      out[name] = (split, r)
+  return out
+
+
+@pytest.mark.parametrize("variant", [False, True])
+@pytest.mark.parametrize("num_classes", [8, 7])
+def test_eight_class_npy_release(tmp_path, data_dir, variant, num_classes):
+  """train_set/ and val_set/ with annotations/<id>_exp.npy and _lnd.npy:
+  the CSV release's class names and landmarks, val_set as test."""
+  expected = ft.write_affectnet_npy(tmp_path / "manual", variant=variant)
+  cfg = AffectnetConfig(name=f"n{num_classes}", image_size=32,
+                        release="npy", num_classes=num_classes,
+                        val_fraction=0.3)
+  builder = ft.build(Affectnet, tmp_path / "manual", data_dir, cfg)
+  assert builder.info.features["label"].names == Affectnet(
+      config="small", data_dir=str(data_dir)).info.features["label"].names
+  got = _read_npy_build(builder)
+  want = {k: v for k, v in expected.items() if v[1] < num_classes}
+  assert sorted(got) == sorted(want)
+  spec = cfg.align_spec
+  for name, (split, r) in got.items():
+    want_split, code, pts = want[name]
+    if want_split == "test":
+      assert split == "test"
+      assert "val_set" in ft.text(r["source_path"])
+    else:
+      assert split == ("validation" if affectnet.in_validation(
+          name, cfg.val_fraction) else "train")
+    assert r["label"] == canonical_index(DATASET_CODES["affectnet"][code])
+    np.testing.assert_allclose(
+        r["landmarks"], align.apply_affine(r["transform"], pts), atol=1e-3)
+    left, right = align.eye_centres(r["landmarks"])
+    assert abs(left[1] - right[1]) < 1e-3
+    np.testing.assert_allclose(right[0] - left[0], spec.eye_distance * 32,
+                               atol=1e-3)
+  assert {s for s, _ in got.values()} == {"train", "validation", "test"}
+  meta = builder.info.metadata
+  merged = {}
+  for split in ("train", "validation"):
+    for k, n in meta.get(f"skipped_{split}", {}).items():
+      merged[k] = merged.get(k, 0) + n
+  assert merged == {"missing annotation": 1, "unreadable image": 1,
+                    "malformed landmarks": 1}
+
+
+def test_csv_config_on_the_npy_release_names_the_config(tmp_path, data_dir):
+  from data_builders.common import LayoutError
+  ft.write_affectnet_npy(tmp_path / "manual")
+  with pytest.raises(LayoutError, match=r"8-class release.*--builder_config"
+                                        r"=npy8"):
+    ft.build(Affectnet, tmp_path / "manual", data_dir,
+             Affectnet.builder_configs["small"])
+  assert Affectnet.builder_configs["npy8_small"].image_size == 64

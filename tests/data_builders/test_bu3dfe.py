@@ -42,3 +42,33 @@ def test_subject_folds(tmp_path, data_dir):
       {"name": "bu3dfe", "data_dir": str(data_dir),
        "builder_config": "small"}))
   ft.assert_no_subject_leakage(table, num_folds=4)
+
+
+def test_subjects_still_packed_name_the_archives_and_command(tmp_path,
+                                                             data_dir):
+  """BU-3DFE as shipped (one .rar per subject): the error names the files
+  and the unpack command; a subject packed beside unpacked ones is never
+  silently left out, one with its folder already unpacked is fine."""
+  from data_builders.common import LayoutError
+  packed = tmp_path / "packed"
+  packed.mkdir()
+  for s in ("F0001", "F0002", "M0001"):
+    (packed / f"{s}.rar").write_bytes(b"Rar!\x1a\x07\x00")
+  with pytest.raises(LayoutError) as e:
+    ft.build(Bu3dfe, packed, data_dir, Bu3dfeConfig(name="t", image_size=32))
+  msg = str(e.value)
+  assert str(packed / "F0001.rar") in msg and "M0001.rar" in msg
+  assert 'for f in *.rar; do unrar x "$f"; done' in msg
+  assert "Expected layout" in msg
+  ft.write_bu3dfe(tmp_path / "manual")
+  (tmp_path / "manual" / "F0001.rar").write_bytes(b"Rar!")  # unpacked too
+  (tmp_path / "manual" / "M0044.rar").write_bytes(b"Rar!")  # only packed
+  with pytest.raises(LayoutError, match=r"1 subject\(s\) still packed") as e:
+    ft.build(Bu3dfe, tmp_path / "manual", data_dir,
+             Bu3dfeConfig(name="t", image_size=32))
+  said = str(e.value).split("Expected layout")[0]
+  assert "M0044.rar" in said and "F0001.rar" not in said
+  assert "unrar x M0044.rar" in said
+  (tmp_path / "manual" / "M0044.rar").unlink()
+  ft.build(Bu3dfe, tmp_path / "manual", data_dir,
+           Bu3dfeConfig(name="t", image_size=32))

@@ -77,6 +77,42 @@ def test_builds_labelled_frames_aligned(tmp_path, data_dir, variant, caplog):
       "missing landmark file": 1}
 
 
+def _summary(builder):
+  """What a build holds, independent of where the files were: per frame
+  its subject, sequence, frame, label, frame count and landmarks."""
+  out = {}
+  for (s, q, i), r in _by_frame(ft.records(builder)).items():
+    out[(s, q, i)] = (int(r["label"]), int(r["subject_id"]),
+                      int(r["sequence_id"]), int(r["num_frames"]),
+                      np.round(r["landmarks"], 3).tolist())
+  return out
+
+
+@pytest.mark.parametrize("layout", sorted(set(ft.CK_LAYOUTS) - {"canonical"}))
+def test_every_unpacking_builds_the_canonical_examples(tmp_path, layout):
+  """Emotion_Labels/ with a capital L, each zip in its own folder (and both
+  nested): the same labels, subjects, sequences, frame counts and
+  landmarks as the three zips extracted side by side."""
+  ft.write_ckplus(tmp_path / "canonical")
+  ft.write_ckplus(tmp_path / layout, variant=layout)
+  want = _summary(ft.build(Ckplus, tmp_path / "canonical",
+                           tmp_path / "tfds_c", SMALL))
+  got = _summary(ft.build(Ckplus, tmp_path / layout, tmp_path / "tfds_v",
+                          SMALL))
+  assert len(want) == 31 and got == want
+
+
+def test_outer_label_folder_is_not_taken_for_the_labels(tmp_path, data_dir):
+  """Emotion_Labels/ holding a mis-named inner folder: the error names the
+  outer folder and says it holds no subject folders, not a KeyError later."""
+  ft.write_ckplus(tmp_path / "manual", variant="capital_labels")
+  outer = tmp_path / "manual" / "Emotion_Labels"
+  (outer / "Emotion").rename(outer / "labels")
+  with pytest.raises(LayoutError,
+                     match=r"Emotion_Labels holds no S### subject folders"):
+    ft.build(Ckplus, tmp_path / "manual", data_dir, SMALL)
+
+
 def test_frame_order_and_paper_frames(tmp_path, data_dir):
   ft.write_ckplus(tmp_path / "manual")
   builder = ft.build(Ckplus, tmp_path / "manual", data_dir,

@@ -73,6 +73,52 @@ def test_empty_missing_or_wrong_manual_dir_says_what_it_looked_for(
   assert not [p for p in (data_dir / name / "small").rglob("*")]
 
 
+PACKED = {  # what a user may have before unpacking: the archives as shipped
+    "ckplus": ["extended-cohn-kanade-images.zip", "Emotion_labels.zip",
+               "Landmarks.zip"],
+    "oulu_casia": ["OriginalImg.zip"],
+    "mmi": ["Sessions.zip"],
+    "jaffe": ["jaffedbase.tar"],
+    "bu3dfe": ["F0001.rar", "M0001.rar"],
+    "rafdb": ["basic.zip"],
+    "affectnet": ["Manually_Annotated.tar.gz"],
+}
+COMMANDS = {".zip": "unzip", ".tar": "tar -xf", ".tar.gz": "tar -xf",
+            ".rar": "unrar x"}
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_packed_archives_are_named_with_the_unpack_command(tmp_path,
+                                                           data_dir, name):
+  cls = registry.builder_class(name)
+  manual = tmp_path / "download"
+  manual.mkdir()
+  for archive in PACKED[name]:
+    (manual / archive).write_bytes(b"PK\x03\x04 not unpacked")
+  with pytest.raises(LayoutError) as e:
+    ft.build(cls, manual, data_dir, cls.builder_configs["small"])
+  msg = str(e.value)
+  assert "Archives still packed" in msg and "Expected layout" in msg
+  for archive in PACKED[name]:
+    assert str(manual / archive) in msg
+    ending = archive[archive.index("."):]
+    assert f"cd {manual} && " in msg and COMMANDS[ending] in msg
+
+
+def test_affectnet_images_still_packed_beside_the_lists(tmp_path, data_dir):
+  """The CSV lists unpacked, the image tarball not: the error names it."""
+  from data_builders.affectnet import Affectnet
+  ft.write_affectnet(tmp_path / "manual")
+  import shutil
+  shutil.rmtree(tmp_path / "manual" / "Manually_Annotated_Images")
+  (tmp_path / "manual" / "Manually_Annotated.tar").write_bytes(b"ustar")
+  with pytest.raises(LayoutError, match="Manually_Annotated_Images") as e:
+    ft.build(Affectnet, tmp_path / "manual", data_dir,
+             Affectnet.builder_configs["small"])
+  assert (f"cd {tmp_path / 'manual'} && tar -xf Manually_Annotated.tar"
+          in str(e.value))
+
+
 def test_build_command_reports_layout_errors(tmp_path):
   empty = tmp_path / "empty"
   empty.mkdir()

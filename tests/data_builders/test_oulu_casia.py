@@ -51,6 +51,36 @@ def test_builds_vl_strong_sequences(tmp_path, data_dir, variant):
   assert builder.info.metadata["skipped_train"] == {"unreadable image": 1}
 
 
+def _summary(builder):
+  """Per frame (subject, expression, frame): label, subject, sequence,
+  frame count; where the files were plays no part."""
+  return {(s, e.lower(), i): (int(r["label"]), int(r["subject_id"]),
+                              int(r["sequence_id"]), int(r["num_frames"]))
+          for (s, e, i), r in _by_frame(ft.records(builder)).items()}
+
+
+@pytest.mark.parametrize("layout", sorted(set(ft.OULU_LAYOUTS) - {"canonical"}))
+def test_every_unpacking_builds_the_canonical_examples(tmp_path, layout):
+  """B_OriginalImg/, the nested B_OriginalImg/B_OriginalImg/OriginalImg/
+  copy and lower-case folder names: the canonical layout's examples."""
+  ft.write_oulu(tmp_path / "canonical")
+  ft.write_oulu(tmp_path / layout, variant=layout)
+  want = _summary(ft.build(OuluCasia, tmp_path / "canonical",
+                           tmp_path / "tfds_c", SMALL))
+  got = _summary(ft.build(OuluCasia, tmp_path / layout, tmp_path / "tfds_v",
+                          SMALL))
+  assert len(want) == sum(ft.oulu_frames(s, e) for s in ft.OULU_SUBJECTS
+                          for e in range(6)) - 1  # the corrupt frame
+  assert got == want
+
+
+def test_copy_without_camera_folders_names_what_it_lacks(tmp_path, data_dir):
+  (tmp_path / "manual" / "B_OriginalImg" / "photos").mkdir(parents=True)
+  with pytest.raises(LayoutError,
+                     match=r"B_OriginalImg holds no VL/ or NI/ camera folder"):
+    ft.build(OuluCasia, tmp_path / "manual", data_dir, SMALL)
+
+
 def test_paper_frames_and_nir(tmp_path, data_dir):
   expected = ft.write_oulu(tmp_path / "manual")
   paper = ft.build(OuluCasia, tmp_path / "manual", data_dir,
