@@ -10,7 +10,7 @@ inside the step, so the last good state is never overwritten.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import time
 from typing import Any
@@ -22,6 +22,7 @@ import tqdm
 from fer_jax import checkpoint as ckpt_lib
 from fer_jax import config_lib
 from fer_jax import evaluate as eval_lib
+from fer_jax import files
 from fer_jax import metrics as metrics_lib
 from fer_jax import sharding
 from fer_jax.data import pipeline, protocols, resident
@@ -95,6 +96,12 @@ class Trainer:
   def restore(self, step: int | None = None):
     loop, meta = self.ckpt.restore(self.abstract_state(), step,
                                    method=self.method.name)
+    fold = self.config.data.fold
+    if "fold" in meta and int(meta["fold"]) != fold:
+      raise ckpt_lib.CheckpointError(
+          f"checkpoint {self.ckpt.directory}/{meta['global_step']} was "
+          f"trained on config.data.fold={meta['fold']}, this run's config "
+          f"says {fold}: drop the fold override or use another --workdir")
     return loop, meta
 
   def digest(self, loop) -> str:
@@ -343,15 +350,41 @@ class _CompileCacheHits:
 
 def write_config(config, workdir: str) -> None:
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    files.write_text_atomic(os.path.join(workdir, "config.json"),
+                            config.to_json_best_effort(indent=2))
+
+
+def check_config(config, workdir: str, mode: str) -> None:
+  """Once ``workdir`` holds a checkpoint, its config.json is the run's
+  identity: a resume (``mode='train'``) or an evaluation under a config
+  that changes what the checkpoint means (method, data, fold, classes,
+  model, optimizer, seed) is refused naming each field and both values;
+  harmless changes (evaluation batch, logging, a longer run) are listed."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path) or not ckpt_lib.has_checkpoint(workdir):
+    return
+  saved = files.read_json(path, "the run's config")
+  changes = config_lib.reconcile(saved, config, mode, path)
+  if changes and jax.process_index() == 0:
+    print(f"fer_jax: {path} with harmless changes: {'; '.join(changes)}",
+          flush=True)
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str):
+  """Refuses a second run on ``workdir`` while this one holds it (process 0
+  holds it for a multi-host run); see ``files.WorkdirLock``."""
+  if jax.process_index():
+    yield
+    return
+  with files.WorkdirLock(workdir):
+    yield
 
 
 def write_cv_report(reports, workdir: str) -> dict[str, Any]:
   summary = eval_lib.cv_summary(reports)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "cv_report.json"), "w") as f:
-      json.dump(summary, f, indent=2)
+    files.write_json_atomic(os.path.join(workdir, "cv_report.json"), summary)
   return summary
 
 
@@ -361,18 +394,23 @@ def train_and_evaluate(config, workdir: str,
   ``load_data(fold_config)`` gives each fold's data."""
   config_lib.validate(config)
   config_lib.check_workdir(workdir)
-  if not config.data.all_folds:
-    write_config(config, workdir)
-    return Trainer(config, workdir, load_data(config)).train()
-  reports = []
-  for fold in range(config.data.num_folds):
-    fold_cfg = config_lib.with_fold(config, fold)
-    fold_dir = os.path.join(workdir, f"fold_{fold}")
-    config_lib.check_workdir(fold_dir)
-    write_config(fold_cfg, fold_dir)
-    print(f"fer_jax: fold {fold + 1}/{config.data.num_folds}", flush=True)
-    reports.append(Trainer(fold_cfg, fold_dir, load_data(fold_cfg)).train())
-  return write_cv_report(reports, workdir)
+  with workdir_lock(workdir):
+    if not config.data.all_folds:
+      return _train_one(config, workdir, load_data)
+    reports = []
+    for fold in range(config.data.num_folds):
+      fold_cfg = config_lib.with_fold(config, fold)
+      fold_dir = os.path.join(workdir, f"fold_{fold}")
+      config_lib.check_workdir(fold_dir)
+      print(f"fer_jax: fold {fold + 1}/{config.data.num_folds}", flush=True)
+      reports.append(_train_one(fold_cfg, fold_dir, load_data))
+    return write_cv_report(reports, workdir)
+
+
+def _train_one(config, workdir: str, load_data: LoadData) -> dict[str, Any]:
+  check_config(config, workdir, "train")
+  write_config(config, workdir)
+  return Trainer(config, workdir, load_data(config)).train()
 
 
 def evaluate_checkpoint(config, workdir: str, step: int | None = None,
@@ -385,17 +423,22 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None,
   cv_report.json rewritten.
   """
   config_lib.validate(config)
-  if config.data.all_folds:
-    reports = [evaluate_checkpoint(config_lib.with_fold(config, k),
-                                   os.path.join(workdir, f"fold_{k}"), step,
-                                   split, load_data)
-               for k in range(config.data.num_folds)]
-    return write_cv_report(reports, workdir)
-  trainer = Trainer(config, workdir, load_data(config))
-  try:
-    loop, meta = trainer.restore(step)
-    report = trainer.evaluate(loop, split, int(meta["global_step"]),
-                              os.path.join(workdir, "eval"))
-  finally:
-    trainer.ckpt.close()
-  return report
+  if not os.path.isdir(workdir):
+    raise ValueError(f"--workdir={workdir} does not exist: evaluate the "
+                     "workdir of a training run")
+  with workdir_lock(workdir):
+    if config.data.all_folds:
+      reports = [evaluate_checkpoint(config_lib.with_fold(config, k),
+                                     os.path.join(workdir, f"fold_{k}"),
+                                     step, split, load_data)
+                 for k in range(config.data.num_folds)]
+      return write_cv_report(reports, workdir)
+    check_config(config, workdir, "eval")
+    trainer = Trainer(config, workdir, load_data(config))
+    try:
+      loop, meta = trainer.restore(step)
+      report = trainer.evaluate(loop, split, int(meta["global_step"]),
+                                os.path.join(workdir, "eval"))
+    finally:
+      trainer.ckpt.close()
+    return report

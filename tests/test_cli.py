@@ -81,6 +81,19 @@ def test_eval_mode_reproduces_the_report(full_run, data_dir):
     assert after[k] == before[k]
 
 
+def test_eval_of_another_fold_is_refused(full_run, data_dir):
+  """The issue's silent wrong result: fold 0's checkpoint scored on fold 1."""
+  wd, _ = full_run
+  before = (wd / "eval" / "report.json").read_text()
+  out = run_cli(wd, "--config.train.num_steps=120", "--mode=eval",
+                "--config.data.fold=1", data_dir=data_dir)
+  assert out.returncode == 2, out.stderr[-3000:]
+  assert "fer_jax: error:" in out.stderr
+  assert "config.data.fold is 0" in out.stderr and "but 1 here" in out.stderr
+  assert "Traceback" not in out.stderr
+  assert (wd / "eval" / "report.json").read_text() == before
+
+
 def test_sigkill_then_rerun_matches_uninterrupted(full_run, data_dir,
                                                   tmp_path):
   wd_full, _ = full_run
