@@ -104,7 +104,12 @@ def base_config() -> ml_collections.ConfigDict:
   t.eval_every = 0  # 0 = only the final test evaluation
   t.max_to_keep = 3
   t.async_checkpoint = True
+  # A step whose loss or updated state has a non-finite value is never
+  # applied. stop: the run stops there | skip: it goes on, unless more than
+  # max_skipped_fraction of the last skip_window steps were skipped.
   t.nonfinite = "stop"  # stop | skip
+  t.max_skipped_fraction = 0.2
+  t.skip_window = 100
   t.progress_bar = True
   # Optimizer steps per dispatch: a lax.scan over this many stacked batches,
   # so small steps are not bound by launch overhead. Logs, checkpoints and
@@ -200,6 +205,11 @@ def validate(config) -> None:
            f"{d.get('device_resident')!r} is not 'auto', 'on' or 'off'")
   _require(t.nonfinite in ("stop", "skip"), "train.nonfinite",
            f"{t.nonfinite!r} is not 'stop' or 'skip'")
+  _require(0 <= t.get("max_skipped_fraction", 0.2) <= 1,
+           "train.max_skipped_fraction",
+           f"{t.get('max_skipped_fraction')} must be a share in [0, 1]")
+  _require(t.get("skip_window", 100) >= 1, "train.skip_window",
+           f"{t.get('skip_window')} must be >= 1 steps")
   _require(config.model.dtype in ("float32", "bfloat16"), "model.dtype",
            f"{config.model.dtype!r} is not 'float32' or 'bfloat16'")
   init_from = config.get("init_from", "")

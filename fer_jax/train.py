@@ -10,6 +10,7 @@ inside the step, so the last good state is never overwritten.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import time
@@ -117,16 +118,27 @@ class Trainer:
         predict_fn=self._predict, out_dir=out_dir)
 
   # -- training
-  def _check_guard(self, loop, last_saved: int | None) -> None:
+  def _check_guard(self, loop, last_saved: int | None, log=None) -> None:
+    """Raises NonFiniteLossError when the guard halted the run, or (with
+    'skip') when ``log`` saw too many of its recent steps skipped."""
     guard = jax.device_get(loop["guard"])
+    where = (f"the last good checkpoint, step {last_saved}, holds finite "
+             f"values and is intact in {self.ckpt.directory}" if last_saved
+             else "no checkpoint had been written yet")
     if guard["halted"]:
-      where = (f"the last good checkpoint (step {last_saved}) is intact in "
-               f"{self.ckpt.directory}" if last_saved else
-               "no checkpoint had been written yet")
       raise NonFiniteLossError(
-          f"non-finite loss at step {int(guard['first_bad_step'])}; training "
-          f"stopped and {where}. Lower config.optim.lr, or set "
-          f"config.train.nonfinite='skip' to skip such batches.")
+          f"non-finite loss or state (parameters, optimizer state) at step "
+          f"{int(guard['first_bad_step'])}; training stopped and {where}. "
+          f"Lower config.optim.lr, or set config.train.nonfinite='skip' to "
+          f"skip such steps.")
+    if log is not None and log.too_many_skipped:
+      skipped, steps, last = log.too_many_skipped
+      raise NonFiniteLossError(
+          f"{skipped} of the {steps} steps up to step {last} were skipped as "
+          f"non-finite (config.train.nonfinite='skip'), more than "
+          f"config.train.max_skipped_fraction="
+          f"{self.config.train.max_skipped_fraction}; training stopped and "
+          f"{where}. Lower config.optim.lr.")
 
   def train(self) -> dict[str, Any]:
     cfg = self.config.train
@@ -207,7 +219,9 @@ class Trainer:
     batches = pipeline.device_prefetch(it, self.mesh, groups)
     images_per_step = phase.batch_size * len(
         protocols.EXAMPLE_KINDS[phase.example_kind])
-    log = _LogWindows(writer, bar, phase.name, images_per_step)
+    log = _LogWindows(writer, bar, phase.name, images_per_step,
+                      cfg.get("skip_window", 100),
+                      cfg.get("max_skipped_fraction", 0.2))
     pending, n_last = [], 0
     step = offset + first
     for i, n in enumerate(groups):
@@ -228,14 +242,14 @@ class Trainer:
         # Read last interval's metrics, long computed, while this one's
         # steps run: no pipeline drain at a log step.
         if log.close(step, pending, n_last):
-          self._check_guard(loop, last_saved)
+          self._check_guard(loop, last_saved, log)
         pending, n_last = [], 0
       if save or evaluate:  # the phase's end is a save too
         # These sync anyway; writing the open interval first means a run
         # killed after its checkpoint has logged every step up to it. The
         # guard is read before every save.
-        if log.flush() or save:
-          self._check_guard(loop, last_saved)
+        if log.flush(final=end) or save:
+          self._check_guard(loop, last_saved, log)
       bar.update(n)
       if save:
         self.ckpt.save(step, loop, {
@@ -275,16 +289,24 @@ class _LogWindows:
   bottleneck and the host loop's where the host is, and checkpoint or
   evaluation work counts against the interval after it. The intervals'
   times add up to the phase's wall time.
-  ``close`` and ``flush`` return True when a step in what they wrote had a
-  non-finite metric (the only steps the non-finite guard acts on), so the
-  caller reads the guard then, not at every log.
+  ``close`` and ``flush`` return True when a step in what they wrote was
+  skipped by the non-finite guard (the only steps it acts on), so the
+  caller reads the guard then, not at every log. Skipped steps are written
+  as ``train/skipped_steps`` (the other metrics average the steps that were
+  applied); ``too_many_skipped`` is set, (skipped, steps, last step), once
+  more than ``max_skipped`` of the last ``window`` steps (of the phase so
+  far, at its end) were skipped.
   """
 
-  def __init__(self, writer, bar, phase_name: str, images_per_step: int):
+  def __init__(self, writer, bar, phase_name: str, images_per_step: int,
+               window: int = 100, max_skipped: float = 0.2):
     self._writer, self._bar = writer, bar
     self._phase, self._images = phase_name, images_per_step
     self._open = None  # (step, [(n, metrics)], steps, seconds) unwritten
     self._mark = time.perf_counter()
+    self._recent = collections.deque(maxlen=max(1, window))
+    self._max_skipped = max_skipped
+    self.too_many_skipped = None
 
   def close(self, step: int, pending, steps: int) -> bool:
     for _, metrics in pending:
@@ -296,23 +318,32 @@ class _LogWindows:
     self._mark = now
     return bad
 
-  def flush(self) -> bool:
+  def flush(self, final: bool = False) -> bool:
     if self._open is None:
       return False
     step, pending, steps, dt = self._open
     self._open = None
     values = _per_step(jax.device_get(pending))
-    bad = not all(np.all(np.isfinite(v)) for row in values
-                  for v in row.values())
+    skipped = [float(row.pop("skipped", 0.0)) for row in values]
+    bad = any(skipped) or not all(np.all(np.isfinite(v)) for row in values
+                                  for v in row.values())
     scalars = {f"train/{k}": float(np.nanmean([v[k] for v in values]))
                for k in values[0]}
+    scalars["train/skipped_steps"] = int(sum(skipped))
     scalars["train/steps_per_sec"] = steps / dt
     scalars["train/images_per_sec"] = steps * self._images / dt
     self._writer.write(step, scalars)
     self._bar.set_postfix(phase=self._phase,
                           loss=f"{scalars['train/loss']:.4f}",
                           img_s=f"{scalars['train/images_per_sec']:.0f}")
-    return bad
+    self._recent.extend(skipped)
+    self._check_skipped(final, step)
+    return bad or self.too_many_skipped is not None
+
+  def _check_skipped(self, final: bool, step: int) -> None:
+    n, k = len(self._recent), sum(self._recent)
+    if (n == self._recent.maxlen or final) and n and k > self._max_skipped * n:
+      self.too_many_skipped = (int(k), n, step)
 
 
 _CACHE_HITS = [0]  # persistent-compilation-cache hits in this process

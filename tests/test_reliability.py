@@ -10,11 +10,12 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from fer_jax import checkpoint as ckpt_lib
-from fer_jax import files, train
+from fer_jax import files, steps, train
 
 from test_train import tiny_config
 
@@ -99,3 +100,94 @@ def test_checkpoint_of_another_fold_is_refused(trained, fake_data):
   with pytest.raises(ckpt_lib.CheckpointError,
                      match="config.data.fold=0, this run's config says 1"):
     train.Trainer(cfg, trained, fake_data(cfg)).restore()
+
+
+# -------------------------------------- 2. a non-finite state is never saved
+
+def test_guard_rejects_a_finite_loss_with_a_nonfinite_state():
+  """The loss is computed before the update, so it can be finite while the
+  update overflows the parameters: the step is still skipped."""
+  def step(state, batch, rng):
+    return {"w": state["w"] * batch["x"]}, {"loss": jnp.sum(state["w"])}
+
+  loop = {"model": {"w": jnp.ones(2)}, "step": jnp.int32(0),
+          "rng": jax.random.PRNGKey(0),
+          "guard": {"nonfinite": jnp.int32(0),
+                    "first_bad_step": jnp.int32(-1),
+                    "halted": jnp.asarray(False)}}
+  fn = jax.jit(steps.guarded_step(step, stop_on_nonfinite=False))
+  loop, m = fn(loop, {"x": jnp.full(2, 2.0)})
+  assert float(m["skipped"]) == 0.0
+  loop, m = fn(loop, {"x": jnp.array([jnp.inf, 1.0])})
+  assert float(m["loss"]) == 4.0 and float(m["skipped"]) == 1.0
+  np.testing.assert_array_equal(loop["model"]["w"], [2.0, 2.0])
+  assert int(loop["guard"]["first_bad_step"]) == 2
+
+
+def _healthy_then_infinite_lr(fake_data, wd, **overrides):
+  """2 healthy steps (checkpointed), then a resume at lr=inf (through the
+  Trainer, as a run with another learning rate would have before #17)."""
+  cfg = tiny_config(num_steps=2, checkpoint_every=1, log_every=1)
+  train.Trainer(cfg, wd, fake_data(cfg)).train()
+  cfg = tiny_config(num_steps=8, checkpoint_every=1, log_every=1,
+                    **overrides)
+  cfg.optim.lr = float("inf")
+  return cfg, train.Trainer(cfg, wd, fake_data(cfg))
+
+
+def _every_checkpoint_is_finite(cfg, wd, fake_data):
+  trainer = train.Trainer(cfg, wd, fake_data(cfg))
+  saved = trainer.ckpt.all_steps()
+  for s in saved:
+    loop, _ = trainer.restore(s)
+    assert bool(steps.all_finite(loop)), f"checkpoint {s} is not finite"
+  trainer.ckpt.close()
+  return saved
+
+
+def test_infinite_lr_stops_and_no_nonfinite_state_is_saved(fake_data,
+                                                           tmp_path):
+  wd = str(tmp_path / "run")
+  cfg, trainer = _healthy_then_infinite_lr(fake_data, wd)
+  with pytest.raises(train.NonFiniteLossError,
+                     match=r"at step 3; .*checkpoint, step 2, holds finite"):
+    trainer.train()
+  assert _every_checkpoint_is_finite(cfg, wd, fake_data)[-1] == 2
+
+
+def test_infinite_lr_from_the_start_saves_nothing(fake_data, tmp_path):
+  cfg = tiny_config(checkpoint_every=1, log_every=1)
+  cfg.optim.lr = float("inf")
+  with pytest.raises(train.NonFiniteLossError,
+                     match="at step 1; .*no checkpoint had been written"):
+    train.Trainer(cfg, str(tmp_path), fake_data(cfg)).train()
+  assert not ckpt_lib.has_checkpoint(str(tmp_path))
+
+
+def test_skip_counts_skipped_steps_and_stops_past_the_share(fake_data,
+                                                            tmp_path):
+  wd = str(tmp_path / "run")
+  cfg, trainer = _healthy_then_infinite_lr(
+      fake_data, wd, nonfinite="skip", skip_window=4,
+      max_skipped_fraction=0.5)
+  with pytest.raises(train.NonFiniteLossError,
+                     match=r"4 of the 4 steps up to step \d were skipped"):
+    trainer.train()
+  _every_checkpoint_is_finite(cfg, wd, fake_data)
+  rows = [json.loads(l) for l in open(os.path.join(wd, "metrics.jsonl"))
+          if "train/loss" in l]
+  assert [r["train/skipped_steps"] for r in rows if r["step"] <= 2] == [0, 0]
+  assert sum(r["train/skipped_steps"] for r in rows) >= 3
+
+
+def test_skip_within_the_share_finishes_and_reports_the_count(fake_data,
+                                                              tmp_path):
+  wd = str(tmp_path / "run")
+  cfg, trainer = _healthy_then_infinite_lr(
+      fake_data, wd, nonfinite="skip", max_skipped_fraction=1.0)
+  report = trainer.train()
+  assert report["nonfinite_steps"] == 6 and report["step"] == 8
+  rows = [json.loads(l) for l in open(os.path.join(wd, "metrics.jsonl"))]
+  assert sum(r.get("train/skipped_steps", 0) for r in rows) == 6
+  assert _every_checkpoint_is_finite(cfg, wd, fake_data)[-1] == 8
+
