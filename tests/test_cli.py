@@ -133,3 +133,19 @@ def test_bad_input_gets_a_clear_error(tmp_path, data_dir, args, message):
   assert out.returncode != 0
   assert message in out.stderr
   assert "Traceback" not in out.stderr
+
+
+def test_second_run_on_a_live_workdir_is_refused(tmp_path, data_dir):
+  from test_reliability import hold_lock  # pylint: disable=import-outside-toplevel
+  wd = tmp_path / "wd"
+  wd.mkdir()
+  holder = hold_lock(wd)
+  try:
+    out = run_cli(wd, data_dir=data_dir)
+  finally:
+    holder.kill()
+    holder.wait()
+  assert out.returncode == 2, out.stderr[-3000:]
+  assert f"fer_jax: error: the workdir is in use by another run (pid " \
+         f"{holder.pid} on host" in out.stderr
+  assert "Traceback" not in out.stderr

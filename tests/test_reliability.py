@@ -191,3 +191,40 @@ def test_skip_within_the_share_finishes_and_reports_the_count(fake_data,
   assert sum(r.get("train/skipped_steps", 0) for r in rows) == 6
   assert _every_checkpoint_is_finite(cfg, wd, fake_data)[-1] == 8
 
+
+# ----------------------------------------------- 4. one run per workdir
+
+def hold_lock(wd) -> subprocess.Popen:
+  """Another process holding ``wd``'s lock (as a live run does)."""
+  proc = subprocess.Popen(
+      [sys.executable, "-c",
+       "import sys, time; from fer_jax.files import WorkdirLock; "
+       f"WorkdirLock({str(wd)!r}).acquire(); print('held', flush=True); "
+       "time.sleep(120)"],
+      env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
+      text=True)
+  assert proc.stdout.readline().strip() == "held"
+  return proc
+
+
+def test_a_second_run_is_refused_and_a_killed_holder_frees_it(fake_data,
+                                                              tmp_path):
+  wd = tmp_path / "run"
+  wd.mkdir()
+  holder = hold_lock(wd)
+  try:
+    with pytest.raises(files.FileError,
+                       match=rf"in use by another run \(pid {holder.pid} on "
+                       r"host .*\.fer_jax\.lock"):
+      train.train_and_evaluate(tiny_config(), str(wd), fake_data)
+    with pytest.raises(files.FileError, match=f"pid {holder.pid}"):
+      train.evaluate_checkpoint(tiny_config(), str(wd), load_data=fake_data)
+    assert not (wd / "config.json").exists()
+  finally:
+    holder.kill()  # SIGKILL: no cleanup runs, the OS drops the lock
+    holder.wait()
+  with files.WorkdirLock(str(wd)):
+    pass
+  with files.WorkdirLock(str(wd)):  # released on exit, taken again
+    pass
+
