@@ -16,6 +16,7 @@ import pytest
 
 from fer_jax import checkpoint as ckpt_lib
 from fer_jax import files, steps, train
+from fer_jax import metrics as metrics_lib
 
 from test_train import tiny_config
 
@@ -228,3 +229,32 @@ def test_a_second_run_is_refused_and_a_killed_holder_frees_it(fake_data,
   with files.WorkdirLock(str(wd)):  # released on exit, taken again
     pass
 
+
+# --------------------------------------------- 5. a torn metrics.jsonl line
+
+def test_torn_last_metrics_line_is_dropped_with_a_warning(tmp_path, capsys):
+  path = tmp_path / "metrics.jsonl"
+  rows = [{"step": s, "train/loss": 1.0 / s} for s in (2, 4, 6)]
+  good = "".join(json.dumps(r) + "\n" for r in rows)
+  path.write_text(good + '{"step": 8, "train/lo')
+  assert metrics_lib.read_metrics(str(tmp_path)) == rows
+  assert "line 4 is not a complete JSON row" in capsys.readouterr().out
+  metrics_lib.MetricWriter(str(tmp_path), resume_step=4).close()
+  assert path.read_text() == "".join(json.dumps(r) + "\n" for r in rows[:2])
+  assert "line 4" in capsys.readouterr().out
+  inode = path.stat().st_ino
+  metrics_lib.MetricWriter(str(tmp_path), resume_step=4).close()
+  assert path.stat().st_ino == inode  # nothing to cut: not rewritten
+
+
+def test_resume_after_a_torn_metrics_line(trained, fake_data):
+  path = os.path.join(trained, "metrics.jsonl")
+  before = metrics_lib.read_metrics(trained)
+  with open(path, "a") as f:
+    f.write('{"step": 5, "train/loss": 0.')
+  report = train.train_and_evaluate(tiny_config(num_steps=6), trained,
+                                    fake_data)
+  assert report["step"] == 6
+  after = [json.loads(l) for l in open(path)]  # every line parses again
+  assert after[:len(before)] == before
+  assert [r["step"] for r in after if "train/loss" in r] == [2, 4, 6]
