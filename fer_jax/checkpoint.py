@@ -116,6 +116,13 @@ class Checkpointer:
     self._manager.close()
 
 
+def has_checkpoint(workdir: str) -> bool:
+  """Whether ``workdir/checkpoints`` holds a finished step (a directory
+  named by its step number; Orbax renames it so only when complete)."""
+  d = epath.Path(workdir) / "checkpoints"
+  return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
+
+
 def state_digest(tree: Any) -> str:
   """SHA-256 over every leaf (path, dtype, shape, bytes): equal iff identical."""
   h = hashlib.sha256()

@@ -104,7 +104,12 @@ def base_config() -> ml_collections.ConfigDict:
   t.eval_every = 0  # 0 = only the final test evaluation
   t.max_to_keep = 3
   t.async_checkpoint = True
+  # A step whose loss or updated state has a non-finite value is never
+  # applied. stop: the run stops there | skip: it goes on, unless more than
+  # max_skipped_fraction of the last skip_window steps were skipped.
   t.nonfinite = "stop"  # stop | skip
+  t.max_skipped_fraction = 0.2
+  t.skip_window = 100
   t.progress_bar = True
   # Optimizer steps per dispatch: a lax.scan over this many stacked batches,
   # so small steps are not bound by launch overhead. Logs, checkpoints and
@@ -200,6 +205,11 @@ def validate(config) -> None:
            f"{d.get('device_resident')!r} is not 'auto', 'on' or 'off'")
   _require(t.nonfinite in ("stop", "skip"), "train.nonfinite",
            f"{t.nonfinite!r} is not 'stop' or 'skip'")
+  _require(0 <= t.get("max_skipped_fraction", 0.2) <= 1,
+           "train.max_skipped_fraction",
+           f"{t.get('max_skipped_fraction')} must be a share in [0, 1]")
+  _require(t.get("skip_window", 100) >= 1, "train.skip_window",
+           f"{t.get('skip_window')} must be >= 1 steps")
   _require(config.model.dtype in ("float32", "bfloat16"), "model.dtype",
            f"{config.model.dtype!r} is not 'float32' or 'bfloat16'")
   init_from = config.get("init_from", "")
@@ -221,6 +231,65 @@ def check_workdir(workdir: str) -> None:
   except OSError as e:
     raise ValueError(f"--workdir={workdir} is not a writable directory: "
                      f"{e.strerror or e}") from None
+
+
+# Fields a rerun may change without changing what its checkpoint means (how
+# the run is executed, logged, checkpointed or evaluated). Every other field
+# (method, data set, fold, classes, model, optimizer, seed, the method's own
+# section) is the run's identity, fixed by the workdir's config.json: a
+# checkpoint resumed or evaluated under another value would silently train
+# or score something else.
+HARMLESS_FIELDS = (
+    "data.data_dir", "data.num_threads", "data.in_memory",
+    "data.in_memory_max_gb", "data.device_resident", "data.device_memory_gb",
+    "data.all_folds", "model.fast_layers", "train.eval_batch_size",
+    "train.log_every", "train.checkpoint_every", "train.eval_every",
+    "train.max_to_keep", "train.async_checkpoint", "train.progress_bar",
+    "train.steps_per_dispatch", "train.nonfinite",
+    "train.max_skipped_fraction", "train.skip_window")
+# Harmless for evaluation; in training they may only grow (a longer run).
+LENGTH_FIELDS = ("train.num_steps", "train.num_epochs")
+
+
+def _flat(tree, prefix: str = "") -> dict:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def reconcile(saved: dict, config, mode: str, source: str) -> list[str]:
+  """Checks ``config`` against ``saved`` (the workdir's config.json, read
+  from ``source``) for a resume (``mode='train'``) or an evaluation.
+
+  Raises ValueError naming every identity field that differs, with both
+  values; returns the harmless differences, one "field: old -> new" each.
+  Fields one side lacks (a config.json older than the field) are skipped.
+  """
+  import json  # pylint: disable=import-outside-toplevel
+  old = _flat(saved)
+  new = _flat(json.loads(config.to_json_best_effort()))
+  refused, allowed = [], []
+  for key in sorted(old.keys() & new.keys()):
+    a, b = old[key], new[key]
+    if a == b:
+      continue
+    grows = (isinstance(a, (int, float)) and isinstance(b, (int, float))
+             and b >= a)
+    if key in HARMLESS_FIELDS or (key in LENGTH_FIELDS and
+                                  (mode != "train" or grows)):
+      allowed.append(f"{key}: {a!r} -> {b!r}")
+    else:
+      refused.append(f"config.{key} is {a!r} in {source} but {b!r} here")
+  if refused:
+    raise ValueError(
+        f"the workdir's checkpoint was trained with another config: "
+        f"{'; '.join(refused)}. Drop those overrides (--mode=eval and a "
+        f"resume use the workdir's config), or use another --workdir")
+  return allowed
 
 
 def with_fold(config, fold: int):

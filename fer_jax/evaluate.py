@@ -23,6 +23,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from fer_jax import checkpoint as ckpt_lib
+from fer_jax import files
 from fer_jax import sharding
 from fer_jax.data import pipeline
 from fer_jax.data.protocols import Examples
@@ -127,8 +128,7 @@ def write_report(report: dict[str, Any], out_dir: str) -> str:
     return ""
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, "report.json")
-  with open(path, "w") as f:
-    json.dump(report, f, indent=2)
+  files.write_json_atomic(path, report)
   viz.save_confusion_matrix(
       os.path.join(out_dir, "confusion_matrix.png"),
       np.array(report["confusion_matrix"]), report["classes"],

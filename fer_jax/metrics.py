@@ -2,7 +2,10 @@
 
 TensorBoard reads ``workdir/tensorboard``; ``metrics.jsonl`` holds one JSON
 object per logged step for scripts. On resume the JSON log is cut back to the
-restored step so a resumed run's log equals an uninterrupted one's.
+restored step so a resumed run's log equals an uninterrupted one's. A run
+killed mid-write leaves a torn last line: readers drop it (and any other
+line that is not JSON) with a warning, and the cut is written to a
+temporary file and renamed over the log, so a kill during it loses nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import os
 from typing import Mapping
 
 import jax
+
+from fer_jax import files
 
 
 class MetricWriter:
@@ -30,9 +35,11 @@ class MetricWriter:
     if jax.process_index() or not os.path.exists(self.path):
       return
     with open(self.path) as f:
-      kept = [l for l in f if l.strip() and json.loads(l)["step"] <= step]
-    with open(self.path, "w") as f:
-      f.writelines(kept)
+      text = f.read()
+    kept = "".join(json.dumps(r) + "\n" for r in _parse(text, self.path)
+                   if r["step"] <= step)
+    if kept != text:  # rewritten only when something is cut
+      files.write_text_atomic(self.path, kept)
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if jax.process_index():
@@ -50,6 +57,27 @@ class MetricWriter:
       self._tb.close()
 
 
+def _parse(text: str, path: str) -> list[dict]:
+  """The rows of a metrics.jsonl text; lines that are not a JSON object
+  with a step (torn by a kill mid-write) are dropped with a warning."""
+  rows = []
+  for n, line in enumerate(text.splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+      int(row["step"])
+    except (ValueError, KeyError, TypeError):
+      print(f"fer_jax: warning: {path} line {n} is not a complete JSON "
+            f"row (a run killed while writing it?), dropped: {line[:80]!r}",
+            flush=True)
+      continue
+    rows.append(row)
+  return rows
+
+
 def read_metrics(workdir: str) -> list[dict]:
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(l) for l in f if l.strip()]
+  """metrics.jsonl's rows, torn lines dropped (see ``_parse``)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  with open(path) as f:
+    return _parse(f.read(), path)

@@ -30,16 +30,30 @@ def init_loop_state(method: base.Method, seed: int, batch) -> dict[str, Any]:
   }
 
 
+def all_finite(tree) -> jax.Array:
+  """One bool scalar: every float leaf of ``tree`` is finite everywhere."""
+  flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+           if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
+
+
 def guarded_step(step_fn: base.StepFn, stop_on_nonfinite: bool):
   """Wraps a method step: per-step PRNG key, and a state that never takes a
   non-finite update (the step is skipped and counted; with 'stop' every later
-  step is skipped too and the host raises at its next sync)."""
+  step is skipped too and the host raises at its next sync).
+
+  A step is non-finite when a metric or any float in the updated state
+  (parameters, batch statistics, optimizer state) is: an infinite learning
+  rate can leave the loss finite for steps while the parameters overflow,
+  and a guard on the loss alone then saves them. The check is one scalar
+  inside the step; ``metrics['skipped']`` (1 when the update was not
+  applied) rides back with the metrics the host fetches anyway.
+  """
 
   def fn(loop, batch):
     rng = jax.random.fold_in(loop["rng"], loop["step"])
     new_model, metrics = step_fn(loop["model"], batch, rng)
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v))
-                                for v in jax.tree.leaves(metrics)]))
+    finite = all_finite(metrics) & all_finite(new_model)
     guard = loop["guard"]
     apply = finite & ~guard["halted"]
     model = jax.tree.map(lambda n, o: jnp.where(apply, n, o), new_model,
@@ -51,6 +65,7 @@ def guarded_step(step_fn: base.StepFn, stop_on_nonfinite: bool):
                                     loop["step"] + 1, guard["first_bad_step"]),
         "halted": guard["halted"] | (bad & stop_on_nonfinite),
     }
+    metrics = {**metrics, "skipped": (~apply).astype(jnp.float32)}
     return {"model": model, "step": loop["step"] + 1, "rng": loop["rng"],
             "guard": new_guard}, metrics
 

@@ -10,7 +10,8 @@ inside the step, so the last good state is never overwritten.
 
 from __future__ import annotations
 
-import json
+import collections
+import contextlib
 import os
 import time
 from typing import Any
@@ -22,6 +23,7 @@ import tqdm
 from fer_jax import checkpoint as ckpt_lib
 from fer_jax import config_lib
 from fer_jax import evaluate as eval_lib
+from fer_jax import files
 from fer_jax import metrics as metrics_lib
 from fer_jax import sharding
 from fer_jax.data import pipeline, protocols, resident
@@ -95,6 +97,12 @@ class Trainer:
   def restore(self, step: int | None = None):
     loop, meta = self.ckpt.restore(self.abstract_state(), step,
                                    method=self.method.name)
+    fold = self.config.data.fold
+    if "fold" in meta and int(meta["fold"]) != fold:
+      raise ckpt_lib.CheckpointError(
+          f"checkpoint {self.ckpt.directory}/{meta['global_step']} was "
+          f"trained on config.data.fold={meta['fold']}, this run's config "
+          f"says {fold}: drop the fold override or use another --workdir")
     return loop, meta
 
   def digest(self, loop) -> str:
@@ -110,16 +118,27 @@ class Trainer:
         predict_fn=self._predict, out_dir=out_dir)
 
   # -- training
-  def _check_guard(self, loop, last_saved: int | None) -> None:
+  def _check_guard(self, loop, last_saved: int | None, log=None) -> None:
+    """Raises NonFiniteLossError when the guard halted the run, or (with
+    'skip') when ``log`` saw too many of its recent steps skipped."""
     guard = jax.device_get(loop["guard"])
+    where = (f"the last good checkpoint, step {last_saved}, holds finite "
+             f"values and is intact in {self.ckpt.directory}" if last_saved
+             else "no checkpoint had been written yet")
     if guard["halted"]:
-      where = (f"the last good checkpoint (step {last_saved}) is intact in "
-               f"{self.ckpt.directory}" if last_saved else
-               "no checkpoint had been written yet")
       raise NonFiniteLossError(
-          f"non-finite loss at step {int(guard['first_bad_step'])}; training "
-          f"stopped and {where}. Lower config.optim.lr, or set "
-          f"config.train.nonfinite='skip' to skip such batches.")
+          f"non-finite loss or state (parameters, optimizer state) at step "
+          f"{int(guard['first_bad_step'])}; training stopped and {where}. "
+          f"Lower config.optim.lr, or set config.train.nonfinite='skip' to "
+          f"skip such steps.")
+    if log is not None and log.too_many_skipped:
+      skipped, steps, last = log.too_many_skipped
+      raise NonFiniteLossError(
+          f"{skipped} of the {steps} steps up to step {last} were skipped as "
+          f"non-finite (config.train.nonfinite='skip'), more than "
+          f"config.train.max_skipped_fraction="
+          f"{self.config.train.max_skipped_fraction}; training stopped and "
+          f"{where}. Lower config.optim.lr.")
 
   def train(self) -> dict[str, Any]:
     cfg = self.config.train
@@ -200,7 +219,9 @@ class Trainer:
     batches = pipeline.device_prefetch(it, self.mesh, groups)
     images_per_step = phase.batch_size * len(
         protocols.EXAMPLE_KINDS[phase.example_kind])
-    log = _LogWindows(writer, bar, phase.name, images_per_step)
+    log = _LogWindows(writer, bar, phase.name, images_per_step,
+                      cfg.get("skip_window", 100),
+                      cfg.get("max_skipped_fraction", 0.2))
     pending, n_last = [], 0
     step = offset + first
     for i, n in enumerate(groups):
@@ -221,14 +242,14 @@ class Trainer:
         # Read last interval's metrics, long computed, while this one's
         # steps run: no pipeline drain at a log step.
         if log.close(step, pending, n_last):
-          self._check_guard(loop, last_saved)
+          self._check_guard(loop, last_saved, log)
         pending, n_last = [], 0
       if save or evaluate:  # the phase's end is a save too
         # These sync anyway; writing the open interval first means a run
         # killed after its checkpoint has logged every step up to it. The
         # guard is read before every save.
-        if log.flush() or save:
-          self._check_guard(loop, last_saved)
+        if log.flush(final=end) or save:
+          self._check_guard(loop, last_saved, log)
       bar.update(n)
       if save:
         self.ckpt.save(step, loop, {
@@ -268,16 +289,24 @@ class _LogWindows:
   bottleneck and the host loop's where the host is, and checkpoint or
   evaluation work counts against the interval after it. The intervals'
   times add up to the phase's wall time.
-  ``close`` and ``flush`` return True when a step in what they wrote had a
-  non-finite metric (the only steps the non-finite guard acts on), so the
-  caller reads the guard then, not at every log.
+  ``close`` and ``flush`` return True when a step in what they wrote was
+  skipped by the non-finite guard (the only steps it acts on), so the
+  caller reads the guard then, not at every log. Skipped steps are written
+  as ``train/skipped_steps`` (the other metrics average the steps that were
+  applied); ``too_many_skipped`` is set, (skipped, steps, last step), once
+  more than ``max_skipped`` of the last ``window`` steps (of the phase so
+  far, at its end) were skipped.
   """
 
-  def __init__(self, writer, bar, phase_name: str, images_per_step: int):
+  def __init__(self, writer, bar, phase_name: str, images_per_step: int,
+               window: int = 100, max_skipped: float = 0.2):
     self._writer, self._bar = writer, bar
     self._phase, self._images = phase_name, images_per_step
     self._open = None  # (step, [(n, metrics)], steps, seconds) unwritten
     self._mark = time.perf_counter()
+    self._recent = collections.deque(maxlen=max(1, window))
+    self._max_skipped = max_skipped
+    self.too_many_skipped = None
 
   def close(self, step: int, pending, steps: int) -> bool:
     for _, metrics in pending:
@@ -289,23 +318,32 @@ class _LogWindows:
     self._mark = now
     return bad
 
-  def flush(self) -> bool:
+  def flush(self, final: bool = False) -> bool:
     if self._open is None:
       return False
     step, pending, steps, dt = self._open
     self._open = None
     values = _per_step(jax.device_get(pending))
-    bad = not all(np.all(np.isfinite(v)) for row in values
-                  for v in row.values())
+    skipped = [float(row.pop("skipped", 0.0)) for row in values]
+    bad = any(skipped) or not all(np.all(np.isfinite(v)) for row in values
+                                  for v in row.values())
     scalars = {f"train/{k}": float(np.nanmean([v[k] for v in values]))
                for k in values[0]}
+    scalars["train/skipped_steps"] = int(sum(skipped))
     scalars["train/steps_per_sec"] = steps / dt
     scalars["train/images_per_sec"] = steps * self._images / dt
     self._writer.write(step, scalars)
     self._bar.set_postfix(phase=self._phase,
                           loss=f"{scalars['train/loss']:.4f}",
                           img_s=f"{scalars['train/images_per_sec']:.0f}")
-    return bad
+    self._recent.extend(skipped)
+    self._check_skipped(final, step)
+    return bad or self.too_many_skipped is not None
+
+  def _check_skipped(self, final: bool, step: int) -> None:
+    n, k = len(self._recent), sum(self._recent)
+    if (n == self._recent.maxlen or final) and n and k > self._max_skipped * n:
+      self.too_many_skipped = (int(k), n, step)
 
 
 _CACHE_HITS = [0]  # persistent-compilation-cache hits in this process
@@ -343,15 +381,41 @@ class _CompileCacheHits:
 
 def write_config(config, workdir: str) -> None:
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    files.write_text_atomic(os.path.join(workdir, "config.json"),
+                            config.to_json_best_effort(indent=2))
+
+
+def check_config(config, workdir: str, mode: str) -> None:
+  """Once ``workdir`` holds a checkpoint, its config.json is the run's
+  identity: a resume (``mode='train'``) or an evaluation under a config
+  that changes what the checkpoint means (method, data, fold, classes,
+  model, optimizer, seed) is refused naming each field and both values;
+  harmless changes (evaluation batch, logging, a longer run) are listed."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path) or not ckpt_lib.has_checkpoint(workdir):
+    return
+  saved = files.read_json(path, "the run's config")
+  changes = config_lib.reconcile(saved, config, mode, path)
+  if changes and jax.process_index() == 0:
+    print(f"fer_jax: {path} with harmless changes: {'; '.join(changes)}",
+          flush=True)
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str):
+  """Refuses a second run on ``workdir`` while this one holds it (process 0
+  holds it for a multi-host run); see ``files.WorkdirLock``."""
+  if jax.process_index():
+    yield
+    return
+  with files.WorkdirLock(workdir):
+    yield
 
 
 def write_cv_report(reports, workdir: str) -> dict[str, Any]:
   summary = eval_lib.cv_summary(reports)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "cv_report.json"), "w") as f:
-      json.dump(summary, f, indent=2)
+    files.write_json_atomic(os.path.join(workdir, "cv_report.json"), summary)
   return summary
 
 
@@ -361,18 +425,23 @@ def train_and_evaluate(config, workdir: str,
   ``load_data(fold_config)`` gives each fold's data."""
   config_lib.validate(config)
   config_lib.check_workdir(workdir)
-  if not config.data.all_folds:
-    write_config(config, workdir)
-    return Trainer(config, workdir, load_data(config)).train()
-  reports = []
-  for fold in range(config.data.num_folds):
-    fold_cfg = config_lib.with_fold(config, fold)
-    fold_dir = os.path.join(workdir, f"fold_{fold}")
-    config_lib.check_workdir(fold_dir)
-    write_config(fold_cfg, fold_dir)
-    print(f"fer_jax: fold {fold + 1}/{config.data.num_folds}", flush=True)
-    reports.append(Trainer(fold_cfg, fold_dir, load_data(fold_cfg)).train())
-  return write_cv_report(reports, workdir)
+  with workdir_lock(workdir):
+    if not config.data.all_folds:
+      return _train_one(config, workdir, load_data)
+    reports = []
+    for fold in range(config.data.num_folds):
+      fold_cfg = config_lib.with_fold(config, fold)
+      fold_dir = os.path.join(workdir, f"fold_{fold}")
+      config_lib.check_workdir(fold_dir)
+      print(f"fer_jax: fold {fold + 1}/{config.data.num_folds}", flush=True)
+      reports.append(_train_one(fold_cfg, fold_dir, load_data))
+    return write_cv_report(reports, workdir)
+
+
+def _train_one(config, workdir: str, load_data: LoadData) -> dict[str, Any]:
+  check_config(config, workdir, "train")
+  write_config(config, workdir)
+  return Trainer(config, workdir, load_data(config)).train()
 
 
 def evaluate_checkpoint(config, workdir: str, step: int | None = None,
@@ -385,17 +454,22 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None,
   cv_report.json rewritten.
   """
   config_lib.validate(config)
-  if config.data.all_folds:
-    reports = [evaluate_checkpoint(config_lib.with_fold(config, k),
-                                   os.path.join(workdir, f"fold_{k}"), step,
-                                   split, load_data)
-               for k in range(config.data.num_folds)]
-    return write_cv_report(reports, workdir)
-  trainer = Trainer(config, workdir, load_data(config))
-  try:
-    loop, meta = trainer.restore(step)
-    report = trainer.evaluate(loop, split, int(meta["global_step"]),
-                              os.path.join(workdir, "eval"))
-  finally:
-    trainer.ckpt.close()
-  return report
+  if not os.path.isdir(workdir):
+    raise ValueError(f"--workdir={workdir} does not exist: evaluate the "
+                     "workdir of a training run")
+  with workdir_lock(workdir):
+    if config.data.all_folds:
+      reports = [evaluate_checkpoint(config_lib.with_fold(config, k),
+                                     os.path.join(workdir, f"fold_{k}"),
+                                     step, split, load_data)
+                 for k in range(config.data.num_folds)]
+      return write_cv_report(reports, workdir)
+    check_config(config, workdir, "eval")
+    trainer = Trainer(config, workdir, load_data(config))
+    try:
+      loop, meta = trainer.restore(step)
+      report = trainer.evaluate(loop, split, int(meta["global_step"]),
+                                os.path.join(workdir, "eval"))
+    finally:
+      trainer.ckpt.close()
+    return report

@@ -82,6 +82,19 @@ def test_eval_mode_reproduces_the_report(full_run, data_dir):
     assert after[k] == before[k]
 
 
+def test_eval_of_another_fold_is_refused(full_run, data_dir):
+  """The issue's silent wrong result: fold 0's checkpoint scored on fold 1."""
+  wd, _ = full_run
+  before = (wd / "eval" / "report.json").read_text()
+  out = run_cli(wd, "--config.train.num_steps=120", "--mode=eval",
+                "--config.data.fold=1", data_dir=data_dir)
+  assert out.returncode == 2, out.stderr[-3000:]
+  assert "fer_jax: error:" in out.stderr
+  assert "config.data.fold is 0" in out.stderr and "but 1 here" in out.stderr
+  assert "Traceback" not in out.stderr
+  assert (wd / "eval" / "report.json").read_text() == before
+
+
 def test_sigkill_then_rerun_matches_uninterrupted(full_run, data_dir,
                                                   tmp_path):
   wd_full, _ = full_run
@@ -120,4 +133,20 @@ def test_bad_input_gets_a_clear_error(tmp_path, data_dir, args, message):
   out = run_cli(tmp_path / "wd", *args, data_dir=data_dir)
   assert out.returncode != 0
   assert message in out.stderr
+  assert "Traceback" not in out.stderr
+
+
+def test_second_run_on_a_live_workdir_is_refused(tmp_path, data_dir):
+  from test_reliability import hold_lock  # pylint: disable=import-outside-toplevel
+  wd = tmp_path / "wd"
+  wd.mkdir()
+  holder = hold_lock(wd)
+  try:
+    out = run_cli(wd, data_dir=data_dir)
+  finally:
+    holder.kill()
+    holder.wait()
+  assert out.returncode == 2, out.stderr[-3000:]
+  assert f"fer_jax: error: the workdir is in use by another run (pid " \
+         f"{holder.pid} on host" in out.stderr
   assert "Traceback" not in out.stderr

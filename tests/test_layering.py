@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS = (
     ("base", ("fer_jax", "fer_jax.imports", "fer_jax.registry",
               "fer_jax.sharding", "fer_jax.metrics", "fer_jax.viz",
-              "fer_jax.checkpoint")),
+              "fer_jax.checkpoint", "fer_jax.files")),
     ("data", ("fer_jax.data", "data_builders")),
     ("config", ("fer_jax.config_lib",)),
     ("models", ("fer_jax.models", "fer_jax.losses", "fer_jax.optim",

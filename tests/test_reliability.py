@@ -1,0 +1,260 @@
+"""Issue #17: no silent wrong results, no poisoned checkpoint, recovery from
+partial writes. The workdir's config.json is the run's identity, a
+non-finite state is never saved, one run per workdir, torn files are read
+tolerantly, and a corrupt newest checkpoint is skipped."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fer_jax import checkpoint as ckpt_lib
+from fer_jax import files, steps, train
+from fer_jax import metrics as metrics_lib
+
+from test_train import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ------------------------------------------------ 1. config.json is identity
+
+@pytest.fixture(scope="module")
+def fake_data(make_table, load_table):
+  return load_table(make_table(num_subjects=6, num_frames=8, image_size=16))
+
+
+@pytest.fixture(scope="module")
+def trained_once(fake_data, tmp_path_factory):
+  """A tiny GNDL run on fold 0 (4 steps, checkpoints at 2 and 4)."""
+  wd = str(tmp_path_factory.mktemp("trained") / "run")
+  train.train_and_evaluate(tiny_config(), wd, fake_data)
+  return wd
+
+
+@pytest.fixture
+def trained(trained_once, tmp_path):
+  """A copy of ``trained_once`` the test may change."""
+  wd = str(tmp_path / "run")
+  shutil.copytree(trained_once, wd)
+  return wd
+
+
+def test_eval_with_another_fold_is_refused_and_report_kept(trained,
+                                                           fake_data):
+  before = open(os.path.join(trained, "eval", "report.json")).read()
+  cfg = tiny_config()
+  cfg.data.fold = 1
+  with pytest.raises(ValueError, match=r"config.data.fold is 0 in .*config"
+                     r"\.json but 1 here"):
+    train.evaluate_checkpoint(cfg, trained, load_data=fake_data)
+  assert open(os.path.join(trained, "eval", "report.json")).read() == before
+
+
+def test_resume_with_identity_overrides_is_refused(trained, fake_data):
+  for field, value, shown in (("data.classes", "basic6", "'basic6'"),
+                              ("optim.lr", 0.5, "0.5"),
+                              ("model.base_width", 16, "16")):
+    cfg = tiny_config()
+    cfg.train.num_steps = 6
+    section, name = field.split(".")
+    setattr(cfg[section], name, value)
+    with pytest.raises(ValueError, match=rf"config.{field} is .* but "
+                       rf"{shown} here"):
+      train.train_and_evaluate(cfg, trained, fake_data)
+  saved = json.load(open(os.path.join(trained, "config.json")))
+  assert saved["optim"]["lr"] == tiny_config().optim.lr  # not overwritten
+
+
+def test_a_shorter_training_is_refused_but_eval_ignores_length(trained,
+                                                               fake_data):
+  cfg = tiny_config(num_steps=2)
+  with pytest.raises(ValueError, match="config.train.num_steps is 4"):
+    train.train_and_evaluate(cfg, trained, fake_data)
+  report = train.evaluate_checkpoint(cfg, trained, load_data=fake_data)
+  assert report["step"] == 4
+
+
+def test_harmless_overrides_are_allowed_and_listed(trained, fake_data,
+                                                   capsys):
+  cfg = tiny_config(eval_batch_size=8, num_steps=6, log_every=3)
+  report = train.train_and_evaluate(cfg, trained, fake_data)
+  out = capsys.readouterr().out
+  assert "train.eval_batch_size: 16 -> 8" in out
+  assert "train.num_steps: 4 -> 6" in out
+  assert report["step"] == 6
+  assert json.load(open(os.path.join(trained, "config.json")))[
+      "train"]["num_steps"] == 6
+
+
+def test_checkpoint_of_another_fold_is_refused(trained, fake_data):
+  """Without config.json (a run from before it, or a Trainer used
+  directly), the fold in the checkpoint still guards it."""
+  cfg = tiny_config()
+  cfg.data.fold = 1
+  with pytest.raises(ckpt_lib.CheckpointError,
+                     match="config.data.fold=0, this run's config says 1"):
+    train.Trainer(cfg, trained, fake_data(cfg)).restore()
+
+
+# -------------------------------------- 2. a non-finite state is never saved
+
+def test_guard_rejects_a_finite_loss_with_a_nonfinite_state():
+  """The loss is computed before the update, so it can be finite while the
+  update overflows the parameters: the step is still skipped."""
+  def step(state, batch, rng):
+    return {"w": state["w"] * batch["x"]}, {"loss": jnp.sum(state["w"])}
+
+  loop = {"model": {"w": jnp.ones(2)}, "step": jnp.int32(0),
+          "rng": jax.random.PRNGKey(0),
+          "guard": {"nonfinite": jnp.int32(0),
+                    "first_bad_step": jnp.int32(-1),
+                    "halted": jnp.asarray(False)}}
+  fn = jax.jit(steps.guarded_step(step, stop_on_nonfinite=False))
+  loop, m = fn(loop, {"x": jnp.full(2, 2.0)})
+  assert float(m["skipped"]) == 0.0
+  loop, m = fn(loop, {"x": jnp.array([jnp.inf, 1.0])})
+  assert float(m["loss"]) == 4.0 and float(m["skipped"]) == 1.0
+  np.testing.assert_array_equal(loop["model"]["w"], [2.0, 2.0])
+  assert int(loop["guard"]["first_bad_step"]) == 2
+
+
+def _healthy_then_infinite_lr(fake_data, wd, **overrides):
+  """2 healthy steps (checkpointed), then a resume at lr=inf (through the
+  Trainer, as a run with another learning rate would have before #17)."""
+  cfg = tiny_config(num_steps=2, checkpoint_every=1, log_every=1)
+  train.Trainer(cfg, wd, fake_data(cfg)).train()
+  cfg = tiny_config(num_steps=8, checkpoint_every=1, log_every=1,
+                    **overrides)
+  cfg.optim.lr = float("inf")
+  return cfg, train.Trainer(cfg, wd, fake_data(cfg))
+
+
+def _every_checkpoint_is_finite(cfg, wd, fake_data):
+  trainer = train.Trainer(cfg, wd, fake_data(cfg))
+  saved = trainer.ckpt.all_steps()
+  for s in saved:
+    loop, _ = trainer.restore(s)
+    assert bool(steps.all_finite(loop)), f"checkpoint {s} is not finite"
+  trainer.ckpt.close()
+  return saved
+
+
+def test_infinite_lr_stops_and_no_nonfinite_state_is_saved(fake_data,
+                                                           tmp_path):
+  wd = str(tmp_path / "run")
+  cfg, trainer = _healthy_then_infinite_lr(fake_data, wd)
+  with pytest.raises(train.NonFiniteLossError,
+                     match=r"at step 3; .*checkpoint, step 2, holds finite"):
+    trainer.train()
+  assert _every_checkpoint_is_finite(cfg, wd, fake_data)[-1] == 2
+
+
+def test_infinite_lr_from_the_start_saves_nothing(fake_data, tmp_path):
+  cfg = tiny_config(checkpoint_every=1, log_every=1)
+  cfg.optim.lr = float("inf")
+  with pytest.raises(train.NonFiniteLossError,
+                     match="at step 1; .*no checkpoint had been written"):
+    train.Trainer(cfg, str(tmp_path), fake_data(cfg)).train()
+  assert not ckpt_lib.has_checkpoint(str(tmp_path))
+
+
+def test_skip_counts_skipped_steps_and_stops_past_the_share(fake_data,
+                                                            tmp_path):
+  wd = str(tmp_path / "run")
+  cfg, trainer = _healthy_then_infinite_lr(
+      fake_data, wd, nonfinite="skip", skip_window=4,
+      max_skipped_fraction=0.5)
+  with pytest.raises(train.NonFiniteLossError,
+                     match=r"4 of the 4 steps up to step \d were skipped"):
+    trainer.train()
+  _every_checkpoint_is_finite(cfg, wd, fake_data)
+  rows = [json.loads(l) for l in open(os.path.join(wd, "metrics.jsonl"))
+          if "train/loss" in l]
+  assert [r["train/skipped_steps"] for r in rows if r["step"] <= 2] == [0, 0]
+  assert sum(r["train/skipped_steps"] for r in rows) >= 3
+
+
+def test_skip_within_the_share_finishes_and_reports_the_count(fake_data,
+                                                              tmp_path):
+  wd = str(tmp_path / "run")
+  cfg, trainer = _healthy_then_infinite_lr(
+      fake_data, wd, nonfinite="skip", max_skipped_fraction=1.0)
+  report = trainer.train()
+  assert report["nonfinite_steps"] == 6 and report["step"] == 8
+  rows = [json.loads(l) for l in open(os.path.join(wd, "metrics.jsonl"))]
+  assert sum(r.get("train/skipped_steps", 0) for r in rows) == 6
+  assert _every_checkpoint_is_finite(cfg, wd, fake_data)[-1] == 8
+
+
+# ----------------------------------------------- 4. one run per workdir
+
+def hold_lock(wd) -> subprocess.Popen:
+  """Another process holding ``wd``'s lock (as a live run does)."""
+  proc = subprocess.Popen(
+      [sys.executable, "-c",
+       "import sys, time; from fer_jax.files import WorkdirLock; "
+       f"WorkdirLock({str(wd)!r}).acquire(); print('held', flush=True); "
+       "time.sleep(120)"],
+      env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
+      text=True)
+  assert proc.stdout.readline().strip() == "held"
+  return proc
+
+
+def test_a_second_run_is_refused_and_a_killed_holder_frees_it(fake_data,
+                                                              tmp_path):
+  wd = tmp_path / "run"
+  wd.mkdir()
+  holder = hold_lock(wd)
+  try:
+    with pytest.raises(files.FileError,
+                       match=rf"in use by another run \(pid {holder.pid} on "
+                       r"host .*\.fer_jax\.lock"):
+      train.train_and_evaluate(tiny_config(), str(wd), fake_data)
+    with pytest.raises(files.FileError, match=f"pid {holder.pid}"):
+      train.evaluate_checkpoint(tiny_config(), str(wd), load_data=fake_data)
+    assert not (wd / "config.json").exists()
+  finally:
+    holder.kill()  # SIGKILL: no cleanup runs, the OS drops the lock
+    holder.wait()
+  with files.WorkdirLock(str(wd)):
+    pass
+  with files.WorkdirLock(str(wd)):  # released on exit, taken again
+    pass
+
+
+# --------------------------------------------- 5. a torn metrics.jsonl line
+
+def test_torn_last_metrics_line_is_dropped_with_a_warning(tmp_path, capsys):
+  path = tmp_path / "metrics.jsonl"
+  rows = [{"step": s, "train/loss": 1.0 / s} for s in (2, 4, 6)]
+  good = "".join(json.dumps(r) + "\n" for r in rows)
+  path.write_text(good + '{"step": 8, "train/lo')
+  assert metrics_lib.read_metrics(str(tmp_path)) == rows
+  assert "line 4 is not a complete JSON row" in capsys.readouterr().out
+  metrics_lib.MetricWriter(str(tmp_path), resume_step=4).close()
+  assert path.read_text() == "".join(json.dumps(r) + "\n" for r in rows[:2])
+  assert "line 4" in capsys.readouterr().out
+  inode = path.stat().st_ino
+  metrics_lib.MetricWriter(str(tmp_path), resume_step=4).close()
+  assert path.stat().st_ino == inode  # nothing to cut: not rewritten
+
+
+def test_resume_after_a_torn_metrics_line(trained, fake_data):
+  path = os.path.join(trained, "metrics.jsonl")
+  before = metrics_lib.read_metrics(trained)
+  with open(path, "a") as f:
+    f.write('{"step": 5, "train/loss": 0.')
+  report = train.train_and_evaluate(tiny_config(num_steps=6), trained,
+                                    fake_data)
+  assert report["step"] == 6
+  after = [json.loads(l) for l in open(path)]  # every line parses again
+  assert after[:len(before)] == before
+  assert [r["step"] for r in after if "train/loss" in r] == [2, 4, 6]
