@@ -87,8 +87,9 @@ def cpu_synthetic(c):
   c.data.synth.update(num_frames=12, profile="coupled")
   # From scratch the paper's L_neu (mean L1, lambda 5 from step 0) collapses
   # the features (docs/results: CE at log K for hundreds of steps). Here:
-  # CE alone for the first 30% of the steps (the paper starts from ImageNet) and L_neu relative to
-  # the neutral features' scale, which shrinking them cannot lower. The
+  # CE alone for the first 30% of the steps (the paper starts from
+  # ImageNet) and L_neu relative to the neutral features' scale, which
+  # shrinking them cannot lower. The
   # paper's literal loss is the compare's gndl_paper arm. Chosen on a
   # held-out synthetic population (docs/results/dev_synth_seed1).
   c.gndl.update(l_neu_reduction="relative", warmup_fraction=0.3)

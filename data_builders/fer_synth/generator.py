@@ -207,15 +207,13 @@ PROFILES = {
     "benchmark": Profile(aligned=True, eye_distance=0.36, eye_height=0.40,
                          expression_gain=1.5, identity_confound=1.5,
                          peak_range=(0.85, 1.0), plateau=True),
-    # The benchmark profile with identity traits coupled through a latent
-    # (identity_coupling 0.9): the resting expression-like traits are
-    # predictable from the rest of the face, as GNDL's Neutral Feature
-    # Generator presumes of real faces. GNDL's evidence runs use it.
-    "coupled": Profile(aligned=True, eye_distance=0.36, eye_height=0.40,
-                       expression_gain=1.5, identity_confound=1.5,
-                       peak_range=(0.85, 1.0), plateau=True,
-                       identity_coupling=0.9),
 }
+# The benchmark profile with identity traits coupled through a latent
+# (identity_coupling 0.9): the resting expression-like traits are
+# predictable from the rest of the face, as GNDL's Neutral Feature
+# Generator presumes of real faces. GNDL's evidence runs use it.
+PROFILES["coupled"] = dataclasses.replace(PROFILES["benchmark"],
+                                          identity_coupling=0.9)
 
 _LATENT_STREAM = 3
 _LATENT_DIM = 3
