@@ -105,11 +105,19 @@ CLAIMS: list[dict[str, Any]] = [
 ]
 
 # folds and seeds every arm runs; methods=None: every method in ARMS.
+# arms: {method: (arm, ...)} the preset runs (a method not named, or
+# arms=None: every arm of it); --arms chooses others.
 # overrides: {method or "*": {dotted config field: value}}, applied to
 # every run of that method (before the arm's own overrides).
 PRESETS: dict[str, dict[str, Any]] = {
+    # The claims and GNDL's oracle, within 90 minutes on 2 CPU cores; the
+    # ablations (gndl_paper, generated_only: 40 run-minutes of the 90
+    # IF-GAN's generated_only alone) are there with --arms=all.
     "cpu": dict(folds=(0, 1, 2, 3), num_folds=4, seeds=(0,),
-                methods=("gndl", "ifgan"), overrides={}),
+                methods=("gndl", "ifgan"),
+                arms={"gndl": ("gndl", "baseline", "oracle"),
+                      "ifgan": ("ifgan", "baseline")},
+                overrides={}),
     # Every method in ARMS; SNA, a method for ambiguous labels, trains on
     # 20% symmetric label noise (both arms; test labels stay clean).
     "gpu": dict(folds=tuple(range(10)), num_folds=10, seeds=(0, 1),
@@ -409,10 +417,38 @@ def run_state(run: Run, run_dir: str) -> State:
 
 # ---------------------------------------------------------------- the plan
 
+def select_arms(preset: Mapping[str, Any], methods: Sequence[str],
+                chosen: Sequence[str] | None = None, arms=None
+                ) -> dict[str, tuple[str, ...]]:
+  """{method: arms to run}: ``chosen`` ("method/arm" items, or "all" for
+  every arm) where given, else the preset's ``arms`` (every arm of a method
+  it does not name). Raises CompareError naming an unknown arm."""
+  arms = ARMS if arms is None else arms
+  if chosen is None:
+    default = preset.get("arms") or {}
+    return {m: tuple(default.get(m, arms[m])) for m in methods}
+  if "all" in chosen:
+    return {m: tuple(arms[m]) for m in methods}
+  picked: dict[str, list[str]] = {m: [] for m in methods}
+  for item in chosen:
+    method, sep, arm = item.partition("/")
+    if not sep or method not in picked or arm not in arms[method]:
+      raise CompareError(
+          f"--arms={item!r}: expected 'all' or method/arm with method one "
+          f"of {', '.join(methods)}; arms: " + "; ".join(
+              f"{m}: {', '.join(arms[m])}" for m in methods))
+    if arm not in picked[method]:
+      picked[method].append(arm)
+  return {m: tuple(a) for m, a in picked.items() if a}
+
+
 def plan_runs(preset: Mapping[str, Any], methods: Sequence[str],
               arms=None, folds=None, seeds=None,
-              sets: Mapping[str, Any] | None = None) -> list[Run]:
-  """Every run, fold-major: a compare stopped early holds complete pairs."""
+              sets: Mapping[str, Any] | None = None,
+              selected: Mapping[str, Sequence[str]] | None = None
+              ) -> list[Run]:
+  """Every run, fold-major: a compare stopped early holds complete pairs.
+  ``selected``: {method: arms} to run (default: every arm in ``arms``)."""
   arms = ARMS if arms is None else arms
   folds = tuple(preset["folds"] if folds is None else folds)
   seeds = tuple(preset["seeds"] if seeds is None else seeds)
@@ -431,6 +467,8 @@ def plan_runs(preset: Mapping[str, Any], methods: Sequence[str],
     for fold in folds:
       for method in methods:
         for arm, spec in arms[method].items():
+          if selected is not None and arm not in selected.get(method, ()):
+            continue
           config, arm_overrides = split_arm(spec)
           merged = {**preset_overrides.get("*", {}),
                     **preset_overrides.get(method, {}), **arm_overrides,
@@ -755,7 +793,6 @@ def collect(runs: Sequence[Run], workdir: str, *, preset: str, claims,
       pending.append({"method": run.method, "arm": run.arm,
                       "fold": run.fold, "seed": run.seed,
                       "workdir": run.rel_dir})
-  methods = list(dict.fromkeys(r.method for r in runs))
   arm_names = list(dict.fromkeys((r.method, r.arm) for r in runs))
   planned: dict[str, int] = {}
   for r in runs:
@@ -765,8 +802,11 @@ def collect(runs: Sequence[Run], workdir: str, *, preset: str, claims,
       "units": "runs: accuracy as a fraction, as in report.json; claims and "
                "arms: percent, differences in percentage points",
       "runs": done,
+      # A claim whose two arms this compare plans (an arm left out by the
+      # preset or --arms has no row, rather than an empty one).
       "claims": [claim_entry(c, done) for c in claims
-                 if c["method"] in methods],
+                 if (c["method"], c["arm"]) in arm_names
+                 and (c["method"], c["reference"]) in arm_names],
       "arms": [arm_summary(done, m, a) for m, a in arm_names],
       "failures": [dict(f) for f in failures.values()],
       "pending": pending, "planned": planned,
@@ -882,7 +922,8 @@ def compare(preset: str, workdir: str, *, methods: Sequence[str] | None = None,
             dry_run: bool = False, restart: bool = False,
             xla_flags: str = "auto", launcher: Launcher | None = None,
             command: Sequence[str] | None = None, arms=None, claims=None,
-            presets=None, out=print) -> int:
+            presets=None, chosen_arms: Sequence[str] | None = None,
+            out=print) -> int:
   """Runs what is missing and writes the outputs; returns the exit status
   (0 all runs finished, 1 some failed, 2 refused to start)."""
   arms = ARMS if arms is None else arms
@@ -905,7 +946,8 @@ def compare(preset: str, workdir: str, *, methods: Sequence[str] | None = None,
                          f"{', '.join(arms)}")
     if parallel < 1:
       raise CompareError(f"--parallel={parallel} must be >= 1")
-    runs = plan_runs(chosen, methods, arms, folds, seeds, sets)
+    selected = select_arms(chosen, methods, chosen_arms, arms)
+    runs = plan_runs(chosen, methods, arms, folds, seeds, sets, selected)
   except CompareError as e:
     err(e)
     return 2
@@ -1052,14 +1094,20 @@ def define_flags():
   from absl import flags  # pylint: disable=import-outside-toplevel
   flags.DEFINE_enum("preset", None, list(PRESETS),
                     "cpu: folds 0..3 of 4, seed 0, methods "
-                    f"{','.join(PRESETS['cpu']['methods'])}; gpu: folds 0..9 "
-                    "of 10, seeds 0 and 1, every method.")
+                    f"{','.join(PRESETS['cpu']['methods'])} (claims and "
+                    "oracle, no ablation); gpu: folds 0..9 of 10, seeds 0 "
+                    "and 1, every method and arm.")
   flags.DEFINE_string("workdir", None,
                       "Compare directory: runs/, compare.json, compare.md, "
                       "compare.png. Rerunning the same command resumes.")
   flags.DEFINE_list("methods", None,
                     f"Methods to run (default: the preset's); known: "
                     f"{','.join(ARMS)}.")
+  flags.DEFINE_list("arms", None,
+                    "Arms to run instead of the preset's: method/arm items "
+                    "(e.g. gndl/gndl,gndl/baseline), or 'all' for every arm "
+                    "of the chosen methods. The cpu preset leaves out the "
+                    "ablations gndl/gndl_paper and ifgan/generated_only.")
   flags.DEFINE_list("folds", None, "Folds to run instead of the preset's "
                     "(num_folds stays the preset's).")
   flags.DEFINE_list("seeds", None, "Seeds to run instead of the preset's.")
@@ -1100,6 +1148,7 @@ def main(argv):
   signal.signal(signal.SIGTERM, on_term)
   sys.exit(compare(f.preset, f.workdir, methods=f.methods, folds=folds,
                    seeds=seeds, sets=sets, parallel=f.parallel,
+                   chosen_arms=f.arms,
                    dry_run=f.dry_run, restart=f.restart,
                    xla_flags=f.xla_flags,
                    command=["python", "-m", "fer_jax.compare",

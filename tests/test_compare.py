@@ -371,6 +371,36 @@ def test_dry_run_launches_nothing(tmp_path):
   assert "12 new" in text and "3 done" in text
 
 
+def test_arm_selection_by_preset_and_flag(tmp_path, capsys):
+  """A preset's arms (others of a method it names are left out), --arms
+  method/arm and 'all'; a claim appears only when both its arms run."""
+  presets = {"t": dict(PRESETS["t"], folds=(0,),
+                       arms={"gndl": ("gndl", "baseline")})}
+
+  def go(**kw):
+    launcher = FakeLauncher()
+    wd = tmp_path / str(len(os.listdir(tmp_path)))
+    assert cmp.compare("t", str(wd), launcher=launcher, presets=presets,
+                       arms=ARMS, claims=CLAIMS, out=lambda *_: None,
+                       **kw) == 0
+    result = read_json(wd / "compare.json")
+    return ({(m, a) for m, a, *_ in launcher.calls},
+            [c["arm"] for c in result["claims"]])
+
+  # gndl as the preset says (no oracle), ifgan unnamed: every arm.
+  assert go() == ({("gndl", "gndl"), ("gndl", "baseline"),
+                   ("ifgan", "ifgan"), ("ifgan", "baseline")},
+                  ["gndl", "ifgan"])
+  assert go(chosen_arms=["all"], methods=["gndl"]) == (
+      {("gndl", a) for a in ARMS["gndl"]}, ["gndl", "oracle"])
+  assert go(chosen_arms=["gndl/oracle", "gndl/baseline"]) == (
+      {("gndl", "oracle"), ("gndl", "baseline")}, ["oracle"])
+  assert cmp.compare("t", str(tmp_path / "x"), launcher=FakeLauncher(),
+                     presets=presets, arms=ARMS, claims=CLAIMS,
+                     chosen_arms=["gndl/nope"]) == 2
+  assert "--arms='gndl/nope'" in capsys.readouterr().err
+
+
 def test_subprocess_launcher_logs_and_returns_status(tmp_path):
   run = cmp.Run("m", "a", 0, 0, 2, "configs/gndl.py")
   job = cmp.Job(run, str(tmp_path), [sys.executable, "-c",
@@ -402,7 +432,7 @@ def test_cli_help_and_dry_run(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=120,
                        env=env)
   assert out.returncode == 0, out.stderr
-  new = 2 * len(cmp.ARMS["ifgan"])  # folds 0 and 1
+  new = 2 * len(cmp.PRESETS["cpu"]["arms"]["ifgan"])  # folds 0 and 1
   assert f"{new} new" in out.stdout
   assert "--config.train.num_steps=3" in out.stdout
   assert not os.listdir(tmp_path)
