@@ -188,6 +188,7 @@ def test_protocol_config_errors_name_the_fields(field, value, message):
     config_lib.validate(config)
 
 
+@pytest.mark.slow  # 3.5 minutes on 2 cores: IF-GAN compiled without a cache
 def test_ifgan_rafdb_trains_from_the_command_line(rafdb_dir, tmp_path):
   """The README's command on RAF-DB, a few steps with tiny nets: it trains
   on the official split and reports on its test split."""
