@@ -25,6 +25,7 @@ from jax.experimental import multihost_utils
 from fer_jax import checkpoint as ckpt_lib
 from fer_jax import files
 from fer_jax import sharding
+from fer_jax import viz
 from fer_jax.data import pipeline
 from fer_jax.data.protocols import Examples
 from fer_jax.data.run_data import LoadData, RunData, prepare_data
@@ -59,9 +60,11 @@ def evaluate_examples(method, state, examples: Examples, *, predict_fn,
 
 
 def write_images(method, state, examples: Examples, batch_size: int, mesh,
-                 out_dir: str) -> None:
+                 out_dir: str, classes: Sequence[str] = (),
+                 predict_fn=None) -> None:
   """The method's pictures on one batch spread evenly over ``examples`` (so
-  the first rows show different subjects and classes)."""
+  the first rows show different subjects and classes), each face captioned
+  with its true and predicted class."""
   n = batch_size
   order = np.argsort(examples.label, kind="stable")  # class by class
   picks = order[np.linspace(0, len(examples) - 1, n).round().astype(int)]
@@ -69,7 +72,19 @@ def write_images(method, state, examples: Examples, batch_size: int, mesh,
   picks = np.concatenate([picks[i::8] for i in range(8)])[:n]
   batch = pipeline.gather(examples, picks[sharding.local_slice(n)])
   # Every process computes (the arrays are global); viz writes on process 0.
-  method.write_images(state, sharding.to_global(batch, mesh), out_dir)
+  batch = sharding.to_global(batch, mesh)
+  caps: list[str] = []
+  if classes:
+    gather = ((lambda x: multihost_utils.process_allgather(x, tiled=True))
+              if jax.process_count() > 1 else jax.device_get)
+    try:
+      logits = (predict_fn or jax.jit(method.predict))(state, batch)
+      preds = np.argmax(np.asarray(gather(logits)), -1)
+    except NotImplementedError:  # no classifier (cGAN+WSC): true class only
+      preds = None
+    labels = np.asarray(gather(batch["label"]))
+    caps = viz.captions(classes, labels, preds)
+  method.write_images(state, batch, out_dir, captions=caps)
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray,
@@ -117,13 +132,13 @@ def build_report(method, loop, data: RunData, split: str, *, step: int,
   report.update(data.report_fields())
   if out_dir:
     write_report(report, out_dir)
-    write_images(method, loop["model"], ex, batch_size, mesh, out_dir)
+    write_images(method, loop["model"], ex, batch_size, mesh, out_dir,
+                 data.classes, predict_fn)
   return report
 
 
 def write_report(report: dict[str, Any], out_dir: str) -> str:
   """Writes report.json and confusion_matrix.png; returns the json path."""
-  from fer_jax import viz  # pylint: disable=import-outside-toplevel
   if jax.process_index():
     return ""
   os.makedirs(out_dir, exist_ok=True)

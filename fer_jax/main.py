@@ -12,6 +12,7 @@ eval/confusion_matrix.png (cv_report.json with --config.data.all_folds).
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from absl import app, flags
@@ -101,7 +102,35 @@ def main(argv):
                                     "accuracy", "mean_accuracy",
                                     "std_accuracy", "state_digest")
              if k in result}
-  print(json.dumps(summary))
+  print(closing_lines(result, _WORKDIR.value))
+  print(json.dumps(summary))  # last line: for scripts
+
+
+def closing_lines(result, workdir: str) -> str:
+  """What the run ended at and where its report, pictures and TensorBoard
+  logs are, so a user need not know the workdir's layout."""
+  if "accuracy" in result:
+    what = (f"{result['split']} accuracy {100 * result['accuracy']:.1f}% "
+            f"({result['method']}, fold {result['fold']})")
+  else:
+    what = (f"mean accuracy {100 * result['mean_accuracy']:.1f}% "
+            f"+/- {100 * result['std_accuracy']:.1f} over "
+            f"{len(result.get('folds', []))} folds ({result['method']})")
+  lines = [f"fer_jax: done: {what}"]
+  if os.path.exists(os.path.join(workdir, "cv_report.json")):
+    lines.append(f"  report:      {os.path.join(workdir, 'cv_report.json')}"
+                 f" (each fold's in {os.path.join(workdir, 'fold_*')})")
+  eval_dir = os.path.join(workdir, "eval")
+  report = os.path.join(eval_dir, "report.json")
+  if os.path.exists(report):
+    lines.append(f"  report:      {report}")
+    pictures = sorted(n for n in os.listdir(eval_dir) if n.endswith(".png"))
+    if pictures:
+      lines.append(f"  pictures:    {eval_dir}/{{{','.join(pictures)}}}")
+  if os.path.isdir(os.path.join(workdir, "tensorboard")):
+    lines.append("  TensorBoard: tensorboard --logdir "
+                 f"{os.path.join(workdir, 'tensorboard')}")
+  return "\n".join(lines)
 
 
 def parse_flags(argv):

@@ -16,6 +16,7 @@ import os
 from typing import Mapping
 
 import jax
+import numpy as np
 
 from fer_jax import files
 
@@ -50,6 +51,20 @@ class MetricWriter:
       f.write(json.dumps({"step": int(step), **clean}) + "\n")
     for k, v in scalars.items():
       self._tb.add_scalar(k, float(v), int(step))
+    self._tb.flush()
+
+  def write_pictures(self, step: int, directory: str, prefix: str) -> None:
+    """Every PNG in ``directory`` (an evaluation's confusion matrix and the
+    method's pictures) as a TensorBoard image ``prefix/<file name>``."""
+    if self._tb is None or not os.path.isdir(directory):
+      return
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+    for name in sorted(os.listdir(directory)):
+      if name.endswith(".png"):
+        with Image.open(os.path.join(directory, name)) as im:
+          pixels = np.asarray(im.convert("RGB"))
+        self._tb.add_image(f"{prefix}/{name[:-4]}", pixels, int(step),
+                           dataformats="HWC")
     self._tb.flush()
 
   def close(self) -> None:

@@ -171,6 +171,8 @@ class Trainer:
       report = self.evaluate(loop, "test", total,
                              os.path.join(self.workdir, "eval"))
       writer.write(total, {"test/accuracy": report["accuracy"]})
+      writer.write_pictures(total, os.path.join(self.workdir, "eval"),
+                            "test")
     finally:
       bar.close()
       writer.close()
@@ -263,6 +265,10 @@ class Trainer:
         out_dir = os.path.join(self.workdir, "eval", f"{split}_step_{step}")
         report = self.evaluate(loop, split, step, out_dir)
         writer.write(step, {f"{split}/accuracy": report["accuracy"]})
+        writer.write_pictures(step, out_dir, split)
+        if jax.process_index() == 0:
+          bar.write(f"fer_jax: step {step}: {split} accuracy "
+                    f"{100 * report['accuracy']:.1f}% ({out_dir})")
     return loop, last_saved
 
 

@@ -47,23 +47,101 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
   return x
 
 
-def save_grid(path: str, rows: Sequence[np.ndarray], pad: int = 2) -> None:
-  """Saves rows of equally sized images (each row (N, H, W, C)) as one PNG."""
+MIN_TILE = 96  # faces are upscaled (nearest) to at least this many pixels
+HEAT_LEGEND = "heat maps: black = low, white/yellow = high (per map)"
+
+
+def _font(size: int):
+  from PIL import ImageFont  # pylint: disable=import-outside-toplevel
+  try:
+    return ImageFont.load_default(size=size)  # scalable (Pillow >= 10.1)
+  except TypeError:
+    return ImageFont.load_default()
+
+
+def _text_size(draw, text: str, font) -> tuple[int, int]:
+  box = draw.multiline_textbbox((0, 0), text, font=font, spacing=2)
+  return box[2] - box[0], box[3] - box[1]
+
+
+def grid_image(rows: Sequence[np.ndarray], *,
+               row_labels: Sequence[str] | None = None,
+               col_labels: Sequence[str] | None = None,
+               title: str = "", legend: str = "", pad: int = 2,
+               min_tile: int = MIN_TILE) -> np.ndarray:
+  """Rows of equally sized images (each (N, H, W, C)) as one uint8 RGB
+  picture a reader can follow without the docs: a title, a label left of
+  each row and above each column (multi-line with '\n'), and a legend
+  line underneath. Tiles are upscaled by an integer factor to at least
+  ``min_tile`` pixels so 64 px faces and their labels stay legible."""
+  from PIL import Image, ImageDraw  # pylint: disable=import-outside-toplevel
+  rows = [to_uint8(r) for r in rows]
+  h, w = rows[0].shape[1:3]
+  k = max(1, -(-min_tile // max(h, w)))
+  h, w = h * k, w * k
+  ncol = max(len(r) for r in rows)
+  font = _font(12)
+  probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+  size = lambda t: _text_size(probe, t, font)  # noqa: E731
+  row_labels = list(row_labels or [])
+  col_labels = list(col_labels or [])
+  left = (max((size(t)[0] for t in row_labels), default=0) + 2 * pad + 4
+          if row_labels else 0)
+  head = (max((size(t)[1] for t in col_labels), default=0) + 2 * pad + 4
+          if col_labels else 0)
+  top = size(title)[1] + 3 * pad + 4 if title else 0
+  foot = size(legend)[1] + 3 * pad + 4 if legend else 0
+  width = max(left + ncol * (w + pad) + pad,
+              size(title)[0] + 4 * pad if title else 0,
+              size(legend)[0] + 4 * pad if legend else 0)
+  height = top + head + len(rows) * (h + pad) + pad + foot
+  canvas = Image.new("RGB", (width, height), (255, 255, 255))
+  draw = ImageDraw.Draw(canvas)
+  if title:
+    draw.multiline_text((2 * pad, 2 * pad), title, fill=(0, 0, 0),
+                        font=font, spacing=2)
+  for j, text in enumerate(col_labels[:ncol]):
+    tw, _ = size(text)
+    x = left + pad + j * (w + pad) + max(0, (w - tw) // 2)
+    draw.multiline_text((x, top + pad), text, fill=(0, 0, 0), font=font,
+                        spacing=2, align="center")
+  y0 = top + head
+  for i, row in enumerate(rows):
+    y = y0 + pad + i * (h + pad)
+    if i < len(row_labels):
+      _, th = size(row_labels[i])
+      draw.multiline_text((pad, y + max(0, (h - th) // 2)), row_labels[i],
+                          fill=(0, 0, 0), font=font, spacing=2)
+    for j, img in enumerate(row):
+      tile = np.repeat(np.repeat(img, k, axis=0), k, axis=1)
+      canvas.paste(Image.fromarray(tile), (left + pad + j * (w + pad), y))
+  if legend:
+    draw.multiline_text((2 * pad, height - foot + pad), legend,
+                        fill=(60, 60, 60), font=font, spacing=2)
+  return np.asarray(canvas)
+
+
+def save_grid(path: str, rows: Sequence[np.ndarray], pad: int = 2,
+              **labels) -> None:
+  """Saves ``grid_image(rows, **labels)`` as a PNG (process 0 only)."""
   import jax  # pylint: disable=import-outside-toplevel
   from PIL import Image  # pylint: disable=import-outside-toplevel
   if jax.process_index():
     return
-  rows = [to_uint8(r) for r in rows]
-  h, w = rows[0].shape[1:3]
-  ncol = max(len(r) for r in rows)
-  canvas = np.full((len(rows) * (h + pad) + pad, ncol * (w + pad) + pad, 3),
-                   255, np.uint8)
-  for i, row in enumerate(rows):
-    for j, img in enumerate(row):
-      y, x = pad + i * (h + pad), pad + j * (w + pad)
-      canvas[y:y + h, x:x + w] = img
+  canvas = grid_image(rows, pad=pad, **labels)
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   Image.fromarray(canvas).save(path)
+
+
+def captions(classes: Sequence[str], labels, preds=None) -> list[str]:
+  """One caption per example: 'true happy' or 'true happy\npred sad'."""
+  out = []
+  for i, y in enumerate(np.asarray(labels)):
+    text = f"true {classes[int(y)]}"
+    if preds is not None:
+      text += f"\npred {classes[int(np.asarray(preds)[i])]}"
+    out.append(text)
+  return out
 
 
 def heatmap(values: np.ndarray, size: int, marker=None) -> np.ndarray:

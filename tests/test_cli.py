@@ -65,10 +65,19 @@ def test_train_writes_report_metrics_and_plots(full_run):
   # Every 10 steps, and at the end of the CE warm-up (30% of 120 steps).
   assert [r["step"] for r in logged if "train/loss" in r] == sorted(
       set(range(10, 121, 10)) | {36})
-  assert any(f.startswith("events.out.tfevents")
-             for f in os.listdir(wd / "tensorboard"))
+  events = [f for f in os.listdir(wd / "tensorboard")
+            if f.startswith("events.out.tfevents")]
+  assert events
+  # The confusion matrix reaches TensorBoard as an image too.
+  blob = b"".join((wd / "tensorboard" / f).read_bytes() for f in events)
+  assert b"test/confusion_matrix" in blob
   assert json.loads(out.stdout.strip().splitlines()[-1])["accuracy"] == (
       report["accuracy"])
+  # The closing lines say what the run ended at and where its files are.
+  assert (f"fer_jax: done: test accuracy {100 * report['accuracy']:.1f}% "
+          "(gndl, fold 0)") in out.stdout
+  assert f"report:      {wd / 'eval' / 'report.json'}" in out.stdout
+  assert f"tensorboard --logdir {wd / 'tensorboard'}" in out.stdout
 
 
 def test_eval_mode_reproduces_the_report(full_run, data_dir):

@@ -402,7 +402,11 @@ def test_report_fields_and_neighbour_grid(tiny, tmp_path):
   from PIL import Image
   grid = np.asarray(Image.open(tmp_path / "neighbours.png"))
   draws = method.cfg.num_image_draws
-  assert grid.shape[:2] == (2 + 4 * 34, 2 + (4 + draws) * 34)
+  # 4 faces x (input, pre-trained, refined, draws, heat map), 32 px tiles
+  # upscaled 3x, plus the title, column labels, row captions and legend.
+  tile = 3 * 32 + 2
+  assert grid.shape[0] > 2 + 4 * tile
+  assert grid.shape[1] >= 2 + (4 + draws) * tile
 
 
 def test_checkpoint_mid_refine_restores_every_stage(tiny, tmp_path):

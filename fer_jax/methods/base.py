@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -189,9 +189,11 @@ class Method(abc.ABC):
   def prepare_for_benchmark(self, image_shape: tuple[int, ...]) -> None:
     """Stand-in for ``prepare`` when timing steps on random data."""
 
-  def write_images(self, state: State, batch: Batch, out_dir: str) -> None:
+  def write_images(self, state: State, batch: Batch, out_dir: str,
+                   captions: Sequence[str] = ()) -> None:
     """Pictures of the method at an evaluation (generated faces, attention,
-    heat maps) from a fixed evaluation batch. Classifiers have none."""
+    heat maps) from a fixed evaluation batch, each face labelled with its
+    ``captions`` entry (true and predicted class). Classifiers have none."""
 
   def evaluate_split(self, state: State, examples: Any, out_dir: str | None
                      ) -> tuple[Any, Any, dict[str, Any]] | None:

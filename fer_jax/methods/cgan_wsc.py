@@ -327,7 +327,7 @@ class CGANWSC(base.Method):
   def classes(self):
     return classes_lib.resolve_class_set(self.config.data.classes)
 
-  def write_images(self, state, batch, out_dir, num=8):
+  def write_images(self, state, batch, out_dir, captions=(), num=8):
     """neutral.png: rows input | generated neutral face (G) | the real
     neutral frame of its sequence."""
     small = {k: v[:num] for k, v in batch.items()}
@@ -335,7 +335,12 @@ class CGANWSC(base.Method):
     fake = jax.device_get(self._generate(state, x))
     viz.save_grid(os.path.join(out_dir, "neutral.png"),
                   [jax.device_get(x), fake,
-                   jax.device_get(self.eval_view(small, "neutral"))])
+                   jax.device_get(self.eval_view(small, "neutral"))],
+                  row_labels=["input", "G: generated\nneutral",
+                              "real neutral\n(same sequence)"],
+                  col_labels=list(captions[:num]),
+                  title="cGAN: the neutral face G generates from each "
+                  "expression, beside the real one")
 
 
 def save_curve(path, curve, noisy_accuracy):

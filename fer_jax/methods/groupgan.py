@@ -412,7 +412,7 @@ class GroupGAN(base.Method):
     return (weak, fake, peak, heat_map(fake, weak), heat_map(peak, weak),
             heat_map(peak, fake))
 
-  def write_images(self, state, batch, out_dir, num=8):
+  def write_images(self, state, batch, out_dir, captions=(), num=8):
     """magnified.png, one row per face: weak input | G(weak) | its change
     from the input | real peak | its change from the input | eq. 22's
     H = sum_k (peak - G(weak))^2 (paper fig. 5)."""
@@ -428,4 +428,10 @@ class GroupGAN(base.Method):
           viz.to_uint8(weak[i]), viz.to_uint8(fake[i]),
           viz.heatmap(h_fake[i], size), viz.to_uint8(peak[i]),
           viz.heatmap(h_peak[i], size), viz.heatmap(h_err[i], size)]))
-    viz.save_grid(os.path.join(out_dir, "magnified.png"), rows)
+    viz.save_grid(
+        os.path.join(out_dir, "magnified.png"), rows,
+        row_labels=list(captions[:len(rows)]),
+        col_labels=["weak input", "G(weak)", "G's change", "real peak",
+                    "peak's change", "H, eq. 22:\n(peak - G)^2"],
+        title="GroupGAN: G magnifies a weak expression towards its peak",
+        legend=viz.HEAT_LEGEND)

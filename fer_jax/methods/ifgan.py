@@ -36,6 +36,7 @@ CLASSIFIER_INPUTS = ("pair", "generated")
 # Query points of the attention figure (fig. 6), as (row, col) fractions of
 # the face: the two eyes and the mouth.
 ATTENTION_QUERIES = ((0.42, 0.36), (0.42, 0.64), (0.74, 0.50))
+QUERY_NAMES = ("left eye", "right eye", "mouth")  # where those points sit
 
 
 def class_averages(examples, num_classes: int) -> np.ndarray:
@@ -100,7 +101,10 @@ class IFGAN(base.Method):
       os.makedirs(workdir, exist_ok=True)
       np.savez(path, images=self.class_avg, key=key)
       viz.save_grid(os.path.join(workdir, "class_averages.png"),
-                    [self.class_avg.round().astype(np.uint8)])
+                    [self.class_avg.round().astype(np.uint8)],
+                    col_labels=list(data.classes),
+                    title="IF-GAN's targets: each class's average training "
+                    f"face (fold {self.config.data.fold})")
 
   # -- state
   def _e_input(self, x, other):
@@ -291,26 +295,37 @@ class IFGAN(base.Method):
         state["class_avg"][batch["label"]][:, None], train=False)[:, 0]
     return x, fake, maps, target
 
-  def write_images(self, state, batch, out_dir, num=8):
+  def write_images(self, state, batch, out_dir, captions=(), num=8):
     """generated.png: rows input | G(input) | class-average target of the
     true class; attention.png: input, G(input), then the last decoder
     attention block's map for three query points (paper fig. 6)."""
     self._write_generated_stats(state, batch, out_dir)
     small = {k: v[:num] for k, v in batch.items()}
     x, fake, maps, target = jax.device_get(self._pictures(state, small))
-    viz.save_grid(os.path.join(out_dir, "generated.png"), [x, fake, target])
+    viz.save_grid(os.path.join(out_dir, "generated.png"), [x, fake, target],
+                  row_labels=["input I_SE", "G(I_SE)", "target: average\n"
+                              "face of the\ntrue class"],
+                  col_labels=list(captions[:num]),
+                  title="IF-GAN: G turns a face into its class's average "
+                  "face (eq. 2); pred = E's class")
     if not maps:
       return
     name = sorted(k for k in maps if k.startswith("decoder"))[0]
     att = np.asarray(maps[name])  # (B, hw, hw)
     side = int(round(np.sqrt(att.shape[-1])))
     size = x.shape[1]
-    rows = []
+    rows, labels = [], []
     for i in range(min(4, len(x))):
+      labels.append(captions[i] if i < len(captions) else "")
       row = [x[i], fake[i]]
       for qy, qx in ATTENTION_QUERIES:
         q = int(qy * side) * side + int(qx * side)
         heat = att[i, q].reshape(side, side)
         row.append(viz.heatmap(heat, size, marker=(qy, qx)))
       rows.append(np.stack([viz.to_uint8(r) for r in row]))
-    viz.save_grid(os.path.join(out_dir, "attention.png"), rows)
+    viz.save_grid(
+        os.path.join(out_dir, "attention.png"), rows, row_labels=labels,
+        col_labels=["input", "G(input)"] + [
+            f"attention from\n{n} (+)" for n in QUERY_NAMES],
+        title=f"IF-GAN: where G's last decoder attention ({name}) looks "
+        "from each query point (paper fig. 6)", legend=viz.HEAT_LEGEND)

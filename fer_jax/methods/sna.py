@@ -483,7 +483,7 @@ class SNA(base.Method):
                          num_draws)
     return x, pretrained, refined, ns
 
-  def write_images(self, state, batch, out_dir, num=8):
+  def write_images(self, state, batch, out_dir, captions=(), num=8):
     """neighbours.png, one row per face (paper fig. 3-5): original | AE
     after pre-training | refined asymmetric AE | ``num_draws`` neighbour
     samples Dec(Enc(I) + N(0, sigma)) | |neighbour 1 - refined| as a heat
@@ -500,5 +500,12 @@ class SNA(base.Method):
       row += [viz.to_uint8(ns[d, i]) for d in range(draws)]
       row.append(viz.heatmap(np.abs(ns[0, i, ..., 0] - ref[i, ..., 0]), size))
       rows.append(np.stack(row))
-    viz.save_grid(os.path.join(out_dir, "neighbours.png"), rows)
+    viz.save_grid(
+        os.path.join(out_dir, "neighbours.png"), rows,
+        row_labels=list(captions[:len(rows)]),
+        col_labels=["input", "AE\npre-trained", "AE\nrefined"]
+        + [f"neighbour {d + 1}" for d in range(draws)]
+        + ["|neighbour 1\n- refined|"],
+        title="SNA: the refined autoencoder's neighbours "
+        "Dec(Enc(I) + noise) of each face", legend=viz.HEAT_LEGEND)
 
