@@ -137,7 +137,8 @@ LOG_TAIL_LINES = 40
 FIGURE_EVERY_S = 20.0  # compare.png's redraws while runs finish
 # report.json's fields that are not copied under a run's "extra".
 REPORT_FIELDS = {"method", "dataset", "fold", "split", "accuracy",
-                 "per_class_accuracy", "confusion_matrix", "classes",
+                 "mean_class_accuracy", "macro_f1", "per_class_accuracy",
+                 "per_class_f1", "confusion_matrix", "classes",
                  "num_examples", "step", "state_digest"}
 
 
@@ -572,6 +573,7 @@ def run_entry(run: Run, run_dir: str, workdir: str) -> dict[str, Any]:
       "method": run.method, "arm": run.arm, "fold": run.fold,
       "seed": run.seed, "accuracy": report["accuracy"],
       "mean_class_accuracy": mean_class_accuracy(report),
+      "macro_f1": report.get("macro_f1"),  # null in reports written before it
       "num_examples": report.get("num_examples"), "step": report.get("step"),
       "wall_time_s": wall_time(run_dir),
       "config_hash": _sha256_file(os.path.join(run_dir, "config.json")),
