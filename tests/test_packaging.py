@@ -145,6 +145,18 @@ def test_pyproject_lists_every_package():
   assert sorted(tool["packages"]) == sorted(want)
 
 
+def test_pyproject_extras():
+  """Accelerator jax, torch and the TensorBoard viewer are extras; [test]
+  itself pulls no torch (from the default index that is the CUDA build)."""
+  tomllib = pytest.importorskip("tomllib")
+  with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+    extras = tomllib.load(f)["project"]["optional-dependencies"]
+  assert extras["cuda"] == ["jax[cuda12]"] and extras["tpu"] == ["jax[tpu]"]
+  assert extras["tensorboard"] == ["tensorboard"]
+  assert [r for r in extras["torch"] if r.startswith("torch")]
+  assert not [r for r in extras["test"] if r.startswith("torch")]
+
+
 # ------------------------------------------------------------ the wheel
 
 @pytest.fixture(scope="module")
