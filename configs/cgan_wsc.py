@@ -28,7 +28,8 @@ def cgan_wsc_fields():
       # (faces and points moved together).
       landmark_head="heatmap",
       landmark_rotate_deg=10.0, landmark_scale=0.1, landmark_shift=0.08,
-      # The experiment (section 5) and the clustering knobs (METHODS.md).
+      # The experiment (the paper's section 5) and the clustering knobs
+      # (docs/methods.md section 5).
       label_noise=0.3, num_bins=10, select_threshold=0.125,
       knn_k=100, embed_dim=10, lam=1.0, eta=0.1, max_iter=1000,
       rank_order_k=20, candidates=(16, 32, 64, 128, 256, 512),

@@ -46,7 +46,8 @@ from fer_jax import stats
 # ---------------------------------------------------------------- the tables
 
 # Arms per method: arm name -> config spec ("configs/x.py" or
-# "configs/x.py:arg", relative to the repository root), or (spec, {dotted
+# "configs/x.py:arg", relative to the repository root; an installed package
+# finds them among its own, see config_path), or (spec, {dotted
 # config field: value}) for an arm that differs by overrides.
 ARMS: dict[str, dict[str, Any]] = {
     "gndl": {
@@ -136,7 +137,8 @@ LOG_TAIL_LINES = 40
 FIGURE_EVERY_S = 20.0  # compare.png's redraws while runs finish
 # report.json's fields that are not copied under a run's "extra".
 REPORT_FIELDS = {"method", "dataset", "fold", "split", "accuracy",
-                 "per_class_accuracy", "confusion_matrix", "classes",
+                 "mean_class_accuracy", "macro_f1", "per_class_accuracy",
+                 "per_class_f1", "confusion_matrix", "classes",
                  "num_examples", "step", "state_digest"}
 
 
@@ -236,10 +238,17 @@ class Run:
 
   def argv(self, run_dir: str) -> list[str]:
     """The exact command: absolute config path and workdir."""
-    path, sep, arg = self.config.partition(":")
-    config = str(REPO / path) + sep + arg
-    return [sys.executable, "-m", "fer_jax.main", f"--config={config}",
+    return [sys.executable, "-m", "fer_jax.main",
+            f"--config={config_path(self.config)}",
             f"--workdir={run_dir}"] + self.args()[1:]
+
+
+def config_path(spec: str) -> str:
+  """An arm's config spec ("configs/x.py[:arg]") with an absolute path: the
+  repository's file in a source checkout, the packaged one
+  (fer_jax/configs/x.py) in an installed package."""
+  from fer_jax import config_lib  # pylint: disable=import-outside-toplevel
+  return config_lib.config_file(spec, root=str(REPO))
 
 
 def resolved_config(run: Run) -> dict[str, Any]:
@@ -248,8 +257,7 @@ def resolved_config(run: Run) -> dict[str, Any]:
   repository this compare runs)."""
   from absl import flags  # pylint: disable=import-outside-toplevel
   from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
-  path, sep, arg = run.config.partition(":")
-  argv = ["compare", f"--config={REPO / path}{sep}{arg}"] + run.args()[1:]
+  argv = ["compare", f"--config={config_path(run.config)}"] + run.args()[1:]
   values = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "the run's config",
                                   flag_values=values, lock_config=True,
@@ -565,6 +573,7 @@ def run_entry(run: Run, run_dir: str, workdir: str) -> dict[str, Any]:
       "method": run.method, "arm": run.arm, "fold": run.fold,
       "seed": run.seed, "accuracy": report["accuracy"],
       "mean_class_accuracy": mean_class_accuracy(report),
+      "macro_f1": report.get("macro_f1"),  # null in reports written before it
       "num_examples": report.get("num_examples"), "step": report.get("step"),
       "wall_time_s": wall_time(run_dir),
       "config_hash": _sha256_file(os.path.join(run_dir, "config.json")),

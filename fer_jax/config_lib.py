@@ -301,10 +301,76 @@ def with_fold(config, fold: int):
 
 
 def load_config_module(path: str):
-  """Imports a config file by path (for one config file building on another)."""
+  """Imports a config file by path (for one config file building on
+  another), or a packaged config by name (``load_config_module("ifgan")``,
+  see ``config_file``)."""
   import importlib.util  # pylint: disable=import-outside-toplevel
+  if not os.path.isfile(path):
+    path = config_file(path).partition(":")[0]
   spec = importlib.util.spec_from_file_location(
       "fer_jax_config_" + os.path.splitext(os.path.basename(path))[0], path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+# --------------------------------------------------------- config files
+
+CONFIG_FLAG_FORMS = ("--config", "-config")
+
+
+def configs_dir() -> str:
+  """The folder of the method configs: the repository's ``configs/`` in a
+  source checkout, ``fer_jax/configs/`` in an installed package."""
+  import importlib  # pylint: disable=import-outside-toplevel
+  package = importlib.import_module("fer_jax.configs")
+  return os.path.dirname(os.path.abspath(package.__file__))
+
+
+def packaged_configs() -> list[str]:
+  """The method configs' names (``gndl``, ``ifgan``, ...)."""
+  return sorted(f[:-3] for f in os.listdir(configs_dir())
+                if f.endswith(".py") and not f.startswith("_"))
+
+
+def config_file(spec: str, root: str | None = None) -> str:
+  """A ``--config`` value (``path[:arg]``) with its path made one that exists.
+
+  An existing file (relative to ``root``, default the working directory) is
+  kept. Otherwise the path names a packaged config: ``gndl``, ``gndl.py``
+  or ``configs/gndl.py`` (the repository-relative path the README uses)
+  give ``configs_dir()/gndl.py``, so a config is found by name from any
+  directory with only the installed package. ``:arg`` is kept as given.
+  Raises ValueError naming the packaged configs when neither is found.
+  """
+  path, sep, arg = spec.partition(":")
+  local = os.path.join(root, path) if root is not None else path
+  if path and os.path.isfile(local):
+    return local + sep + arg
+  name = os.path.normpath(path) if path else ""
+  if name.startswith("configs" + os.sep):
+    name = name[len("configs") + 1:]
+  name = name.removesuffix(".py")
+  if name and os.sep not in name and not name.startswith(("_", ".")):
+    packaged = os.path.join(configs_dir(), name + ".py")
+    if os.path.isfile(packaged):
+      return packaged + sep + arg
+  raise ValueError(
+      f"--config={spec}: no config file {local!r} and no packaged config "
+      f"named {name or path!r}; packaged configs: "
+      f"{', '.join(packaged_configs())} (e.g. --config=gndl or "
+      "--config=gndl.py:ckplus)")
+
+
+def resolve_config_flag(argv: list[str]) -> list[str]:
+  """``argv`` with its ``--config`` value (``--config=V`` or ``--config V``)
+  passed through ``config_file``, for ml_collections' config_flags, which
+  only opens paths. ``--config.FIELD=...`` overrides are left alone."""
+  out = list(argv)
+  for i, a in enumerate(out):
+    for form in CONFIG_FLAG_FORMS:
+      if a.startswith(form + "="):
+        out[i] = form + "=" + config_file(a[len(form) + 1:])
+      elif a == form and i + 1 < len(out):
+        out[i + 1] = config_file(out[i + 1])
+  return out

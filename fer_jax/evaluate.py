@@ -94,16 +94,46 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray,
   return m
 
 
+def class_metrics(cm) -> dict[str, Any]:
+  """The class-balanced scores RAF-DB and AffectNet papers report, from a
+  confusion matrix (rows: true class, columns: predicted).
+
+  ``per_class_accuracy``: recall TP / (TP + FN) per class, None for a
+  class without examples. ``mean_class_accuracy``: their mean over the
+  classes that have examples. ``per_class_f1``: 2 TP / (2 TP + FP + FN),
+  None where a class is neither present nor predicted. ``macro_f1``: the
+  mean of the defined F1s, so a class predicted but absent counts as 0
+  (scikit-learn's ``f1_score(average="macro")`` over the labels seen in
+  either truth or predictions).
+  """
+  cm = np.asarray(cm, np.float64)
+  tp = np.diag(cm)
+  true = cm.sum(1)
+  predicted = cm.sum(0)
+  recall = [float(t / n) if n else None for t, n in zip(tp, true)]
+  denom = true + predicted  # 2 TP + FP + FN
+  f1 = [float(2 * t / d) if d else None for t, d in zip(tp, denom)]
+
+  def mean(xs):
+    xs = [x for x in xs if x is not None]
+    return float(np.mean(xs)) if xs else None
+
+  return {"per_class_accuracy": recall, "mean_class_accuracy": mean(recall),
+          "per_class_f1": f1, "macro_f1": mean(f1)}
+
+
 def make_report(*, method: str, dataset: str, fold: int, split: str,
                 classes: Sequence[str], labels: np.ndarray, preds: np.ndarray,
                 step: int, digest: str, **extra: Any) -> dict[str, Any]:
   cm = confusion_matrix(labels, preds, len(classes))
-  per_class = {c: (float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None)
-               for i, c in enumerate(classes)}
+  scores = class_metrics(cm)
   return {
       "method": method, "dataset": dataset, "fold": int(fold), "split": split,
       "accuracy": float(np.mean(labels == preds)) if len(labels) else 0.0,
-      "per_class_accuracy": per_class,
+      "mean_class_accuracy": scores["mean_class_accuracy"],
+      "macro_f1": scores["macro_f1"],
+      "per_class_accuracy": dict(zip(classes, scores["per_class_accuracy"])),
+      "per_class_f1": dict(zip(classes, scores["per_class_f1"])),
       "confusion_matrix": cm.tolist(), "classes": list(classes),
       "num_examples": len(labels), "step": int(step),
       "state_digest": digest, **extra,
@@ -154,17 +184,31 @@ def write_report(report: dict[str, Any], out_dir: str) -> str:
 
 
 def cv_summary(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
-  """Mean/std accuracy over folds and the pooled confusion matrix."""
+  """Mean/std accuracy, mean class accuracy and macro-F1 over folds (each
+  fold's from its confusion matrix), and the pooled confusion matrix with
+  its own mean class accuracy and macro-F1."""
   acc = np.array([r["accuracy"] for r in reports])
-  pooled = np.sum([np.array(r["confusion_matrix"]) for r in reports], axis=0)
-  return {
+  matrices = [np.array(r["confusion_matrix"]) for r in reports]
+  pooled = np.sum(matrices, axis=0)
+  per_fold = [class_metrics(m) for m in matrices]
+  pooled_scores = class_metrics(pooled)
+  out = {
       "method": reports[0]["method"], "dataset": reports[0]["dataset"],
       "split": reports[0]["split"], "classes": reports[0]["classes"],
       "folds": [{"fold": r["fold"], "accuracy": r["accuracy"],
-                 "state_digest": r["state_digest"]} for r in reports],
+                 "mean_class_accuracy": m["mean_class_accuracy"],
+                 "macro_f1": m["macro_f1"],
+                 "state_digest": r["state_digest"]}
+                for r, m in zip(reports, per_fold)],
       "mean_accuracy": float(acc.mean()), "std_accuracy": float(acc.std()),
-      "pooled_confusion_matrix": pooled.tolist(),
   }
+  for key in ("mean_class_accuracy", "macro_f1"):
+    values = np.array([m[key] for m in per_fold if m[key] is not None])
+    out[f"{key}_mean"] = float(values.mean()) if len(values) else None
+    out[f"{key}_std"] = float(values.std()) if len(values) else None
+    out[f"pooled_{key}"] = pooled_scores[key]
+  out["pooled_confusion_matrix"] = pooled.tolist()
+  return out
 
 
 # ------------------------------------------------------- a run from Python

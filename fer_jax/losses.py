@@ -24,7 +24,7 @@ def neutral_feature_loss(generated, real, reduction: str = "mean"):
   """GNDL eq. 8 as intended: the L1 distance of F'_neu to F_neu.
 
   The paper prints ||F_exam - F_neu||_1, a typo: the loss trains the NFG to
-  reproduce the real neutral features (METHODS.md section 1).
+  reproduce the real neutral features (docs/methods.md section 1).
   ``reduction='sum'`` is the per-sample L1 norm averaged over the batch;
   'mean' also averages over the C feature dimensions (PyTorch's
   ``nn.L1Loss``). The paper's lambda study (0.1..10, best at 5, fig. 7) only

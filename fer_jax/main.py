@@ -3,6 +3,10 @@
   python -m fer_jax.main --config=configs/gndl.py --workdir=/tmp/gndl
   python -m fer_jax.main --config=configs/gndl.py:ckplus --config.data.fold=3 --workdir=...
   python -m fer_jax.main --config=configs/gndl.py --workdir=/tmp/gndl --mode=eval
+  python -m fer_jax.main --config=ifgan.py:tiny --workdir=/tmp/t  # by name
+
+--config takes a file path or a packaged config's name (gndl, gndl.py:ckplus,
+configs/gndl.py: the installed fer_jax.configs when no such file is here).
 
 Rerunning a training command resumes from the workdir's last checkpoint.
 Outputs: checkpoints/, metrics.jsonl, tensorboard/, eval/report.json and
@@ -20,7 +24,8 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Method config file, e.g. configs/gndl.py or "
-    "configs/gndl.py:ckplus; override fields with --config.FIELD=VALUE.",
+    "configs/gndl.py:ckplus, or a packaged config by name (gndl, "
+    "gndl.py:ckplus); override fields with --config.FIELD=VALUE.",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints, logs and reports; rerunning "
@@ -134,7 +139,15 @@ def closing_lines(result, workdir: str) -> str:
 
 
 def parse_flags(argv):
-  """absl's parser, with config-override mistakes turned into one line."""
+  """absl's parser, with config-override mistakes turned into one line; a
+  config named by name (or by its repository path, from elsewhere) is
+  found among the packaged configs first (config_lib.config_file)."""
+  from fer_jax import config_lib  # pylint: disable=import-outside-toplevel
+  try:
+    argv = config_lib.resolve_config_flag(argv)
+  except ValueError as e:
+    print(f"fer_jax: error: {e}", file=sys.stderr)
+    sys.exit(2)
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:

@@ -527,8 +527,8 @@ def test_reannotation_end_to_end_on_blobs():
       res.modularity.max()
   assert res.embedding.shape == (600, 10)
   assert np.all(np.diff(res.objective) <= 0)
-  # METHODS's default lambda = 1 leans on the noisy labels much more (0.76
-  # to 0.87 over seeds 0-3), still above the 70% it started from.
+  # docs/methods.md's default lambda = 1 leans on the noisy labels much more
+  # (0.76 to 0.87 over seeds 0-3), still above the 70% it started from.
   res1 = reannotate.weakly_supervised_reannotation(
       x, noisy, num_classes=4, knn_k=30)
   assert (res1.labels == y).mean() > 0.73

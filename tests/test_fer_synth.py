@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_builders.fer_synth import contact_sheet, generator
-from data_builders.fer_synth.generator import (
+from fer_jax.data_builders.fer_synth import contact_sheet, generator
+from fer_jax.data_builders.fer_synth.generator import (
     EXPRESSIONS, SynthSpec, generate_frames, generate_sequence, mean_shape,
     sequence_expression, sequence_landmarks)
 from fer_jax.data.classes import CANONICAL_CLASSES, canonical_index
@@ -242,7 +242,7 @@ def test_learnability():
 # --- TFDS builder and contact sheet ------------------------------------------
 
 def test_tfds_tiny_build_and_read(tmp_path):
-  from data_builders.fer_synth import FerSynth
+  from fer_jax.data_builders.fer_synth import FerSynth
 
   builder = FerSynth(config="tiny", data_dir=str(tmp_path))
   builder.download_and_prepare(file_format="array_record")
@@ -267,7 +267,7 @@ def test_tfds_tiny_build_and_read(tmp_path):
 
 
 def test_config_from_spec():
-  from data_builders.fer_synth import FerSynthConfig
+  from fer_jax.data_builders.fer_synth import FerSynthConfig
 
   config = FerSynthConfig.from_spec(SynthSpec())
   assert config.name == "s24_q7_f12_r128_seed0"
@@ -338,7 +338,7 @@ def test_benchmark_class_averages_carry_class_signal():
 
 
 def test_profile_validation_and_builder_name():
-  from data_builders.fer_synth import FerSynthConfig
+  from fer_jax.data_builders.fer_synth import FerSynthConfig
   with pytest.raises(ValueError, match="profile"):
     SynthSpec(profile="wild")
   config = FerSynthConfig.from_spec(BENCH)
@@ -361,7 +361,7 @@ def test_coupled_profile_makes_the_resting_face_inferable():
   copy expressions) are predictable from expression-free landmarks (jaw,
   nose, eye corners) in 'coupled', not in 'benchmark' (README's figures:
   1500 subjects of seed 5)."""
-  from data_builders.fer_synth import generator as g
+  from fer_jax.data_builders.fer_synth import generator as g
   stable = np.r_[g.JAW, g.NOSE_BRIDGE, g.NOSE_BASE, [36, 39, 42, 45]]
   r2 = {}
   for name in ("benchmark", "coupled"):

@@ -65,7 +65,7 @@ def test_class_averages_use_the_training_split_only(setup, tmp_path):
   np.testing.assert_array_equal(cached["images"], avg)
 
 
-# Which networks each loss term must move (METHODS.md section 2).
+# Which networks each loss term must move (docs/methods.md section 2).
 ROUTES = {
     "w_gan": {"g", "d"},
     "w_l1": {"g"},

@@ -88,9 +88,9 @@ def l_neu(gen, real, *reduction):
 
 
 def test_neutral_feature_loss_sum_hand_computed():
-  """reduction='sum' (METHODS.md: mean over the batch of ||F'_neu -
-  F_neu||_1): rows |(1,2,-1)| = 4, |(2,3,-1)| = 6, |(-0.5,2,-1)| = 3.5 ->
-  (4 + 6 + 3.5) / 3 = 4.5; symmetric in its arguments."""
+  """reduction='sum' (docs/methods.md section 1: mean over the batch of
+  ||F'_neu - F_neu||_1): rows |(1,2,-1)| = 4, |(2,3,-1)| = 6,
+  |(-0.5,2,-1)| = 3.5 -> (4 + 6 + 3.5) / 3 = 4.5; symmetric in its arguments."""
   np.testing.assert_allclose(l_neu(GEN, REAL, "sum"), 4.5, rtol=1e-6)
   np.testing.assert_allclose(l_neu(REAL, GEN, "sum"), 4.5, rtol=1e-6)
 

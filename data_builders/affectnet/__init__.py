@@ -1,5 +1,5 @@
 """AffectNet (manually annotated part) from its distributed archive."""
 
-from data_builders.affectnet.affectnet import Affectnet, AffectnetConfig
+from fer_jax.data_builders.affectnet.affectnet import Affectnet, AffectnetConfig
 
 __all__ = ["Affectnet", "AffectnetConfig"]

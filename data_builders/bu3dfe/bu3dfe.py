@@ -25,7 +25,7 @@ import re
 
 import tensorflow_datasets as tfds
 
-from data_builders import common
+from fer_jax.data_builders import common
 from fer_jax.data import align
 from fer_jax.data.classes import dataset_label
 

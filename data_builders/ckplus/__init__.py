@@ -1,5 +1,5 @@
 """CK+ (Extended Cohn-Kanade) from its distributed archive."""
 
-from data_builders.ckplus.ckplus import Ckplus, CkplusConfig
+from fer_jax.data_builders.ckplus.ckplus import Ckplus, CkplusConfig
 
 __all__ = ["Ckplus", "CkplusConfig"]

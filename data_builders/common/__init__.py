@@ -4,9 +4,10 @@ counting what was skipped (``build_log``). Label maps live in
 ``fer_jax.data.classes.DATASET_CODES``, the alignment in
 ``fer_jax.data.align``."""
 
-from data_builders.common.build_log import BuildLog, logger
-from data_builders.common.builder import FaceBuilder, FaceConfig, kept_frames
-from data_builders.common.reading import (
+from fer_jax.data_builders.common.build_log import BuildLog, logger
+from fer_jax.data_builders.common.builder import (FaceBuilder, FaceConfig,
+                                                  kept_frames)
+from fer_jax.data_builders.common.reading import (
     IMAGE_EXTENSIONS,
     LayoutError,
     Part,

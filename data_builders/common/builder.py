@@ -18,8 +18,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from data_builders.common.build_log import BuildLog
-from data_builders.common.reading import LayoutError
+from fer_jax.data_builders.common.build_log import BuildLog
+from fer_jax.data_builders.common.reading import LayoutError
 from fer_jax.data import align
 from fer_jax.data.classes import CANONICAL_CLASSES
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageFile
 
-from data_builders.common.build_log import BuildLog
+from fer_jax.data_builders.common.build_log import BuildLog
 
 
 class LayoutError(FileNotFoundError):

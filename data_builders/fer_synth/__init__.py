@@ -1,13 +1,14 @@
 """fer_synth: procedural face-expression sequences, the default data set.
 
 ``generator`` makes the frames (numpy + PIL only); ``FerSynth`` is the TFDS
-builder over it; ``python -m data_builders.fer_synth.contact_sheet`` draws a
+builder over it;
+``python -m fer_jax.data_builders.fer_synth.contact_sheet`` draws a
 preview.
 """
 
-from data_builders.fer_synth.fer_synth import (FerSynth, FerSynthConfig,
+from fer_jax.data_builders.fer_synth.fer_synth import (FerSynth, FerSynthConfig,
                                                sized_builder)
-from data_builders.fer_synth.generator import (
+from fer_jax.data_builders.fer_synth.generator import (
     EXPRESSIONS, SynthSpec, generate_frames, generate_sequence, mean_shape,
     sequence_expression, sequence_landmarks)
 

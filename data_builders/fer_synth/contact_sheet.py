@@ -1,6 +1,6 @@
 """Contact sheet of fer_synth: subjects x expressions at peak, one sequence.
 
-  python -m data_builders.fer_synth.contact_sheet \
+  python -m fer_jax.data_builders.fer_synth.contact_sheet \
       --out=docs/fer_synth_contact_sheet.png [--size=112] [--subjects=6]
 
 Rows are subjects, columns the seven expressions at their peak frame; the last
@@ -14,7 +14,7 @@ import argparse
 
 from PIL import Image, ImageDraw, ImageFont
 
-from data_builders.fer_synth import generator
+from fer_jax.data_builders.fer_synth import generator
 
 _HEADER = 18  # pixels of caption above each block
 _INK = (20, 20, 20)

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from data_builders.fer_synth import generator
+from fer_jax.data_builders.fer_synth import generator
 from fer_jax.data.classes import CANONICAL_CLASSES
 
 _DESCRIPTION = """\

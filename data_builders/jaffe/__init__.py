@@ -1,5 +1,5 @@
 """JAFFE from its distributed archive."""
 
-from data_builders.jaffe.jaffe import Jaffe
+from fer_jax.data_builders.jaffe.jaffe import Jaffe
 
 __all__ = ["Jaffe"]

@@ -22,7 +22,7 @@ import os
 
 import tensorflow_datasets as tfds
 
-from data_builders import common
+from fer_jax.data_builders import common
 from fer_jax.data import align
 from fer_jax.data.classes import DATASET_CODES, dataset_label
 

@@ -1,5 +1,5 @@
 """MMI Facial Expression Database (video sessions) from its archive."""
 
-from data_builders.mmi.mmi import Mmi, MmiConfig
+from fer_jax.data_builders.mmi.mmi import Mmi, MmiConfig
 
 __all__ = ["Mmi", "MmiConfig"]

@@ -41,7 +41,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data_builders import common
+from fer_jax.data_builders import common
 from fer_jax.data import align
 from fer_jax.data.classes import dataset_label
 

@@ -1,5 +1,6 @@
 """Oulu-CASIA NIR&VIS from its distributed archive."""
 
-from data_builders.oulu_casia.oulu_casia import OuluCasia, OuluCasiaConfig
+from fer_jax.data_builders.oulu_casia.oulu_casia import (OuluCasia,
+                                                          OuluCasiaConfig)
 
 __all__ = ["OuluCasia", "OuluCasiaConfig"]

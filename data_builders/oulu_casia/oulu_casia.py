@@ -26,7 +26,7 @@ import re
 
 import tensorflow_datasets as tfds
 
-from data_builders import common
+from fer_jax.data_builders import common
 from fer_jax.data import align
 from fer_jax.data.classes import DATASET_CODES, dataset_label
 

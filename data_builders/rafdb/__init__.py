@@ -1,5 +1,5 @@
 """RAF-DB (basic emotions) from its distributed archive."""
 
-from data_builders.rafdb.rafdb import Rafdb
+from fer_jax.data_builders.rafdb.rafdb import Rafdb
 
 __all__ = ["Rafdb"]

@@ -1,4 +1,5 @@
-"""cGAN features + scalable weakly supervised clustering (method 5, seed 000).
+"""cGAN features + scalable weakly supervised clustering (docs/methods.md
+section 5).
 
 Geometric features F1-F12 of 68-point landmarks (features.py, eq. 4-13, on
 the batched ellipse fit of ellipse.py), gain-ratio feature weights

@@ -1,6 +1,6 @@
 """Exact blocked k-NN search, the mutual k-NN graph and its Laplacian.
 
-The graph of WSE (Zhao, Chu & Martinez CVPR 2018; METHODS.md section 5):
+The graph of WSE (Zhao, Chu & Martinez CVPR 2018; docs/methods.md section 5):
 i ~ j iff each is among the other's k nearest neighbours, with Gaussian
 weights A_ij = exp(-d_ij^2 / 2 sigma^2), sigma = the median k-NN distance,
 and the random-walk Laplacian L = D^-1 (D - A).

@@ -35,7 +35,8 @@ DEFAULT_CANDIDATES = (16, 32, 64, 128, 256, 512)  # 2^4 .. 2^9, table 3
 
 @dataclasses.dataclass(frozen=True)
 class WSCConfig:
-  """Every knob of the clustering pipeline (METHODS.md section 5 defaults)."""
+  """Every knob of the clustering pipeline (defaults: docs/methods.md
+  section 5)."""
   knn_k: int = 100  # mutual k-NN graph of the features (Zhao et al.'s k)
   # Neighbour search of both graphs: graph.KNN_METHODS ('auto': exact up to
   # graph.EXACT_MAX_POINTS points, a random-projection forest above).

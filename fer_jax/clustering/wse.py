@@ -1,7 +1,7 @@
 """Weakly supervised spectral embedding (cGAN+WSC eq. 19; Zhao, Chu &
 Martinez CVPR 2018), solved by accelerated proximal gradient.
 
-METHODS.md section 5 fixes the form (from Zhao et al.'s MATLAB release):
+docs/methods.md section 5 fixes the form (from Zhao et al.'s MATLAB release):
 
   obj(W) = tr(W^T L W) + lambda sum_g [n / (|G| n_g)] tr(W_g^T C_g W_g),
   W^T W = I,
@@ -17,8 +17,8 @@ One iteration (t counts from 0, theta_t = 2 / (t + 3) is the momentum):
   Y = (1 - theta) W_t + theta Z_t
   V = Y - eta 2 S Y           S = (L + L^T) / 2: tr(W^T L W) = tr(W^T S W),
                               so the gradient is 2 S W (L itself is not
-                              symmetric); METHODS's "2 L W" is this for a
-                              symmetric L
+                              symmetric); docs/methods.md's
+                              "2 L W" is this for a symmetric L
   P_g = (I + 2 lambda eta c_g C_g)^-1 V_g,  c_g = n / (|G| n_g)
   W_{t+1} = qr(P)             re-orthonormalised, signs fixed by diag(R) > 0
   Z_{t+1} = W_t + (W_{t+1} - W_t) / theta
@@ -31,7 +31,7 @@ Note: with a random-walk L, S is not positive semi-definite when degrees
 vary (its spectrum reaches below 0), so obj may go negative, and at
 lambda = 0 the minimiser is S's bottom eigenspace, which differs from the
 classical random-walk embedding (the generalised eigenvectors of
-(D - A) u = mu D u). This follows METHODS.md's form as written.
+(D - A) u = mu D u). This follows docs/methods.md's form as written.
 
 The proximal step in O(n_g): C_g is the projector I - J (J = 11^T / n_g),
 so with a = 2 lambda eta c_g, (I + a C_g)^-1 = J + C_g / (1 + a) and
@@ -39,8 +39,8 @@ so with a = 2 lambda eta c_g, (I + a C_g)^-1 = J + C_g / (1 + a) and
   P_g = V_g / (1 + a) + a / (1 + a) 1 mean(V_g)^T
       = V_g - a / (1 + a) (V_g - 1 mean(V_g)^T),
 
-a scaled V_g plus a multiple of its column mean (METHODS's "minus" is the
-second form: V_g minus a multiple of its centred self).
+a scaled V_g plus a multiple of its column mean (docs/methods.md's
+"minus" is the second form: V_g minus a multiple of its centred self).
 
 Backtracking: starting from the current eta, eta *= 0.9 until the
 re-orthonormalised step does not increase obj (a monotone APG, Beck &
@@ -156,7 +156,7 @@ def orthonormalise(p):
 
 
 def wse_objective(graph: KnnGraph, w, groups: Groups, lam):
-  """obj(W) of eq. 19 (METHODS.md form)."""
+  """obj(W) of eq. 19 (docs/methods.md form)."""
   sw = graph_lib.sym_laplacian_matmul(graph, w)
   return jnp.sum(w * sw) + lam * group_penalty(w, groups)
 

@@ -63,7 +63,8 @@ def task_label_map(classes: Sequence[str]) -> np.ndarray:
   return table
 
 
-# Each data set's own label codes -> canonical class names (DATASETS.md).
+# Each data set's own label codes -> canonical class names (each builder in
+# data_builders/<name>/ documents its set's codes).
 # Codes a data set has but no canonical class covers (AffectNet's none,
 # uncertain, non-face) are absent: their examples are dropped.
 DATASET_CODES: dict[str, dict] = {

@@ -1,7 +1,8 @@
 """Where each data set's TFDS builder lives, and how to build it.
 
-Builders live under ``data_builders/<name>/`` (outside the ``fer_jax``
-package so ``tfds build data_builders/<name>`` works too). Only the synthetic
+Builders live in the repository's top-level ``data_builders/<name>/``,
+installed (and, from a source checkout, imported: see ``fer_jax/__init__.py``)
+as ``fer_jax.data_builders.<name>``. Only the synthetic
 set builds itself; the licensed sets need the user's archive (``--manual_dir``).
 """
 
@@ -13,19 +14,19 @@ from fer_jax.imports import import_symbol
 
 # name -> "module:Class".
 BUILDERS: dict[str, str] = {
-    "fer_synth": "data_builders.fer_synth:FerSynth",
-    "ckplus": "data_builders.ckplus:Ckplus",
-    "oulu_casia": "data_builders.oulu_casia:OuluCasia",
-    "mmi": "data_builders.mmi:Mmi",
-    "jaffe": "data_builders.jaffe:Jaffe",
-    "bu3dfe": "data_builders.bu3dfe:Bu3dfe",
-    "rafdb": "data_builders.rafdb:Rafdb",
-    "affectnet": "data_builders.affectnet:Affectnet",
+    "fer_synth": "fer_jax.data_builders.fer_synth:FerSynth",
+    "ckplus": "fer_jax.data_builders.ckplus:Ckplus",
+    "oulu_casia": "fer_jax.data_builders.oulu_casia:OuluCasia",
+    "mmi": "fer_jax.data_builders.mmi:Mmi",
+    "jaffe": "fer_jax.data_builders.jaffe:Jaffe",
+    "bu3dfe": "fer_jax.data_builders.bu3dfe:Bu3dfe",
+    "rafdb": "fer_jax.data_builders.rafdb:Rafdb",
+    "affectnet": "fer_jax.data_builders.affectnet:Affectnet",
 }
 
 # The synthetic set is built at any size (config.data.synth), through this
 # function of its builder package: (data_dir, **synth fields) -> builder.
-SYNTH_SIZED_BUILDER = "data_builders.fer_synth:sized_builder"
+SYNTH_SIZED_BUILDER = "fer_jax.data_builders.fer_synth:sized_builder"
 
 DEFAULT_DATA_DIR_ENV = "FER_JAX_DATA_DIR"
 

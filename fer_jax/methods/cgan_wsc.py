@@ -1,6 +1,8 @@
 """cGAN neutral faces + geometric features + weakly supervised clustering.
 
-METHODS.md section 5 (seed 000). Two trained phases:
+Chen et al. 2024, "Conditional Generative Adversarial Net based Feature
+Extraction along with Scalable Weakly Supervised Clustering for Facial
+Expression Classification"; docs/methods.md section 5. Two trained phases:
 
 - "cgan": pix2pix (U-Net of 6 down / 6 up with dropout, PatchGAN on the
   (expression, neutral) tuple) maps an expression image (one of its

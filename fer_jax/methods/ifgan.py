@@ -8,11 +8,11 @@ tuples (eq. 4) with an island loss on its features (eq. 5). One step updates
 D, then G and E jointly with L = 1 cGAN + 20 L1 + 10 softmax + 1 island
 (eq. 1). Test: E({I_SE, G(I_SE)}).
 
-Gradient routing (METHODS.md): G learns from the adversarial term, L1 and E's
-softmax on the fake tuple; E from the softmax on both tuples and the island
-loss; D from eq. 2 alone. The island loss is taken on the real tuples'
-features: on the fake tuples' it would also push G, which the paper does not
-route to G.
+Gradient routing (docs/methods.md section 2): G learns from the adversarial
+term, L1 and E's softmax on the fake tuple; E from the softmax on both
+tuples and the island loss; D from eq. 2 alone. The island loss is taken on
+the real tuples' features: on the fake tuples' it would also push G, which
+the paper does not route to G.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""SNA: semantic neighbourhood-aware FER (Fu et al., METHODS.md section 4).
+"""SNA: semantic neighbourhood-aware FER (Fu et al., docs/methods.md section 4).
 
 Four phases over one state pytree (later phases read earlier phases' params):
 

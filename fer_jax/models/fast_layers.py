@@ -3,7 +3,7 @@ slow (measured on an H200, benchmarks/RESULTS.md).
 
 (A scatter-free max-pool gradient was tried too and removed: XLA fused it
 into the next BatchNorm's backward reduction, which then cost as much as the
-select-and-scatter it replaced; see RESULTS.md.)
+select-and-scatter it replaced; see benchmarks/RESULTS.md.)
 
 Why: a convolution whose input has 3 or 6 channels leaves cuDNN padding the
 channels to 8 (``nhwcAddPaddingKernel``) and running an Ampere-era

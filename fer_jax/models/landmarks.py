@@ -1,4 +1,4 @@
-"""A 68-point facial landmark regressor (cGAN+WSC, METHODS.md section 5).
+"""A 68-point facial landmark regressor (cGAN+WSC, docs/methods.md section 5).
 
 The paper locates iBUG landmarks with an AAM; here a ResNet regresses them
 from the face, trained on the data set's own landmarks (CK+ ships them, so

@@ -6,8 +6,8 @@ min(base_features * 2**l, max_features) channels, so its output is input /
 that width and channel count, concatenated with encoder level l's output (the
 skip connection), and a last transposed convolution maps level 0 to the image.
 IF-GAN (fig. 3) adds three self-attention blocks: one on a skip connection, one
-on the encoding path, one on the decoding path. cGAN+WSC (METHODS.md section 5)
-uses the plain net with depth 6.
+on the encoding path, one on the decoding path. cGAN+WSC (docs/methods.md
+section 5) uses the plain net with depth 6.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ import face_trees as ft
 import numpy as np
 import pytest
 
-from data_builders.affectnet import Affectnet, AffectnetConfig, affectnet
+from fer_jax.data_builders.affectnet import (Affectnet, AffectnetConfig,
+                                             affectnet)
 from fer_jax.data import align
 from fer_jax.data.classes import DATASET_CODES, canonical_index
 
@@ -147,7 +148,7 @@ def test_eight_class_npy_release(tmp_path, data_dir, variant, num_classes):
 
 
 def test_csv_config_on_the_npy_release_names_the_config(tmp_path, data_dir):
-  from data_builders.common import LayoutError
+  from fer_jax.data_builders.common import LayoutError
   ft.write_affectnet_npy(tmp_path / "manual")
   with pytest.raises(LayoutError, match=r"8-class release.*--builder_config"
                                         r"=npy8"):

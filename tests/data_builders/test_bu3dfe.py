@@ -7,7 +7,7 @@ import face_trees as ft
 import ml_collections
 import pytest
 
-from data_builders.bu3dfe import Bu3dfe, Bu3dfeConfig, bu3dfe
+from fer_jax.data_builders.bu3dfe import Bu3dfe, Bu3dfeConfig, bu3dfe
 from fer_jax.data import frames
 from fer_jax.data.classes import DATASET_CODES, canonical_index
 
@@ -49,7 +49,7 @@ def test_subjects_still_packed_name_the_archives_and_command(tmp_path,
   """BU-3DFE as shipped (one .rar per subject): the error names the files
   and the unpack command; a subject packed beside unpacked ones is never
   silently left out, one with its folder already unpacked is fine."""
-  from data_builders.common import LayoutError
+  from fer_jax.data_builders.common import LayoutError
   packed = tmp_path / "packed"
   packed.mkdir()
   for s in ("F0001", "F0002", "M0001"):

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from data_builders.ckplus import Ckplus, CkplusConfig
-from data_builders.common import LayoutError
+from fer_jax.data_builders.ckplus import Ckplus, CkplusConfig
+from fer_jax.data_builders.common import LayoutError
 from fer_jax.data import align, frames, protocols
 
 SMALL = CkplusConfig(name="t32", image_size=32)

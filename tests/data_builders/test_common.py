@@ -12,7 +12,7 @@ import face_trees as ft
 import numpy as np
 import pytest
 
-from data_builders.common import LayoutError
+from fer_jax.data_builders.common import LayoutError
 from fer_jax import config_lib
 from fer_jax.data import registry
 
@@ -107,7 +107,7 @@ def test_packed_archives_are_named_with_the_unpack_command(tmp_path,
 
 def test_affectnet_images_still_packed_beside_the_lists(tmp_path, data_dir):
   """The CSV lists unpacked, the image tarball not: the error names it."""
-  from data_builders.affectnet import Affectnet
+  from fer_jax.data_builders.affectnet import Affectnet
   ft.write_affectnet(tmp_path / "manual")
   import shutil
   shutil.rmtree(tmp_path / "manual" / "Manually_Annotated_Images")
@@ -166,7 +166,7 @@ def test_build_command_reports_a_missing_optional_decoder(tmp_path):
 def test_open_image_counts_truncated_files_even_when_pil_is_lenient(tmp_path):
   from PIL import ImageFile
 
-  from data_builders.common import BuildLog, open_image
+  from fer_jax.data_builders.common import BuildLog, open_image
   good = ft.save(ft.face_image(40, 30, np.random.default_rng(0)),
                  str(tmp_path / "a.jpg"))
   bad = ft.save(ft.face_image(40, 30, np.random.default_rng(1)),

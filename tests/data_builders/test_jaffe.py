@@ -8,8 +8,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from data_builders.common import FaceConfig
-from data_builders.jaffe import Jaffe, jaffe
+from fer_jax.data_builders.common import FaceConfig
+from fer_jax.data_builders.jaffe import Jaffe, jaffe
 from fer_jax.data import frames, protocols
 from fer_jax.data.classes import DATASET_CODES, canonical_index
 

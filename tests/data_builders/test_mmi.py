@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from data_builders.mmi import Mmi, MmiConfig, mmi
+from fer_jax.data_builders.mmi import Mmi, MmiConfig, mmi
 from fer_jax.data import align, frames, protocols
 from fer_jax.data.classes import DATASET_CODES, canonical_index
 

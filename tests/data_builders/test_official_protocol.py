@@ -14,8 +14,8 @@ import face_trees as ft
 import numpy as np
 import pytest
 
-from data_builders.affectnet import Affectnet
-from data_builders.rafdb import Rafdb
+from fer_jax.data_builders.affectnet import Affectnet
+from fer_jax.data_builders.rafdb import Rafdb
 from fer_jax import config_lib
 from fer_jax.data import run_data
 from fer_jax.data import frames

@@ -10,8 +10,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from data_builders.common import LayoutError
-from data_builders.oulu_casia import OuluCasia, OuluCasiaConfig
+from fer_jax.data_builders.common import LayoutError
+from fer_jax.data_builders.oulu_casia import OuluCasia, OuluCasiaConfig
 from fer_jax.data import align, frames
 from fer_jax.data.classes import canonical_index
 
@@ -114,7 +114,7 @@ def test_subject_folds_and_missing_lighting(tmp_path, data_dir):
 
 def test_mixed_with_ckplus_for_groupgan(tmp_path, data_dir):
   """GroupGAN's preset reads 'ckplus+oulu_casia': one table, ids apart."""
-  from data_builders.ckplus import Ckplus
+  from fer_jax.data_builders.ckplus import Ckplus
   from fer_jax import config_lib
   from fer_jax.data import run_data
   ft.write_oulu(tmp_path / "oulu")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import face_trees as ft
 import pytest
 
-from data_builders.common import FaceConfig, LayoutError
-from data_builders.rafdb import Rafdb
+from fer_jax.data_builders.common import FaceConfig, LayoutError
+from fer_jax.data_builders.rafdb import Rafdb
 from fer_jax.data.classes import DATASET_CODES, canonical_index
 
 SMALL = FaceConfig(name="t32", image_size=32)
