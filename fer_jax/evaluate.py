@@ -14,7 +14,6 @@ its restored checkpoint) can be compared exactly.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -171,11 +170,11 @@ def write_report(report: dict[str, Any], out_dir: str) -> str:
   """Writes report.json and confusion_matrix.png; returns the json path."""
   if jax.process_index():
     return ""
-  os.makedirs(out_dir, exist_ok=True)
-  path = os.path.join(out_dir, "report.json")
+  files.makedirs(out_dir)
+  path = files.join(out_dir, "report.json")
   files.write_json_atomic(path, report)
   viz.save_confusion_matrix(
-      os.path.join(out_dir, "confusion_matrix.png"),
+      files.join(out_dir, "confusion_matrix.png"),
       np.array(report["confusion_matrix"]), report["classes"],
       title=(f"{report['method']} on {report['dataset']} fold "
              f"{report['fold']} {report['split']}: "
@@ -216,18 +215,16 @@ def cv_summary(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def read_config(workdir: str):
   """The config a run saved in its workdir (``config.json``)."""
   import ml_collections  # pylint: disable=import-outside-toplevel
-  from etils import epath  # pylint: disable=import-outside-toplevel
-  root = epath.Path(workdir)
-  path = root / "config.json"
-  if not path.exists():
-    folds = sorted(p.name for p in root.glob("fold_*")) if root.exists() else []
+  path = files.join(workdir, "config.json")
+  if not files.exists(path):
+    folds = [n for n in files.listdir(workdir) if n.startswith("fold_")]
     if folds:
       raise FileNotFoundError(
           f"{workdir} holds a cross-validation run: load one fold, e.g. "
-          f"{root / folds[0]}")
+          f"{files.join(workdir, folds[0])}")
     raise FileNotFoundError(f"{path} does not exist: is {workdir} a workdir "
                             "written by python -m fer_jax.main?")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  return ml_collections.ConfigDict(json.loads(files.read_text(path)))
 
 
 class Model:
