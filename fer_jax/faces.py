@@ -115,12 +115,13 @@ def _grey(image: np.ndarray) -> np.ndarray:
   return cv2.equalizeHist(cv2.cvtColor(as_rgb(image), cv2.COLOR_RGB2GRAY))
 
 
-def detect_faces(image: np.ndarray, min_size: int = 32
+def detect_faces(image: np.ndarray, min_size: int = 32, grey=None
                  ) -> list[tuple[int, int, int, int]]:
-  """Frontal face boxes (x, y, w, h), left to right."""
+  """Frontal face boxes (x, y, w, h), left to right (``grey``: the image's
+  equalised grey version, if already computed)."""
   boxes = _cascade(FACE_CASCADE).detectMultiScale(
-      _grey(image), scaleFactor=1.1, minNeighbors=5,
-      minSize=(min_size, min_size))
+      _grey(image) if grey is None else grey, scaleFactor=1.1,
+      minNeighbors=5, minSize=(min_size, min_size))
   return sorted((tuple(int(v) for v in b) for b in np.reshape(boxes, (-1, 4))),
                 key=lambda b: (b[0], b[1]))
 
@@ -133,12 +134,12 @@ def box_eyes(box) -> np.ndarray:
                    for fx, fy in BOX_EYES])
 
 
-def find_eyes(image: np.ndarray, box) -> np.ndarray | None:
+def find_eyes(image: np.ndarray, box, grey=None) -> np.ndarray | None:
   """The eye centres inside a face box (image-left first), or None when the
   eye cascade finds no plausible pair: one eye in each half of the box's
   upper 60%, EYE_SPAN apart, within MAX_ROLL_DEG of level."""
   x, y, w, h = box
-  grey = _grey(image)
+  grey = _grey(image) if grey is None else grey
   top = grey[y:y + int(0.6 * h), x:x + w]
   found = _cascade(EYE_CASCADE).detectMultiScale(
       top, scaleFactor=1.05, minNeighbors=3,
@@ -175,13 +176,14 @@ def find_faces(image: np.ndarray, spec: align.AlignSpec, min_size: int = 32,
   """Every frontal face of a photo, detected, eye-located and aligned to
   ``spec``; left to right (the ``max_faces`` largest if set)."""
   image = as_rgb(image)
-  boxes = detect_faces(image, min_size)
+  grey = _grey(image)
+  boxes = detect_faces(image, min_size, grey)
   if max_faces is not None:
     keep = sorted(boxes, key=lambda b: -b[2] * b[3])[:max_faces]
     boxes = [b for b in boxes if b in keep]
   faces = []
   for box in boxes:
-    eyes = find_eyes(image, box)
+    eyes = find_eyes(image, box, grey)
     found = eyes is not None
     if not found:
       eyes = box_eyes(box)

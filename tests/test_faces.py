@@ -105,7 +105,7 @@ def test_eyes_not_found_are_placed_from_the_box(astronaut, monkeypatch):
                          (0, 0, 100, 100)) is None
   np.testing.assert_allclose(faces.box_eyes((10, 20, 100, 100)),
                              [[35.5, 57.5], [83.5, 57.5]])
-  monkeypatch.setattr(faces, "find_eyes", lambda image, box: None)
+  monkeypatch.setattr(faces, "find_eyes", lambda image, box, grey=None: None)
   (face,) = faces.find_faces(astronaut, SPEC)
   assert not face.eyes_found and face.roll_deg == 0
   np.testing.assert_allclose(face.eyes, faces.box_eyes(face.box))
