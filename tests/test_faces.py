@@ -124,6 +124,18 @@ def test_grey_and_rgba_photos_are_read_as_rgb(tmp_path, astronaut):
     faces.read_image(str(tmp_path / "notes.png"))
 
 
+def test_a_photo_is_turned_upright_by_its_exif_orientation(tmp_path,
+                                                           astronaut):
+  # A camera held sideways stores the pixels turned and says so in EXIF
+  # (orientation 6: turn 90 degrees clockwise to view).
+  turned = Image.fromarray(np.ascontiguousarray(np.rot90(astronaut, 1)))
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  turned.save(tmp_path / "sideways.png", exif=exif)
+  np.testing.assert_array_equal(
+      faces.read_image(str(tmp_path / "sideways.png")), astronaut)
+
+
 def test_image_files_expand_folders_and_name_missing_paths(tmp_path):
   for name in ("b.JPG", "a.png", "readme.txt"):
     (tmp_path / name).write_bytes(b"")
