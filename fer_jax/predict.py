@@ -91,7 +91,10 @@ def predict_photos(model, photos: Sequence[Any], *,
   export: anything with ``classes`` and ``probabilities``). ``photos``:
   image paths, uint8 arrays, or (name, array) pairs. ``spec``: the crop
   (default: ``alignment_of(model)``). With ``out_dir``, writes each photo's
-  labelled picture and aligned faces, and predictions.json."""
+  labelled picture and aligned faces, and predictions.json. ValueError for
+  a run whose method cannot classify one face (cGAN+WSC, GNDL's oracle)."""
+  if hasattr(model, "require_classifier"):
+    model.require_classifier()
   spec = spec or alignment_of(model)
   classes = list(model.classes)
   results, names = [], set()

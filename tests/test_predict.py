@@ -193,6 +193,8 @@ def test_methods_without_a_one_face_classifier_are_refused(monkeypatch):
   model = _FakeModel(cfg, method, {"params": {}, "batch_stats": {}})
   with pytest.raises(ValueError, match="needs 'neutral' too"):
     model.require_classifier()
+  with pytest.raises(ValueError, match="needs 'neutral' too"):
+    predict.predict_photos(model, [np.zeros((64, 64, 3), np.uint8)])
   # predict.load_model asks before anything runs.
   monkeypatch.setattr(evaluate, "load", lambda workdir, step=None: model)
   with pytest.raises(ValueError, match="needs 'neutral' too"):
