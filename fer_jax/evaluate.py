@@ -286,6 +286,29 @@ class Model:
       out[k] = v
     return out
 
+  def require_classifier(self) -> None:
+    """ValueError unless the method classifies one face on its own, as
+    predicting from photos and exporting need: cGAN+WSC has no classifier,
+    GNDL's oracle arm also needs the subject's neutral face. Traces the
+    method's predict (jax.eval_shape), compiles nothing."""
+    from fer_jax.data import protocols  # pylint: disable=import-outside-toplevel
+    size = self.config.data.resize
+    face = jax.ShapeDtypeStruct((1, size, size, 3), np.uint8)
+    try:
+      jax.eval_shape(self.method.predict, self.state, {self.slot: face})
+    except NotImplementedError as e:
+      raise ValueError(f"{self.workdir}: method {self.method.name!r} has no "
+                       f"classifier ({e}); predicting a face's class needs "
+                       "a method that has one (baseline, gndl, ifgan, "
+                       "groupgan_*, sna)") from None
+    except KeyError as e:
+      raise ValueError(
+          f"{self.workdir}: method {self.method.name!r} predicts from the "
+          f"image slots {protocols.EXAMPLE_KINDS[self.method.eval_kind]} "
+          f"(it needs {e.args[0]!r} too), not from one face; train it "
+          "without that input (e.g. gndl with neutral_source=generated)"
+          ) from None
+
   def logits(self, images) -> np.ndarray:
     """(N, K) float32 class logits."""
     slots = self._slots(images)
