@@ -338,7 +338,15 @@ def test_critic_trains_every_step_of_first_epoch_then_every_tenth(tiny):
 
 def test_fer_init_baseline_starts_f_from_f0(tiny):
   trainer, state, _, _ = tiny
-  assert trainer.phases[3].enter is None  # 'scratch': F keeps its init
+  method = trainer.method
+  # The synthetic default (and its :tiny) starts F from F0; 'scratch'
+  # keeps F's own init (no enter).
+  assert trainer.phases[3].enter == method.start_from_baseline
+  try:
+    method.cfg.fer_init = "scratch"
+    assert method.phases()[3].enter is None
+  finally:
+    method.cfg.fer_init = "baseline"
   assert not leaves_equal(state["fer"]["params"], state["fer0"]["params"])
   entered = trainer.method.start_from_baseline(state)
   assert leaves_equal(entered["fer"]["params"], state["fer0"]["params"])
