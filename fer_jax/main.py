@@ -33,9 +33,11 @@ _WORKDIR = flags.DEFINE_string(
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"],
                           "train (resumes if the workdir has a checkpoint) or "
                           "eval (restore a checkpoint and report, no training).")
-_STEP = flags.DEFINE_integer("checkpoint_step", None,
-                             "With --mode=eval: the step to restore (default: "
-                             "the latest).")
+_STEP = flags.DEFINE_integer(
+    "checkpoint_step", None, "The checkpoint step to restore. --mode=eval: "
+    "the step to evaluate (default: the latest). --mode=train: the step to "
+    "resume from (default: the newest that restores); newer steps are moved "
+    "to WORKDIR/checkpoints_set_aside/, not deleted, and trained again.")
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "val", "train"],
                            "With --mode=eval: the split to evaluate.")
 _DISTRIBUTED = flags.DEFINE_bool(
@@ -95,7 +97,8 @@ def main(argv):
   setup_jax()
   try:
     if _MODE.value == "train":
-      result = train.train_and_evaluate(config, _WORKDIR.value)
+      result = train.train_and_evaluate(config, _WORKDIR.value,
+                                        checkpoint_step=_STEP.value)
     else:
       result = train.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value,
                                          _SPLIT.value)

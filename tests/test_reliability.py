@@ -5,6 +5,7 @@ tolerantly, and a corrupt newest checkpoint is skipped."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -258,3 +259,135 @@ def test_resume_after_a_torn_metrics_line(trained, fake_data):
   after = [json.loads(l) for l in open(path)]  # every line parses again
   assert after[:len(before)] == before
   assert [r["step"] for r in after if "train/loss" in r] == [2, 4, 6]
+
+
+# ------------------------------------ 3. a corrupt newest checkpoint is skipped
+
+def _state_dir(wd, step):
+  return os.path.join(wd, "checkpoints", str(step), "state")
+
+
+def _biggest_data_file(wd, step):
+  d = os.path.join(_state_dir(wd, step), "ocdbt.process_0", "d")
+  return max((os.path.join(d, f) for f in os.listdir(d)),
+             key=os.path.getsize)
+
+
+def _cut(path):
+  """Truncates ``path`` to half its size (a copy or a write cut short)."""
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 2)
+
+
+# (how the newest step is damaged, the file the message names)
+CORRUPTIONS = {
+    "data file cut": (lambda wd: _cut(_biggest_data_file(wd, 4)),
+                      r"checkpoints/4/state cannot be read \(OUT_OF_RANGE"),
+    "data file deleted": (lambda wd: os.remove(_biggest_data_file(wd, 4)),
+                          r"checkpoints/4/state cannot be read"),
+    "manifest deleted": (
+        lambda wd: os.remove(os.path.join(_state_dir(wd, 4),
+                                          "manifest.ocdbt")),
+        r"checkpoints/4/state/manifest\.ocdbt is missing"),
+    "array metadata cut": (
+        lambda wd: _cut(os.path.join(_state_dir(wd, 4), "_METADATA")),
+        r"checkpoints/4/state/_METADATA is not valid JSON \(Unterminated"),
+    "meta JSON cut": (
+        lambda wd: _cut(os.path.join(wd, "checkpoints", "4", "meta",
+                                     "metadata")),
+        r"checkpoints/4/meta/metadata is not valid JSON \(Unterminated"),
+    "meta JSON deleted": (
+        lambda wd: os.remove(os.path.join(wd, "checkpoints", "4", "meta",
+                                          "metadata")),
+        r"checkpoints/4/meta/metadata is missing"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(CORRUPTIONS))
+def test_a_corrupt_newest_step_is_skipped_and_named(damage, trained,
+                                                    fake_data, capsys):
+  corrupt, names = CORRUPTIONS[damage]
+  corrupt(trained)
+  cfg = tiny_config()
+  trainer = train.Trainer(cfg, trained, fake_data(cfg))
+  try:
+    # A resume falls back to step 2 and says, in one line, what it skipped.
+    loop, meta = trainer.restore(fallback=True)
+    assert meta["global_step"] == int(loop["step"]) == 2
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and re.search(
+        r"^fer_jax: checkpoint .*checkpoints/4 cannot be restored, "
+        rf"skipping it: .*{names}", out[0]), out
+    # An evaluation of the newest step names the file and the older step.
+    with pytest.raises(ckpt_lib.CorruptCheckpoint,
+                       match=rf"{names}.*; --checkpoint_step=2 uses the "
+                       "newest older step"):
+      trainer.restore()
+  finally:
+    trainer.ckpt.close()
+
+
+def test_resume_past_a_corrupt_step_ends_at_the_uninterrupted_digest(
+    trained_once, trained, fake_data, capsys):
+  """The newest step's data file cut short: the rerun resumes from step 2,
+  moves step 4 aside (not deleted), trains steps 3-4 again and ends at the
+  state of the run that was never damaged."""
+  full = json.load(open(os.path.join(trained_once, "eval", "report.json")))
+  _cut(_biggest_data_file(trained, 4))
+  report = train.train_and_evaluate(tiny_config(), trained, fake_data)
+  out = capsys.readouterr().out
+  assert re.search(r"checkpoints/4 cannot be restored, skipping it: .*"
+                   r"OUT_OF_RANGE", out)
+  assert "fer_jax: resuming from step 2" in out
+  assert "1 newer checkpoint(s) were moved, not deleted" in out
+  aside = os.listdir(os.path.join(trained, ckpt_lib.SET_ASIDE))
+  assert len(aside) == 1 and aside[0].startswith("checkpoints_4_")
+  assert report["step"] == 4
+  assert report["state_digest"] == full["state_digest"]
+  assert report["accuracy"] == full["accuracy"]
+  assert sorted(int(s) for s in os.listdir(os.path.join(
+      trained, "checkpoints")) if s.isdigit()) == [2, 4]
+
+
+def test_train_resumes_from_checkpoint_step_and_sets_newer_aside(
+    trained_once, trained, fake_data, capsys):
+  full = json.load(open(os.path.join(trained_once, "eval", "report.json")))
+  report = train.train_and_evaluate(tiny_config(), trained, fake_data,
+                                    checkpoint_step=2)
+  out = capsys.readouterr().out
+  assert "fer_jax: resuming from step 2" in out
+  assert re.search(r"newer checkpoint\(s\) were moved, not deleted, to "
+                   r".*checkpoints_set_aside \(checkpoints_4_\d+-\d+\); "
+                   r"steps after 2 are trained again", out)
+  assert report["state_digest"] == full["state_digest"]
+  with pytest.raises(ckpt_lib.CheckpointError,
+                     match=r"no checkpoint for step 3 .*available: \[2, 4\]"):
+    train.train_and_evaluate(tiny_config(), trained, fake_data,
+                             checkpoint_step=3)
+
+
+def test_another_configs_checkpoint_is_an_error_not_a_fallback(trained,
+                                                               fake_data):
+  """Other shapes mean a config change: no older step would fit either, so
+  it is refused, naming an array and both shapes."""
+  cfg = tiny_config()
+  cfg.model.base_width = 16
+  trainer = train.Trainer(cfg, trained, fake_data(cfg))
+  try:
+    with pytest.raises(ckpt_lib.CheckpointError,
+                       match=r"checkpoints/4 does not match the state this "
+                       r"config builds .*arrays differ, e.g. .*saved \(8,\) "
+                       r"float32, this config builds \(16,\)") as e:
+      trainer.restore(fallback=True)
+    assert not isinstance(e.value, ckpt_lib.CorruptCheckpoint)
+  finally:
+    trainer.ckpt.close()
+
+
+def test_every_step_corrupt_is_one_error_listing_each(trained, fake_data):
+  for step in (2, 4):
+    _cut(os.path.join(trained, "checkpoints", str(step), "meta", "metadata"))
+  with pytest.raises(ckpt_lib.CheckpointError,
+                     match=r"no checkpoint under .*checkpoints restores "
+                     r"\(step 4: .*; step 2: .*\): move .* away"):
+    train.train_and_evaluate(tiny_config(), trained, fake_data)
