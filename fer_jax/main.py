@@ -154,7 +154,8 @@ def parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    print(f"fer_jax: error: {e}\nPass --help for usage.", file=sys.stderr)
+    print(f"fer_jax: error: {_flag_error(e)} (pass --help for usage)",
+          file=sys.stderr)
     sys.exit(2)
   except (KeyError, AttributeError, TypeError, ValueError) as e:
     bad = [a for a in argv[1:] if a.startswith("--config.")]
@@ -163,6 +164,20 @@ def parse_flags(argv):
           "fer_jax/config_lib.py) and values must have the field's type.",
           file=sys.stderr)
     sys.exit(2)
+
+
+def _flag_error(e: Exception) -> str:
+  """One line for a flag error. A config file's own error (an unknown
+  preset, a bad ``:arg``) reaches here with its traceback in the text
+  (ml_collections adds it): keep the file's message, its last line."""
+  text = str(e)
+  if "Error whilst parsing config file" in text:
+    lines = [l for l in text.splitlines() if l.strip()]
+    last = lines[-1].strip()
+    kind, sep, message = last.partition(": ")
+    flag = text.partition(": Error whilst")[0].removeprefix("flag ")
+    return f"{flag}: {message if sep and kind.isidentifier() else last}"
+  return " ".join(text.split())
 
 
 def run():

@@ -56,6 +56,10 @@ class Trainer:
     self.workdir = workdir
     self.mesh = mesh or sharding.make_mesh()
     self.data = data
+    # Here, not at the first evaluation (after training): every
+    # evaluation's batches split over the mesh.
+    sharding.check_batch_size(config.train.eval_batch_size, self.mesh,
+                              "config.train.eval_batch_size")
     self.method = build_method(config, self.data)
     self.method.prepare(self.data, workdir)
     self.phases = self.method.phases()

@@ -391,3 +391,127 @@ def test_every_step_corrupt_is_one_error_listing_each(trained, fake_data):
                      match=r"no checkpoint under .*checkpoints restores "
                      r"\(step 4: .*; step 2: .*\): move .* away"):
     train.train_and_evaluate(tiny_config(), trained, fake_data)
+
+
+# ------------------------------------- 7. data and config errors, one line
+
+def run_main(capsys, *args):
+  """``python -m fer_jax.main ARGS`` in this process (a subprocess takes
+  seconds to import JAX): (exit status, stderr)."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from fer_jax import main  # pylint: disable=import-outside-toplevel
+  flags.FLAGS.unparse_flags()
+  capsys.readouterr()
+  cwd = os.getcwd()
+  os.chdir(ROOT)  # the README's relative config paths
+  try:
+    main.main(main.parse_flags(["fer_jax.main", "--compilation_cache=",
+                                *args]))
+    code = 0
+  except SystemExit as e:
+    code = e.code
+  finally:
+    os.chdir(cwd)
+    flags.FLAGS.unparse_flags()
+  return code, capsys.readouterr().err
+
+
+def assert_one_error_line(err: str, *needles: str) -> None:
+  lines = err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("fer_jax: error: "), err
+  assert "Traceback" not in err
+  for needle in needles:
+    assert needle in lines[0], (needle, lines[0])
+
+
+@pytest.mark.parametrize("config,needles", [
+    ("configs/no_such_method.py",
+     ["--config=configs/no_such_method.py: no config file",
+      "packaged configs: baseline"]),
+    ("configs/gndl.py:no_such_preset",
+     ["--config=configs/gndl.py:no_such_preset: configs/gndl.py has no "
+      "preset 'no_such_preset'; presets: ckplus"]),
+    ("ifgan:no_such_preset", ["configs/ifgan.py has no preset"]),
+])
+def test_a_missing_config_file_or_unknown_preset_is_one_line(
+    capsys, tmp_path, config, needles):
+  code, err = run_main(capsys, f"--config={config}",
+                       f"--workdir={tmp_path / 'wd'}")
+  assert code == 2
+  assert_one_error_line(err, *needles)
+  assert not (tmp_path / "wd").exists()
+
+
+def test_a_corrupt_shard_names_it_and_the_rebuild_command(capsys, tmp_path,
+                                                         monkeypatch):
+  from fer_jax.data import frames  # pylint: disable=import-outside-toplevel
+  data_dir = tmp_path / "tfds"
+  monkeypatch.setenv("FER_JAX_DATA_DIR", str(data_dir))
+  cfg = tiny_config()
+  cfg.data.data_dir = str(data_dir)
+  built = frames.get_builder(cfg.data).data_dir
+  shard = [os.path.join(built, f) for f in os.listdir(built)
+           if ".array_record-" in f][0]
+  _cut(shard)
+  code, err = run_main(
+      capsys, "--config=configs/gndl.py:tiny", f"--workdir={tmp_path / 'wd'}")
+  assert code == 2
+  assert_one_error_line(
+      err, f"{shard} cannot be read (", "Riegeli",
+      f"rebuild it with: rm -r {built}   # the next run builds it again")
+  assert not ckpt_lib.has_checkpoint(str(tmp_path / "wd"))
+
+
+def test_an_eval_batch_the_devices_do_not_divide_fails_at_start(tmp_path):
+  """Before #17 a run found it at its final evaluation, after training."""
+  from test_evaluate_api import _run_on_four_devices  # pylint: disable=import-outside-toplevel
+  wd = tmp_path / "run"
+  out = _run_on_four_devices(
+      "import test_train\n"
+      "cfg = test_train.tiny_config()\n"
+      "cfg.train.eval_batch_size = 6\n"
+      "try:\n"
+      f"  train.train_and_evaluate(cfg, {str(wd)!r}, load_data)\n"
+      "except ValueError as e:\n"
+      "  print(json.dumps(str(e)))\n")
+  assert json.loads(out.strip().splitlines()[-1]) == (
+      "config.train.eval_batch_size=6 must be a multiple of the 4 devices "
+      "of the mesh: use 8")
+  assert not (wd / "checkpoints").exists()
+  assert not (wd / "metrics.jsonl").exists()
+
+
+def _edit_config(wd, section, field, value):
+  path = os.path.join(wd, "config.json")
+  saved = json.load(open(path))
+  saved[section][field] = value
+  files.write_json_atomic(path, saved)
+  return path
+
+
+def test_load_validates_the_config_json_it_reads(trained):
+  from fer_jax import evaluate  # pylint: disable=import-outside-toplevel
+  path = _edit_config(trained, "data", "classes", 5)
+  with pytest.raises(ValueError, match=re.escape(
+      f"{path} (the run's config) is not one fer_jax can use: "
+      "config.data.classes: 5 must be a string")):
+    evaluate.load(trained)
+  _edit_config(trained, "data", "classes", "basic6+contempt")
+  _edit_config(trained, "data", "fold", 7)
+  with pytest.raises(ValueError, match=r"config.json .*config.data.fold: 7 "
+                     r"is out of range 0..2"):
+    evaluate.load(trained)
+
+
+def test_load_never_builds_a_data_set_in_a_changed_data_dir(trained,
+                                                            tmp_path):
+  from fer_jax import evaluate  # pylint: disable=import-outside-toplevel
+  elsewhere = tmp_path / "no_such_dir"
+  _edit_config(trained, "data", "data_dir", str(elsewhere))
+  model = evaluate.load(trained)  # predicting needs no data set
+  assert model.predict(np.zeros((2, 16, 16, 3), np.uint8)).shape == (2,)
+  with pytest.raises(ValueError, match=r"config.data.data_dir=.*no_such_dir"
+                     r".* in .*config.json is not a directory: "
+                     r"load\(workdir, data_dir=DIR\)"):
+    model.evaluate("test")
+  assert not elsewhere.exists()
