@@ -147,8 +147,9 @@ def _require(cond: bool, field: str, message: str) -> None:
     raise ValueError(f"config.{field}: {message}")
 
 
-def validate(config) -> None:
-  """Raises ValueError naming the first bad field."""
+def validate(config, restoring: bool = False) -> None:
+  """Raises ValueError naming the first bad field. ``restoring``: a saved
+  run's config (``init_from`` was read when it started, and may be gone)."""
   from fer_jax.data import registry  # pylint: disable=import-outside-toplevel
   from fer_jax.registry import METHODS  # pylint: disable=import-outside-toplevel
   _require(config.method in METHODS, "method",
@@ -187,6 +188,9 @@ def validate(config) -> None:
   _require(len(d.weak_frames) == 2 and 1 <= d.weak_frames[0]
            <= d.weak_frames[1], "data.weak_frames",
            f"{tuple(d.weak_frames)} must be a 1-based range (first, last)")
+  _require(isinstance(d.classes, str), "data.classes",
+           f"{d.classes!r} must be a string: a class set's name (e.g. "
+           f"'basic6') or comma-separated class names")
   try:
     classes_lib.resolve_class_set(d.classes)
   except ValueError as e:
@@ -212,7 +216,7 @@ def validate(config) -> None:
            f"{t.get('skip_window')} must be >= 1 steps")
   _require(config.model.dtype in ("float32", "bfloat16"), "model.dtype",
            f"{config.model.dtype!r} is not 'float32' or 'bfloat16'")
-  init_from = config.get("init_from", "")
+  init_from = "" if restoring else config.get("init_from", "")
   # A remote file (gs://...) is checked when it is read, at initialisation.
   _require(not init_from or "://" in init_from
            or os.path.isfile(os.path.expanduser(init_from)),

@@ -214,9 +214,11 @@ def cv_summary(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
 # ------------------------------------------------------- a run from Python
 
 def read_config(workdir: str):
-  """The config a run saved in its workdir (``config.json``)."""
+  """The config a run saved in its workdir (``config.json``), validated:
+  ValueError naming the file and the field when it was edited or damaged."""
   import ml_collections  # pylint: disable=import-outside-toplevel
   from etils import epath  # pylint: disable=import-outside-toplevel
+  from fer_jax import config_lib  # pylint: disable=import-outside-toplevel
   root = epath.Path(workdir)
   path = root / "config.json"
   if not path.exists():
@@ -227,7 +229,14 @@ def read_config(workdir: str):
           f"{root / folds[0]}")
     raise FileNotFoundError(f"{path} does not exist: is {workdir} a workdir "
                             "written by python -m fer_jax.main?")
-  return ml_collections.ConfigDict(json.loads(path.read_text()))
+  try:
+    config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    config_lib.validate(config, restoring=True)
+  except (ValueError, TypeError, AttributeError, KeyError) as e:
+    raise ValueError(f"{path} (the run's config) is not one fer_jax can "
+                     f"use: {' '.join(str(e).split())}. Restore the file "
+                     "the run wrote (or correct that field)") from None
+  return config
 
 
 class Model:
@@ -345,6 +354,15 @@ class Model:
   def data(self) -> RunData:
     """The run's data (its fold of its data set), read on first use."""
     if self._data is None:
+      data_dir = self.config.data.get("data_dir", "")
+      if (self._load_data is prepare_data and data_dir and "://" not in
+          data_dir and not os.path.isdir(os.path.expanduser(data_dir))):
+        # Never build a data set into a folder the run did not read from.
+        raise ValueError(
+            f"config.data.data_dir={data_dir!r} in "
+            f"{os.path.join(self.workdir, 'config.json')} is not a "
+            "directory: load(workdir, data_dir=DIR) reads the run's data "
+            "set from DIR (where it was built)")
       self._data = self._load_data(self.config)
     return self._data
 
@@ -365,18 +383,23 @@ class Model:
 
 
 def load(workdir: str, step: int | None = None, mesh=None,
-         load_data: LoadData = prepare_data) -> Model:
+         load_data: LoadData = prepare_data,
+         data_dir: str | None = None) -> Model:
   """A trained run from its workdir (local or gs://): the config it saved,
   the checkpoint at ``step`` (default: the latest), the method rebuilt.
   Needs no data set until ``Model.evaluate``, which gets the fold's data
-  from ``load_data(config)``."""
+  from ``load_data(config)`` (``data_dir``: where the data set is, in place
+  of the run's config.data.data_dir)."""
   from fer_jax.data import classes as classes_lib  # pylint: disable=import-outside-toplevel
   from fer_jax.registry import method_class  # pylint: disable=import-outside-toplevel
   config = read_config(workdir)
+  if data_dir is not None:
+    config.data.data_dir = data_dir
   mesh = mesh or sharding.make_mesh()
   ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
   try:
-    loop, meta = ckpt.restore_as_saved(sharding.replicated(mesh), step)
+    loop, meta = ckpt.restore_as_saved(sharding.replicated(mesh), step,
+                                       hint="step")
   finally:
     ckpt.close()
   if meta.get("method") != config.method:

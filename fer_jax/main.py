@@ -33,9 +33,11 @@ _WORKDIR = flags.DEFINE_string(
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"],
                           "train (resumes if the workdir has a checkpoint) or "
                           "eval (restore a checkpoint and report, no training).")
-_STEP = flags.DEFINE_integer("checkpoint_step", None,
-                             "With --mode=eval: the step to restore (default: "
-                             "the latest).")
+_STEP = flags.DEFINE_integer(
+    "checkpoint_step", None, "The checkpoint step to restore. --mode=eval: "
+    "the step to evaluate (default: the latest). --mode=train: the step to "
+    "resume from (default: the newest that restores); newer steps are moved "
+    "to WORKDIR/checkpoints_set_aside/, not deleted, and trained again.")
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "val", "train"],
                            "With --mode=eval: the split to evaluate.")
 _DISTRIBUTED = flags.DEFINE_bool(
@@ -95,7 +97,8 @@ def main(argv):
   setup_jax()
   try:
     if _MODE.value == "train":
-      result = train.train_and_evaluate(config, _WORKDIR.value)
+      result = train.train_and_evaluate(config, _WORKDIR.value,
+                                        checkpoint_step=_STEP.value)
     else:
       result = train.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value,
                                          _SPLIT.value)
@@ -151,7 +154,8 @@ def parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    print(f"fer_jax: error: {e}\nPass --help for usage.", file=sys.stderr)
+    print(f"fer_jax: error: {_flag_error(e)} (pass --help for usage)",
+          file=sys.stderr)
     sys.exit(2)
   except (KeyError, AttributeError, TypeError, ValueError) as e:
     bad = [a for a in argv[1:] if a.startswith("--config.")]
@@ -160,6 +164,20 @@ def parse_flags(argv):
           "fer_jax/config_lib.py) and values must have the field's type.",
           file=sys.stderr)
     sys.exit(2)
+
+
+def _flag_error(e: Exception) -> str:
+  """One line for a flag error. A config file's own error (an unknown
+  preset, a bad ``:arg``) reaches here with its traceback in the text
+  (ml_collections adds it): keep the file's message, its last line."""
+  text = str(e)
+  if "Error whilst parsing config file" in text:
+    lines = [l for l in text.splitlines() if l.strip()]
+    last = lines[-1].strip()
+    kind, sep, message = last.partition(": ")
+    flag = text.partition(": Error whilst")[0].removeprefix("flag ")
+    return f"{flag}: {message if sep and kind.isidentifier() else last}"
+  return " ".join(text.split())
 
 
 def run():

@@ -56,6 +56,10 @@ class Trainer:
     self.workdir = workdir
     self.mesh = mesh or sharding.make_mesh()
     self.data = data
+    # Here, not at the first evaluation (after training): every
+    # evaluation's batches split over the mesh.
+    sharding.check_batch_size(config.train.eval_batch_size, self.mesh,
+                              "config.train.eval_batch_size")
     self.method = build_method(config, self.data)
     self.method.prepare(self.data, workdir)
     self.phases = self.method.phases()
@@ -94,9 +98,12 @@ class Trainer:
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
                                        sharding=self.replicated), shapes)
 
-  def restore(self, step: int | None = None):
+  def restore(self, step: int | None = None, fallback: bool = False):
+    """The checkpoint at ``step`` (default: the newest; with ``fallback``,
+    the newest that restores, see ``Checkpointer.restore``)."""
     loop, meta = self.ckpt.restore(self.abstract_state(), step,
-                                   method=self.method.name)
+                                   method=self.method.name,
+                                   fallback=fallback)
     fold = self.config.data.fold
     if "fold" in meta and int(meta["fold"]) != fold:
       raise ckpt_lib.CheckpointError(
@@ -140,14 +147,36 @@ class Trainer:
           f"{self.config.train.max_skipped_fraction}; training stopped and "
           f"{where}. Lower config.optim.lr.")
 
-  def train(self) -> dict[str, Any]:
+  def _resume(self, checkpoint_step: int | None):
+    """(loop, meta) of the step to resume: ``checkpoint_step``, else the
+    newest that restores (each corrupt one skipped in a line). Newer steps
+    are set aside, never deleted, and the line says where they went."""
+    loop, meta = self.restore(checkpoint_step,
+                              fallback=checkpoint_step is None)
+    start_step = int(meta["global_step"])
+    moved = self.ckpt.set_aside(start_step)
+    ckpt_lib.say(f"fer_jax: resuming from step {start_step} "
+                 f"(phase {meta['phase_name']!r})")
+    if moved:
+      ckpt_lib.say(
+          f"fer_jax: the {len(moved)} newer checkpoint(s) were moved, not "
+          f"deleted, to {os.path.dirname(moved[0])} "
+          f"({', '.join(os.path.basename(m) for m in moved)}); steps after "
+          f"{start_step} are trained again. Delete them when not needed")
+    return loop, meta
+
+  def train(self, checkpoint_step: int | None = None) -> dict[str, Any]:
+    """Trains to the end and reports the test split. Resumes from the
+    newest checkpoint that restores, or from ``checkpoint_step``."""
     cfg = self.config.train
     start_step, meta = 0, None
-    if self.ckpt.latest_step() is not None:
-      loop, meta = self.restore()
+    if self.ckpt.all_steps():
+      loop, meta = self._resume(checkpoint_step)
       start_step = int(meta["global_step"])
-      print(f"fer_jax: resuming from step {start_step} "
-            f"(phase {meta['phase_name']!r})", flush=True)
+    elif checkpoint_step is not None:
+      raise ckpt_lib.CheckpointError(
+          f"--checkpoint_step={checkpoint_step}: no checkpoint under "
+          f"{self.ckpt.directory} to resume from")
     else:
       loop = self.init_state()
     total = sum(p.num_steps for p in self.phases)
@@ -426,14 +455,21 @@ def write_cv_report(reports, workdir: str) -> dict[str, Any]:
 
 
 def train_and_evaluate(config, workdir: str,
-                       load_data: LoadData = prepare_data) -> dict[str, Any]:
+                       load_data: LoadData = prepare_data,
+                       checkpoint_step: int | None = None) -> dict[str, Any]:
   """Trains the configured fold, or every fold with config.data.all_folds;
-  ``load_data(fold_config)`` gives each fold's data."""
+  ``load_data(fold_config)`` gives each fold's data. A rerun resumes from
+  the newest checkpoint that restores, or from ``checkpoint_step``."""
   config_lib.validate(config)
+  if checkpoint_step is not None and config.data.all_folds:
+    raise ValueError(
+        f"--checkpoint_step={checkpoint_step} with config.data.all_folds: "
+        "resume one fold (--workdir=WORKDIR/fold_K --config.data.fold=K "
+        "--config.data.all_folds=False)")
   config_lib.check_workdir(workdir)
   with workdir_lock(workdir):
     if not config.data.all_folds:
-      return _train_one(config, workdir, load_data)
+      return _train_one(config, workdir, load_data, checkpoint_step)
     reports = []
     for fold in range(config.data.num_folds):
       fold_cfg = config_lib.with_fold(config, fold)
@@ -444,10 +480,11 @@ def train_and_evaluate(config, workdir: str,
     return write_cv_report(reports, workdir)
 
 
-def _train_one(config, workdir: str, load_data: LoadData) -> dict[str, Any]:
+def _train_one(config, workdir: str, load_data: LoadData,
+               checkpoint_step: int | None = None) -> dict[str, Any]:
   check_config(config, workdir, "train")
   write_config(config, workdir)
-  return Trainer(config, workdir, load_data(config)).train()
+  return Trainer(config, workdir, load_data(config)).train(checkpoint_step)
 
 
 def evaluate_checkpoint(config, workdir: str, step: int | None = None,
