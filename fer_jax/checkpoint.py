@@ -43,6 +43,8 @@ class CorruptCheckpoint(CheckpointError):
 
 # Where steps a resume went back past are moved (never deleted silently).
 SET_ASIDE = "checkpoints_set_aside"
+# The best state by validation accuracy (config.train.select_by='val').
+BEST = "best"
 
 
 def _first_line(e: BaseException, limit: int = 300) -> str:
@@ -288,10 +290,11 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
-def has_checkpoint(workdir: str) -> bool:
-  """Whether ``workdir/checkpoints`` holds a finished step (a directory
-  named by its step number; Orbax renames it so only when complete)."""
-  d = epath.Path(workdir) / "checkpoints"
+def has_checkpoint(workdir: str, subdir: str = "checkpoints") -> bool:
+  """Whether ``workdir/checkpoints`` (or ``subdir``) holds a finished step
+  (a directory named by its step number; Orbax renames it so only when
+  complete)."""
+  d = epath.Path(workdir) / subdir
   return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
 
 

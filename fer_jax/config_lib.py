@@ -17,6 +17,7 @@ from fer_jax.data import classes as classes_lib
 from fer_jax.data import protocols
 
 PROTOCOLS = ("folds", "official")
+SELECT_BY = ("last", "val")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -102,6 +103,10 @@ def base_config() -> ml_collections.ConfigDict:
   t.log_every = 50
   t.checkpoint_every = 500
   t.eval_every = 0  # 0 = only the final test evaluation
+  # Which state the final test evaluation (and --mode=eval) scores: last |
+  # val = the best by validation accuracy (its own checkpoint, best/, kept
+  # apart from checkpoints/: never rotated away, never resumed from).
+  t.select_by = "last"
   t.max_to_keep = 3
   t.async_checkpoint = True
   # A step whose loss or updated state has a non-finite value is never
@@ -207,6 +212,12 @@ def validate(config, restoring: bool = False) -> None:
   _require(d.get("device_resident", "off") in ("auto", "on", "off"),
            "data.device_resident",
            f"{d.get('device_resident')!r} is not 'auto', 'on' or 'off'")
+  select_by = t.get("select_by", "last")
+  _require(select_by in SELECT_BY, "train.select_by",
+           f"{select_by!r} is not one of {', '.join(SELECT_BY)}")
+  _require(select_by != "val" or t.eval_every > 0, "train.eval_every",
+           f"{t.eval_every}: train.select_by='val' needs validation during "
+           "training: set train.eval_every > 0")
   _require(t.nonfinite in ("stop", "skip"), "train.nonfinite",
            f"{t.nonfinite!r} is not 'stop' or 'skip'")
   _require(0 <= t.get("max_skipped_fraction", 0.2) <= 1,
@@ -250,7 +261,7 @@ HARMLESS_FIELDS = (
     "train.log_every", "train.checkpoint_every", "train.eval_every",
     "train.max_to_keep", "train.async_checkpoint", "train.progress_bar",
     "train.steps_per_dispatch", "train.nonfinite",
-    "train.max_skipped_fraction", "train.skip_window")
+    "train.max_skipped_fraction", "train.skip_window", "train.select_by")
 # Harmless for evaluation; in training they may only grow (a longer run).
 LENGTH_FIELDS = ("train.num_steps", "train.num_epochs")
 

@@ -142,11 +142,13 @@ def make_report(*, method: str, dataset: str, fold: int, split: str,
 
 def build_report(method, loop, data: RunData, split: str, *, step: int,
                  batch_size: int, mesh, predict_fn=None,
-                 out_dir: str | None = None) -> dict[str, Any]:
+                 out_dir: str | None = None,
+                 selection: dict[str, Any] | None = None) -> dict[str, Any]:
   """The report of ``split`` of the fold's ``data`` for a method's loop
   state (training's evaluations, --mode=eval and ``Model.evaluate`` all
   come here); with ``out_dir``, also report.json, the confusion matrix and
-  the method's pictures written there."""
+  the method's pictures written there. ``selection``: fields added to it
+  (which state was evaluated and why: train.select_by)."""
   ex = data.examples(split, method.eval_kind, data.config.data.role)
   labels, preds, extra = evaluate_examples(
       method, loop["model"], ex,
@@ -160,6 +162,7 @@ def build_report(method, loop, data: RunData, split: str, *, step: int,
       nonfinite_steps=int(jax.device_get(loop["guard"]["nonfinite"])))
   report.update(extra)
   report.update(data.report_fields())
+  report.update(selection or {})
   if out_dir:
     write_report(report, out_dir)
     write_images(method, loop["model"], ex, batch_size, mesh, out_dir,
@@ -386,7 +389,8 @@ def load(workdir: str, step: int | None = None, mesh=None,
          load_data: LoadData = prepare_data,
          data_dir: str | None = None) -> Model:
   """A trained run from its workdir (local or gs://): the config it saved,
-  the checkpoint at ``step`` (default: the latest), the method rebuilt.
+  the checkpoint at ``step`` (default: the latest, or the best by
+  validation when the run has train.select_by='val'), the method rebuilt.
   Needs no data set until ``Model.evaluate``, which gets the fold's data
   from ``load_data(config)`` (``data_dir``: where the data set is, in place
   of the run's config.data.data_dir)."""
@@ -396,7 +400,13 @@ def load(workdir: str, step: int | None = None, mesh=None,
   if data_dir is not None:
     config.data.data_dir = data_dir
   mesh = mesh or sharding.make_mesh()
-  ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
+  # A run that selects by validation is used at its best state, as its
+  # final test evaluation and --mode=eval use it.
+  best = (step is None and config.train.get("select_by", "last") == "val"
+          and ckpt_lib.has_checkpoint(workdir, ckpt_lib.BEST))
+  ckpt = ckpt_lib.Checkpointer(
+      workdir, async_save=False,
+      subdir=ckpt_lib.BEST if best else "checkpoints")
   try:
     loop, meta = ckpt.restore_as_saved(sharding.replicated(mesh), step,
                                        hint="step")

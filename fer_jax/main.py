@@ -108,7 +108,8 @@ def main(argv):
     sys.exit(2)
   summary = {k: result[k] for k in ("method", "dataset", "fold", "split",
                                     "accuracy", "mean_accuracy",
-                                    "std_accuracy", "state_digest")
+                                    "std_accuracy", "state_digest",
+                                    "selected_step")
              if k in result}
   print(closing_lines(result, _WORKDIR.value))
   print(json.dumps(summary))  # last line: for scripts
@@ -120,6 +121,10 @@ def closing_lines(result, workdir: str) -> str:
   if "accuracy" in result:
     what = (f"{result['split']} accuracy {100 * result['accuracy']:.1f}% "
             f"({result['method']}, fold {result['fold']})")
+    if "selected_step" in result:
+      what += (f" at step {result['selected_step']}, the best validation "
+               f"accuracy ({100 * result['selected_val_accuracy']:.1f}%) of "
+               f"{result['last_step']} steps")
   else:
     what = (f"mean accuracy {100 * result['mean_accuracy']:.1f}% "
             f"+/- {100 * result['std_accuracy']:.1f} over "
