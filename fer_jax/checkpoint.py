@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import sys
 import time
 from typing import Any
 
@@ -56,6 +58,38 @@ def _first_line(e: BaseException, limit: int = 300) -> str:
   text = str(chain[-1]) or type(chain[-1]).__name__
   line = " ".join(text.split())
   return line[:limit] + ("..." if len(line) > limit else "")
+
+
+def _echo_of_a_failed_read(unraisable) -> bool:
+  """Whether an unraisable exception is a leftover of a restore that
+  failed on an unreadable array: Orbax stops at the first bad read, and
+  the other reads' coroutines and callbacks then fail on its closed event
+  loop, each printing a traceback as they are collected."""
+  exc = unraisable.exc_value
+  if isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc):
+    return True
+  code = getattr(unraisable.object, "cr_code", None)
+  return ("Encountered error while reading array" in str(exc)
+          or getattr(code, "co_name", "") == "_read_array_index_and_device_put")
+
+
+def _quiet_failed_reads() -> None:
+  """Drops the tracebacks a failed restore leaves behind (the failure
+  itself is reported once, in a CorruptCheckpoint); others pass through."""
+  previous = sys.unraisablehook
+  if getattr(previous, "fer_jax_quiet", False):
+    return
+
+  def hook(unraisable):
+    if not _echo_of_a_failed_read(unraisable):
+      previous(unraisable)
+
+  hook.fer_jax_quiet = True
+  sys.unraisablehook = hook
+  # ... and asyncio logs the gathered reads' exception as never retrieved.
+  logging.getLogger("asyncio").addFilter(
+      lambda record: "Encountered error while reading array"
+      not in record.getMessage())
 
 
 def _flat_shapes(tree) -> dict[str, tuple]:
@@ -183,6 +217,7 @@ class Checkpointer:
             f"this config builds (was the model or data config changed "
             f"since it was written?): {len(unmatched)} arrays are on one "
             f"side only, e.g. {', '.join(unmatched[:3])}") from None
+      _quiet_failed_reads()
       raise CorruptCheckpoint(step, f"{self.directory}/{step}/state cannot "
                               f"be read ({_first_line(e)})") from None
     return restored["state"], meta
