@@ -104,7 +104,7 @@ def _flat_shapes(tree) -> dict[str, tuple]:
         if hasattr(k, attr):
           parts.append(str(getattr(k, attr)))
           break
-    out[".".join(parts)] = (tuple(leaf.shape), np.dtype(leaf.dtype).name)
+    out[".".join(parts)] = (tuple(leaf.shape), str(leaf.dtype))
   return out
 
 
