@@ -207,6 +207,9 @@ class Checkpointer:
       unmatched = []
     else:
       unmatched = self._check_shapes(step, saved, abstract)
+    # Before the restore: the other reads of a failed one fail on their own
+    # threads while the first failure is still on its way here.
+    _quiet_failed_reads()
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract)))
@@ -217,7 +220,6 @@ class Checkpointer:
             f"this config builds (was the model or data config changed "
             f"since it was written?): {len(unmatched)} arrays are on one "
             f"side only, e.g. {', '.join(unmatched[:3])}") from None
-      _quiet_failed_reads()
       raise CorruptCheckpoint(step, f"{self.directory}/{step}/state cannot "
                               f"be read ({_first_line(e)})") from None
     return restored["state"], meta
