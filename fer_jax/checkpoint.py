@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import sys
 import time
 from typing import Any
 
@@ -58,6 +60,38 @@ def _first_line(e: BaseException, limit: int = 300) -> str:
   return line[:limit] + ("..." if len(line) > limit else "")
 
 
+def _echo_of_a_failed_read(unraisable) -> bool:
+  """Whether an unraisable exception is a leftover of a restore that
+  failed on an unreadable array: Orbax stops at the first bad read, and
+  the other reads' coroutines and callbacks then fail on its closed event
+  loop, each printing a traceback as they are collected."""
+  exc = unraisable.exc_value
+  if isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc):
+    return True
+  code = getattr(unraisable.object, "cr_code", None)
+  return ("Encountered error while reading array" in str(exc)
+          or getattr(code, "co_name", "") == "_read_array_index_and_device_put")
+
+
+def _quiet_failed_reads() -> None:
+  """Drops the tracebacks a failed restore leaves behind (the failure
+  itself is reported once, in a CorruptCheckpoint); others pass through."""
+  previous = sys.unraisablehook
+  if getattr(previous, "fer_jax_quiet", False):
+    return
+
+  def hook(unraisable):
+    if not _echo_of_a_failed_read(unraisable):
+      previous(unraisable)
+
+  hook.fer_jax_quiet = True
+  sys.unraisablehook = hook
+  # ... and asyncio logs the gathered reads' exception as never retrieved.
+  logging.getLogger("asyncio").addFilter(
+      lambda record: "Encountered error while reading array"
+      not in record.getMessage())
+
+
 def _flat_shapes(tree) -> dict[str, tuple]:
   """{'model.params.head.kernel': (shape, dtype)} for every array leaf;
   key paths spelled as Orbax stores them (tuple index and namedtuple
@@ -70,7 +104,7 @@ def _flat_shapes(tree) -> dict[str, tuple]:
         if hasattr(k, attr):
           parts.append(str(getattr(k, attr)))
           break
-    out[".".join(parts)] = (tuple(leaf.shape), np.dtype(leaf.dtype).name)
+    out[".".join(parts)] = (tuple(leaf.shape), str(leaf.dtype))
   return out
 
 
@@ -173,6 +207,9 @@ class Checkpointer:
       unmatched = []
     else:
       unmatched = self._check_shapes(step, saved, abstract)
+    # Before the restore: the other reads of a failed one fail on their own
+    # threads while the first failure is still on its way here.
+    _quiet_failed_reads()
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract)))

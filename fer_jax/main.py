@@ -8,7 +8,10 @@
 --config takes a file path or a packaged config's name (gndl, gndl.py:ckplus,
 configs/gndl.py: the installed fer_jax.configs when no such file is here).
 
-Rerunning a training command resumes from the workdir's last checkpoint.
+Rerunning a training command resumes from the workdir's newest checkpoint
+that restores (a corrupt one is skipped, named in a line), or from
+--checkpoint_step=N; --mode=eval with config.train.select_by=val scores the
+best validation state (best/).
 Outputs: checkpoints/, metrics.jsonl, tensorboard/, eval/report.json and
 eval/confusion_matrix.png (cv_report.json with --config.data.all_folds).
 """

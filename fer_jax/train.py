@@ -261,7 +261,11 @@ class Trainer:
         offset = phase_end
       self.ckpt.wait()
       step, selection = total, None
-      if self.best is not None:
+      if self.best is not None and not self.best.all_steps():
+        ckpt_lib.say("fer_jax: no state was validated since "
+                     "config.train.select_by='val' was set: testing the "
+                     f"last step, {total}")
+      elif self.best is not None:
         loop, best_meta = self.restore_best()
         selection = self.selection(best_meta, total)
         step = selection["selected_step"]

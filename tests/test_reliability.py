@@ -366,6 +366,29 @@ def test_train_resumes_from_checkpoint_step_and_sets_newer_aside(
                              checkpoint_step=3)
 
 
+def test_eval_of_a_corrupt_newest_step_is_one_line(trained, tmp_path):
+  """The command line, in a process of its own: Orbax's failed reads leave
+  tracebacks behind at exit unless they are silenced; none may show."""
+  from fer_jax.data import frames  # pylint: disable=import-outside-toplevel
+  _cut(_biggest_data_file(trained, 4))
+  cfg = tiny_config()
+  cfg.data.data_dir = str(tmp_path / "tfds")
+  frames.get_builder(cfg.data)  # built here: its progress bars stay here
+  out = subprocess.run(
+      [sys.executable, "-m", "fer_jax.main", "--config=configs/gndl.py:tiny",
+       f"--workdir={trained}", "--mode=eval", "--compilation_cache="],
+      cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT,
+                         FER_JAX_DATA_DIR=str(tmp_path / "tfds")),
+      capture_output=True, text=True, timeout=600, check=False)
+  assert out.returncode == 2, out.stderr[-3000:]
+  err = [l for l in out.stderr.splitlines() if "xla_bridge" not in l]
+  assert len(err) == 1, out.stderr[-3000:]
+  assert re.fullmatch(
+      r"fer_jax: error: checkpoint .*/checkpoints/4 cannot be restored: "
+      r".*/checkpoints/4/state cannot be read \(OUT_OF_RANGE: .*\); "
+      r"--checkpoint_step=2 uses the newest older step", err[0]), err[0]
+
+
 def test_another_configs_checkpoint_is_an_error_not_a_fallback(trained,
                                                                fake_data):
   """Other shapes mean a config change: no older step would fit either, so
