@@ -27,6 +27,8 @@ import sys
 
 from absl import app, flags
 
+from fer_jax import console
+
 ARTEFACT = "model.jax_export"
 META = "model.json"
 FORMAT = "fer_jax.export/1"
@@ -111,7 +113,7 @@ def run():
   def main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    _quiet_logs()
+    console.quiet_info_logs()
     from fer_jax import evaluate  # pylint: disable=import-outside-toplevel
     from fer_jax.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
     out_dir = out_dir_flag.value or os.path.join(workdir.value, "export")
@@ -133,13 +135,6 @@ def run():
   app.run(main)
 
 
-
-def _quiet_logs() -> None:
-  """Orbax logs every restore at INFO: keep the console for the result
-  (--verbosity=0 brings INFO back)."""
-  from absl import logging  # pylint: disable=import-outside-toplevel
-  if not any(a.startswith(("--verbosity", "-v")) for a in sys.argv[1:]):
-    logging.set_verbosity(logging.WARNING)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from fer_jax import console
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Method config file, e.g. configs/gndl.py or "
     "configs/gndl.py:ckplus, or a packaged config by name (gndl, "
@@ -74,10 +76,9 @@ def _quiet_known_warnings(record) -> bool:
 def setup_jax() -> None:
   import jax  # pylint: disable=import-outside-toplevel
   from absl import logging  # pylint: disable=import-outside-toplevel
-  # Orbax and TFDS log every save and open at INFO; keep the console for
-  # the progress bar, warnings and errors (--verbosity=0 brings INFO back).
-  if not any(a.startswith(("--verbosity", "-v")) for a in sys.argv[1:]):
-    logging.set_verbosity(logging.WARNING)
+  # The progress bar, warnings and errors, not Orbax's and TFDS's INFO
+  # lines (--verbosity=0 brings them back, and the benign warnings too).
+  if console.quiet_info_logs():
     logging.get_absl_logger().addFilter(_quiet_known_warnings)
   if _DISTRIBUTED.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from fer_jax import console
 from fer_jax import faces as faces_lib
 from fer_jax import files
 from fer_jax import viz
@@ -214,7 +215,7 @@ def run():
     if not inputs:
       raise app.UsageError("name at least one IMAGE_OR_FOLDER, e.g. "
                            "python -m fer_jax.predict --workdir=DIR a.jpg")
-    _quiet_logs()
+    console.quiet_info_logs()
     from fer_jax.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
     out_dir = out_dir_flag.value or os.path.join(workdir.value,
                                                  "predictions")
@@ -237,13 +238,6 @@ def run():
   app.run(main)
 
 
-
-def _quiet_logs() -> None:
-  """Orbax logs every restore at INFO: keep the console for the result
-  (--verbosity=0 brings INFO back)."""
-  from absl import logging  # pylint: disable=import-outside-toplevel
-  if not any(a.startswith(("--verbosity", "-v")) for a in sys.argv[1:]):
-    logging.set_verbosity(logging.WARNING)
 
 
 if __name__ == "__main__":
