@@ -36,7 +36,6 @@ import numpy as np
 
 from fer_jax import losses, nets, viz
 from fer_jax.data import augment as augment_lib
-from fer_jax.data import pipeline
 from fer_jax.methods import base
 from fer_jax.models import io as params_io
 from fer_jax.models.basenets import BaseNet
@@ -136,7 +135,7 @@ class GroupGAN(base.Method):
         optim.lr = c.basenet_lr
       self.txs[key] = make_optimizer(optim, spe, n)
     self._pictures = jax.jit(self._picture_arrays)
-    self._eval_outputs = jax.jit(self._logits_and_change_r)
+    self._logits_and_r = jax.jit(self._logits_and_change_r)
 
   def _pretrain_steps(self, steps, epochs, role, force=False):
     if not (self.has_g or force):
@@ -436,14 +435,7 @@ class GroupGAN(base.Method):
     r). The CNN variant has no G: the usual path."""
     if not self.has_g:
       return None
-    preds, rs = [], []
-    for batch in pipeline.eval_batches(examples,
-                                       self.config.train.eval_batch_size):
-      keep = batch.pop("mask")
-      logits, r = jax.device_get(self._eval_outputs(state, batch))
-      preds.append(np.argmax(logits, -1)[keep])
-      rs.append(np.asarray(r)[keep])
-    r = np.concatenate(rs)
+    logits, r = self.eval_outputs(self._logits_and_r, state, examples)
     finite = r[np.isfinite(r)]
     q = (np.percentile(finite, [25, 50, 75]).tolist() if len(finite)
          else [None] * 3)
@@ -453,7 +445,7 @@ class GroupGAN(base.Method):
         "num_images": int(len(r)), "num_unchanged": int(len(r) - len(finite)),
         "what": "per test image, Pearson's r over pixels between "
                 "sum_k (G(weak) - weak)^2 and sum_k (peak - weak)^2"}}
-    return examples.label.astype(np.int64), np.concatenate(preds), extra
+    return examples.label.astype(np.int64), np.argmax(logits, -1), extra
 
   def _picture_arrays(self, state, batch):
     weak = self.eval_view(batch, "weak")

@@ -39,7 +39,6 @@ import numpy as np
 
 from fer_jax import losses, nets, viz
 from fer_jax.data import augment as augment_lib
-from fer_jax.data import pipeline
 from fer_jax.data.protocols import Examples
 from fer_jax.methods import base
 from fer_jax.models.autoencoder import Critic, Decoder, Encoder
@@ -466,14 +465,8 @@ class SNA(base.Method):
     return self._fused(state["fer"], x), self._fused(state["fer0"], x)
 
   def _predict_both(self, state, examples):
-    preds, preds0 = [], []
-    for batch in pipeline.eval_batches(examples,
-                                       self.config.train.eval_batch_size):
-      keep = batch.pop("mask")
-      a, b = jax.device_get(self._eval_logits(state, batch))
-      preds.append(np.argmax(a, -1)[keep])
-      preds0.append(np.argmax(b, -1)[keep])
-    return np.concatenate(preds), np.concatenate(preds0)
+    a, b = self.eval_outputs(self._eval_logits, state, examples)
+    return np.argmax(a, -1), np.argmax(b, -1)
 
   def consistency_examples(self, examples):
     """Table VII's test frames: for each sequence of ``examples``, the
