@@ -16,17 +16,6 @@ from fer_jax import evaluate, export, exported, faces, train
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, make_table, load_table):
-  """A tiny baseline run (the way tests/test_evaluate_api.py trains one)."""
-  import test_train  # pylint: disable=import-outside-toplevel
-  wd = tmp_path_factory.mktemp("export") / "run"
-  train.train_and_evaluate(test_train.tiny_config("baseline"), str(wd),
-                           load_table(make_table(num_subjects=6, num_frames=8,
-                                                 image_size=16)))
-  return str(wd)
-
-
 def _scrambled(model):
   """``model`` with noise added to its weights: a 4-step run gives every
   face the same class, and a test of "the same classes" needs several."""
@@ -53,8 +42,8 @@ def _faces(n, size, seed=0):
   return x
 
 
-def test_the_export_records_what_a_consumer_needs(run_dir, tmp_path):
-  model = evaluate.load(run_dir)
+def test_the_export_records_what_a_consumer_needs(baseline_run, tmp_path):
+  model = evaluate.load(baseline_run)
   meta = export.export_model(model, str(tmp_path))
   assert sorted(os.listdir(tmp_path)) == ["model.jax_export", "model.json"]
   assert json.loads((tmp_path / "model.json").read_text()) == meta
@@ -67,7 +56,7 @@ def test_the_export_records_what_a_consumer_needs(run_dir, tmp_path):
   assert meta["platforms"] == ["cpu", "cuda", "tpu"]
   assert (meta["method"], meta["step"]) == ("baseline", model.step)
   assert meta["state_digest"] == json.loads(
-      open(os.path.join(run_dir, "eval", "report.json")).read()
+      open(os.path.join(baseline_run, "eval", "report.json")).read()
   )["state_digest"]
   # The artefact: one symbolic batch dimension, uint8 in, float32 out; the
   # StableHLO text carries the weights (no arguments but the faces).
@@ -81,8 +70,8 @@ def test_the_export_records_what_a_consumer_needs(run_dir, tmp_path):
   assert "stablehlo.convolution" in e.mlir_module()
 
 
-def test_the_reloaded_model_predicts_the_runs_classes(run_dir, tmp_path):
-  model = _scrambled(evaluate.load(run_dir))
+def test_the_reloaded_model_predicts_the_runs_classes(baseline_run, tmp_path):
+  model = _scrambled(evaluate.load(baseline_run))
   export.export_model(model, str(tmp_path), platforms=("cpu",))
   loaded = exported.load(str(tmp_path))
   size = loaded.image_size
@@ -126,9 +115,9 @@ print(json.dumps({{"classes": model.classes, "loaded": loaded}}))
 """
 
 
-def test_reloading_needs_neither_flax_nor_fer_jax_training_code(run_dir,
+def test_reloading_needs_neither_flax_nor_fer_jax_training_code(baseline_run,
                                                                 tmp_path):
-  model = _scrambled(evaluate.load(run_dir))
+  model = _scrambled(evaluate.load(baseline_run))
   out_dir = tmp_path / "export"
   export.export_model(model, str(out_dir))
   x = _faces(6, faces.training_alignment(model.config.data).image_size, 1)
@@ -158,14 +147,14 @@ def test_reloading_needs_neither_flax_nor_fer_jax_training_code(run_dir,
   assert res.returncode != 0 and "blocked by the test" in res.stderr
 
 
-def test_the_command_exports_and_names_what_is_wrong(run_dir, tmp_path):
+def test_the_command_exports_and_names_what_is_wrong(baseline_run, tmp_path):
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
   run = lambda *a: subprocess.run(  # noqa: E731
       [sys.executable, "-m", "fer_jax.export", *a], env=env, cwd=ROOT,
       capture_output=True, text=True, timeout=600, check=False)
-  res = run(f"--workdir={run_dir}", "--platforms=cpu")
+  res = run(f"--workdir={baseline_run}", "--platforms=cpu")
   assert res.returncode == 0, res.stderr[-3000:]
-  out_dir = os.path.join(run_dir, "export")
+  out_dir = os.path.join(baseline_run, "export")
   assert f"artefact: {out_dir}/model.jax_export" in res.stdout
   assert json.loads(res.stdout.strip().splitlines()[-1])["platforms"] == [
       "cpu"]

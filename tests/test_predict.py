@@ -10,23 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_jax import evaluate, faces, predict, train
+from fer_jax import evaluate, faces, predict
 
 pytest.importorskip("cv2")
 skdata = pytest.importorskip("skimage.data")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, make_table, load_table):
-  """A tiny baseline run (the way tests/test_evaluate_api.py trains one)."""
-  import test_train  # pylint: disable=import-outside-toplevel
-  wd = tmp_path_factory.mktemp("predict") / "run"
-  train.train_and_evaluate(test_train.tiny_config("baseline"), str(wd),
-                           load_table(make_table(num_subjects=6, num_frames=8,
-                                                 image_size=16)))
-  return str(wd)
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +35,9 @@ def photos(tmp_path_factory):
   return d
 
 
-def test_every_face_is_classified_from_its_aligned_crop(run_dir, photos,
+def test_every_face_is_classified_from_its_aligned_crop(baseline_run, photos,
                                                         tmp_path):
-  model = evaluate.load(run_dir)
+  model = evaluate.load(baseline_run)
   spec = predict.alignment_of(model)
   assert spec == faces.training_alignment(model.config.data)
   paths = faces.image_files([str(photos)])
@@ -95,8 +84,8 @@ def test_every_face_is_classified_from_its_aligned_crop(run_dir, photos,
   assert "no face found" in table[-1]
 
 
-def test_arrays_and_a_given_alignment(run_dir):
-  model = evaluate.load(run_dir)
+def test_arrays_and_a_given_alignment(baseline_run):
+  model = evaluate.load(baseline_run)
   spec = faces.align.AlignSpec(image_size=48, eye_distance=0.3,
                                eye_height=0.45)
   (r,) = predict.predict_photos(model, [("mine", skdata.astronaut())],
@@ -114,11 +103,11 @@ def _cli(*args, cwd=ROOT):
 
 
 def test_the_command_prints_the_table_from_a_run_and_from_its_export(
-    run_dir, photos, tmp_path):
-  model = evaluate.load(run_dir)
+    baseline_run, photos, tmp_path):
+  model = evaluate.load(baseline_run)
   expected = predict.predict_photos(model, faces.image_files([str(photos)]))
   out = tmp_path / "out"
-  res = _cli("fer_jax.predict", f"--workdir={run_dir}", f"--out_dir={out}",
+  res = _cli("fer_jax.predict", f"--workdir={baseline_run}", f"--out_dir={out}",
              str(photos))
   assert res.returncode == 0, res.stderr[-3000:]
   lines = res.stdout.splitlines()
@@ -132,8 +121,8 @@ def test_the_command_prints_the_table_from_a_run_and_from_its_export(
 
   # The same photos through the exported model: the same classes.
   export = tmp_path / "export"
-  res = _cli("fer_jax.export", f"--workdir={run_dir}", f"--out_dir={export}",
-             "--platforms=cpu")
+  res = _cli("fer_jax.export", f"--workdir={baseline_run}",
+             f"--out_dir={export}", "--platforms=cpu")
   assert res.returncode == 0, res.stderr[-3000:]
   res = _cli("fer_jax.predict", f"--workdir={export}",
              f"--out_dir={tmp_path / 'out2'}", str(photos))
@@ -147,8 +136,8 @@ def test_the_command_prints_the_table_from_a_run_and_from_its_export(
       assert f["probability"] == pytest.approx(g["probability"], abs=1e-5)
 
 
-def test_the_command_names_what_is_wrong(run_dir, tmp_path):
-  res = _cli("fer_jax.predict", f"--workdir={run_dir}",
+def test_the_command_names_what_is_wrong(baseline_run, tmp_path):
+  res = _cli("fer_jax.predict", f"--workdir={baseline_run}",
              str(tmp_path / "nothing.jpg"))
   assert res.returncode == 2
   assert res.stderr.strip().splitlines()[-1] == (
@@ -158,7 +147,7 @@ def test_the_command_names_what_is_wrong(run_dir, tmp_path):
              str(tmp_path / "a.png"))
   assert res.returncode == 2 and "Traceback" not in res.stderr
   assert "config.json does not exist" in res.stderr
-  res = _cli("fer_jax.predict", f"--workdir={run_dir}")
+  res = _cli("fer_jax.predict", f"--workdir={baseline_run}")
   assert res.returncode != 0 and "IMAGE_OR_FOLDER" in res.stderr
 
 
