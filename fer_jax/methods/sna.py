@@ -91,6 +91,9 @@ class SNA(base.Method):
                        "(Tables I and II); set it True")
     if c.mask not in MASKS:
       raise ValueError(f"config.sna.mask={c.mask!r}; choose one of {MASKS}")
+    if c.mask == "oracle" and not config.data.get("label_noise", 0.0):
+      raise ValueError("config.sna.mask='oracle' masks the samples whose "
+                       "label was flipped: set config.data.label_noise > 0")
     if c.fer_init not in FER_INITS:
       raise ValueError(f"config.sna.fer_init={c.fer_init!r}; choose one of "
                        f"{FER_INITS}")
@@ -410,9 +413,6 @@ class SNA(base.Method):
     net = state["fer"]
     x_tr = jax.lax.stop_gradient(self.neighbours(state, x, k_noise)[0])
     flipped = batch.get("label_flipped")
-    if flipped is None and self.cfg.mask == "oracle":
-      raise ValueError("config.sna.mask='oracle' masks the samples whose "
-                       "label was flipped: set config.data.label_noise > 0")
     flipped = (jnp.zeros(labels.shape, jnp.float32) if flipped is None
                else flipped.astype(jnp.float32))
     # P_tr with the current weights W^t, same mode and dropout draw as P_o
