@@ -18,6 +18,7 @@ from fer_jax.data import classes as classes_lib
 from fer_jax.data import protocols
 
 PROTOCOLS = ("folds", "official")
+SELECT_BY = ("last", "val")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -103,6 +104,10 @@ def base_config() -> ml_collections.ConfigDict:
   t.log_every = 50
   t.checkpoint_every = 500
   t.eval_every = 0  # 0 = only the final test evaluation
+  # Which state the final test evaluation (and --mode=eval) scores: last |
+  # val = the best by validation accuracy (its own checkpoint, best/, kept
+  # apart from checkpoints/: never rotated away, never resumed from).
+  t.select_by = "last"
   t.max_to_keep = 3
   t.async_checkpoint = True
   # A step whose loss or updated state has a non-finite value is never
@@ -148,8 +153,9 @@ def _require(cond: bool, field: str, message: str) -> None:
     raise ValueError(f"config.{field}: {message}")
 
 
-def validate(config) -> None:
-  """Raises ValueError naming the first bad field."""
+def validate(config, restoring: bool = False) -> None:
+  """Raises ValueError naming the first bad field. ``restoring``: a saved
+  run's config (``init_from`` was read when it started, and may be gone)."""
   from fer_jax.data import registry  # pylint: disable=import-outside-toplevel
   from fer_jax.registry import METHODS  # pylint: disable=import-outside-toplevel
   _require(config.method in METHODS, "method",
@@ -188,6 +194,9 @@ def validate(config) -> None:
   _require(len(d.weak_frames) == 2 and 1 <= d.weak_frames[0]
            <= d.weak_frames[1], "data.weak_frames",
            f"{tuple(d.weak_frames)} must be a 1-based range (first, last)")
+  _require(isinstance(d.classes, str), "data.classes",
+           f"{d.classes!r} must be a string: a class set's name (e.g. "
+           f"'basic6') or comma-separated class names")
   try:
     classes_lib.resolve_class_set(d.classes)
   except ValueError as e:
@@ -204,6 +213,12 @@ def validate(config) -> None:
   _require(d.get("device_resident", "off") in ("auto", "on", "off"),
            "data.device_resident",
            f"{d.get('device_resident')!r} is not 'auto', 'on' or 'off'")
+  select_by = t.get("select_by", "last")
+  _require(select_by in SELECT_BY, "train.select_by",
+           f"{select_by!r} is not one of {', '.join(SELECT_BY)}")
+  _require(select_by != "val" or t.eval_every > 0, "train.eval_every",
+           f"{t.eval_every}: train.select_by='val' needs validation during "
+           "training: set train.eval_every > 0")
   _require(t.nonfinite in ("stop", "skip"), "train.nonfinite",
            f"{t.nonfinite!r} is not 'stop' or 'skip'")
   _require(0 <= t.get("max_skipped_fraction", 0.2) <= 1,
@@ -213,7 +228,7 @@ def validate(config) -> None:
            f"{t.get('skip_window')} must be >= 1 steps")
   _require(config.model.dtype in ("float32", "bfloat16"), "model.dtype",
            f"{config.model.dtype!r} is not 'float32' or 'bfloat16'")
-  init_from = config.get("init_from", "")
+  init_from = "" if restoring else config.get("init_from", "")
   # A remote file (gs://...) is checked when it is read, at initialisation.
   _require(not init_from or "://" in init_from
            or os.path.isfile(os.path.expanduser(init_from)),
@@ -257,7 +272,7 @@ HARMLESS_FIELDS = (
     "train.log_every", "train.checkpoint_every", "train.eval_every",
     "train.max_to_keep", "train.async_checkpoint", "train.progress_bar",
     "train.steps_per_dispatch", "train.nonfinite",
-    "train.max_skipped_fraction", "train.skip_window")
+    "train.max_skipped_fraction", "train.skip_window", "train.select_by")
 # Harmless for evaluation; in training they may only grow (a longer run).
 LENGTH_FIELDS = ("train.num_steps", "train.num_epochs")
 

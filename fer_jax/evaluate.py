@@ -141,11 +141,13 @@ def make_report(*, method: str, dataset: str, fold: int, split: str,
 
 def build_report(method, loop, data: RunData, split: str, *, step: int,
                  batch_size: int, mesh, predict_fn=None,
-                 out_dir: str | None = None) -> dict[str, Any]:
+                 out_dir: str | None = None,
+                 selection: dict[str, Any] | None = None) -> dict[str, Any]:
   """The report of ``split`` of the fold's ``data`` for a method's loop
   state (training's evaluations, --mode=eval and ``Model.evaluate`` all
   come here); with ``out_dir``, also report.json, the confusion matrix and
-  the method's pictures written there."""
+  the method's pictures written there. ``selection``: fields added to it
+  (which state was evaluated and why: train.select_by)."""
   ex = data.examples(split, method.eval_kind, data.config.data.role)
   labels, preds, extra = evaluate_examples(
       method, loop["model"], ex,
@@ -159,6 +161,7 @@ def build_report(method, loop, data: RunData, split: str, *, step: int,
       nonfinite_steps=int(jax.device_get(loop["guard"]["nonfinite"])))
   report.update(extra)
   report.update(data.report_fields())
+  report.update(selection or {})
   if out_dir:
     write_report(report, out_dir)
     write_images(method, loop["model"], ex, batch_size, mesh, out_dir,
@@ -213,18 +216,28 @@ def cv_summary(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
 # ------------------------------------------------------- a run from Python
 
 def read_config(workdir: str):
-  """The config a run saved in its workdir (``config.json``)."""
+  """The config a run saved in its workdir (``config.json``), validated:
+  ValueError naming the file and the field when it was edited or damaged."""
   import ml_collections  # pylint: disable=import-outside-toplevel
+  from fer_jax import config_lib  # pylint: disable=import-outside-toplevel
   path = files.join(workdir, "config.json")
   if not files.exists(path):
-    folds = [n for n in files.listdir(workdir) if n.startswith("fold_")]
+    folds = (sorted(n for n in files.listdir(workdir) if n.startswith("fold_"))
+             if files.exists(workdir) else [])
     if folds:
       raise FileNotFoundError(
           f"{workdir} holds a cross-validation run: load one fold, e.g. "
           f"{files.join(workdir, folds[0])}")
     raise FileNotFoundError(f"{path} does not exist: is {workdir} a workdir "
                             "written by python -m fer_jax.main?")
-  return ml_collections.ConfigDict(json.loads(files.read_text(path)))
+  try:
+    config = ml_collections.ConfigDict(json.loads(files.read_text(path)))
+    config_lib.validate(config, restoring=True)
+  except (ValueError, TypeError, AttributeError, KeyError) as e:
+    raise ValueError(f"{path} (the run's config) is not one fer_jax can "
+                     f"use: {' '.join(str(e).split())}. Restore the file "
+                     "the run wrote (or correct that field)") from None
+  return config
 
 
 class Model:
@@ -283,6 +296,29 @@ class Model:
       out[k] = v
     return out
 
+  def require_classifier(self) -> None:
+    """ValueError unless the method classifies one face on its own, as
+    predicting from photos and exporting need: cGAN+WSC has no classifier,
+    GNDL's oracle arm also needs the subject's neutral face. Traces the
+    method's predict (jax.eval_shape), compiles nothing."""
+    from fer_jax.data import protocols  # pylint: disable=import-outside-toplevel
+    size = self.config.data.resize
+    face = jax.ShapeDtypeStruct((1, size, size, 3), np.uint8)
+    try:
+      jax.eval_shape(self.method.predict, self.state, {self.slot: face})
+    except NotImplementedError as e:
+      raise ValueError(f"{self.workdir}: method {self.method.name!r} has no "
+                       f"classifier ({e}); predicting a face's class needs "
+                       "a method that has one (baseline, gndl, ifgan, "
+                       "groupgan_*, sna)") from None
+    except KeyError as e:
+      raise ValueError(
+          f"{self.workdir}: method {self.method.name!r} predicts from the "
+          f"image slots {protocols.EXAMPLE_KINDS[self.method.eval_kind]} "
+          f"(it needs {e.args[0]!r} too), not from one face; train it "
+          "without that input (e.g. gndl with neutral_source=generated)"
+          ) from None
+
   def logits(self, images) -> np.ndarray:
     """(N, K) float32 class logits."""
     slots = self._slots(images)
@@ -319,6 +355,15 @@ class Model:
   def data(self) -> RunData:
     """The run's data (its fold of its data set), read on first use."""
     if self._data is None:
+      data_dir = self.config.data.get("data_dir", "")
+      if (self._load_data is prepare_data and data_dir and "://" not in
+          data_dir and not os.path.isdir(os.path.expanduser(data_dir))):
+        # Never build a data set into a folder the run did not read from.
+        raise ValueError(
+            f"config.data.data_dir={data_dir!r} in "
+            f"{os.path.join(self.workdir, 'config.json')} is not a "
+            "directory: load(workdir, data_dir=DIR) reads the run's data "
+            "set from DIR (where it was built)")
       self._data = self._load_data(self.config)
     return self._data
 
@@ -339,18 +384,30 @@ class Model:
 
 
 def load(workdir: str, step: int | None = None, mesh=None,
-         load_data: LoadData = prepare_data) -> Model:
+         load_data: LoadData = prepare_data,
+         data_dir: str | None = None) -> Model:
   """A trained run from its workdir (local or gs://): the config it saved,
-  the checkpoint at ``step`` (default: the latest), the method rebuilt.
+  the checkpoint at ``step`` (default: the latest, or the best by
+  validation when the run has train.select_by='val'), the method rebuilt.
   Needs no data set until ``Model.evaluate``, which gets the fold's data
-  from ``load_data(config)``."""
+  from ``load_data(config)`` (``data_dir``: where the data set is, in place
+  of the run's config.data.data_dir)."""
   from fer_jax.data import classes as classes_lib  # pylint: disable=import-outside-toplevel
   from fer_jax.registry import method_class  # pylint: disable=import-outside-toplevel
   config = read_config(workdir)
+  if data_dir is not None:
+    config.data.data_dir = data_dir
   mesh = mesh or sharding.make_mesh()
-  ckpt = ckpt_lib.Checkpointer(workdir, async_save=False)
+  # A run that selects by validation is used at its best state, as its
+  # final test evaluation and --mode=eval use it.
+  best = (step is None and config.train.get("select_by", "last") == "val"
+          and ckpt_lib.has_checkpoint(workdir, ckpt_lib.BEST))
+  ckpt = ckpt_lib.Checkpointer(
+      workdir, async_save=False,
+      subdir=ckpt_lib.BEST if best else "checkpoints")
   try:
-    loop, meta = ckpt.restore_as_saved(sharding.replicated(mesh), step)
+    loop, meta = ckpt.restore_as_saved(sharding.replicated(mesh), step,
+                                       hint="step")
   finally:
     ckpt.close()
   if meta.get("method") != config.method:

@@ -8,7 +8,10 @@
 --config takes a file path or a packaged config's name (gndl, gndl.py:ckplus,
 configs/gndl.py: the installed fer_jax.configs when no such file is here).
 
-Rerunning a training command resumes from the workdir's last checkpoint.
+Rerunning a training command resumes from the workdir's newest checkpoint
+that restores (a corrupt one is skipped, named in a line), or from
+--checkpoint_step=N; --mode=eval with config.train.select_by=val scores the
+best validation state (best/).
 Outputs: checkpoints/, metrics.jsonl, tensorboard/, eval/report.json and
 eval/confusion_matrix.png (cv_report.json with --config.data.all_folds).
 """
@@ -21,6 +24,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from fer_jax import console
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Method config file, e.g. configs/gndl.py or "
     "configs/gndl.py:ckplus, or a packaged config by name (gndl, "
@@ -32,9 +37,11 @@ _WORKDIR = flags.DEFINE_string(
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"],
                           "train (resumes if the workdir has a checkpoint) or "
                           "eval (restore a checkpoint and report, no training).")
-_STEP = flags.DEFINE_integer("checkpoint_step", None,
-                             "With --mode=eval: the step to restore (default: "
-                             "the latest).")
+_STEP = flags.DEFINE_integer(
+    "checkpoint_step", None, "The checkpoint step to restore. --mode=eval: "
+    "the step to evaluate (default: the latest). --mode=train: the step to "
+    "resume from (default: the newest that restores); newer steps are moved "
+    "to WORKDIR/checkpoints_set_aside/, not deleted, and trained again.")
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "val", "train"],
                            "With --mode=eval: the split to evaluate.")
 _DISTRIBUTED = flags.DEFINE_bool(
@@ -68,10 +75,9 @@ def _quiet_known_warnings(record) -> bool:
 def setup_jax() -> None:
   import jax  # pylint: disable=import-outside-toplevel
   from absl import logging  # pylint: disable=import-outside-toplevel
-  # Orbax and TFDS log every save and open at INFO; keep the console for
-  # the progress bar, warnings and errors (--verbosity=0 brings INFO back).
-  if not any(a.startswith(("--verbosity", "-v")) for a in sys.argv[1:]):
-    logging.set_verbosity(logging.WARNING)
+  # The progress bar, warnings and errors, not Orbax's and TFDS's INFO
+  # lines (--verbosity=0 brings them back, and the benign warnings too).
+  if console.quiet_info_logs():
     logging.get_absl_logger().addFilter(_quiet_known_warnings)
   if _DISTRIBUTED.value:
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
@@ -94,7 +100,8 @@ def main(argv):
   setup_jax()
   try:
     if _MODE.value == "train":
-      result = train.train_and_evaluate(config, _WORKDIR.value)
+      result = train.train_and_evaluate(config, _WORKDIR.value,
+                                        checkpoint_step=_STEP.value)
     else:
       result = train.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value,
                                          _SPLIT.value)
@@ -104,7 +111,8 @@ def main(argv):
     sys.exit(2)
   summary = {k: result[k] for k in ("method", "dataset", "fold", "split",
                                     "accuracy", "mean_accuracy",
-                                    "std_accuracy", "state_digest")
+                                    "std_accuracy", "state_digest",
+                                    "selected_step")
              if k in result}
   print(closing_lines(result, _WORKDIR.value))
   print(json.dumps(summary))  # last line: for scripts
@@ -116,6 +124,10 @@ def closing_lines(result, workdir: str) -> str:
   if "accuracy" in result:
     what = (f"{result['split']} accuracy {100 * result['accuracy']:.1f}% "
             f"({result['method']}, fold {result['fold']})")
+    if "selected_step" in result:
+      what += (f" at step {result['selected_step']}, the best validation "
+               f"accuracy ({100 * result['selected_val_accuracy']:.1f}%) of "
+               f"{result['last_step']} steps")
   else:
     what = (f"mean accuracy {100 * result['mean_accuracy']:.1f}% "
             f"+/- {100 * result['std_accuracy']:.1f} over "
@@ -151,7 +163,8 @@ def parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    print(f"fer_jax: error: {e}\nPass --help for usage.", file=sys.stderr)
+    print(f"fer_jax: error: {_flag_error(e)} (pass --help for usage)",
+          file=sys.stderr)
     sys.exit(2)
   except (KeyError, AttributeError, TypeError, ValueError) as e:
     bad = [a for a in argv[1:] if a.startswith("--config.")]
@@ -160,6 +173,20 @@ def parse_flags(argv):
           "fer_jax/config_lib.py) and values must have the field's type.",
           file=sys.stderr)
     sys.exit(2)
+
+
+def _flag_error(e: Exception) -> str:
+  """One line for a flag error. A config file's own error (an unknown
+  preset, a bad ``:arg``) reaches here with its traceback in the text
+  (ml_collections adds it): keep the file's message, its last line."""
+  text = str(e)
+  if "Error whilst parsing config file" in text:
+    lines = [l for l in text.splitlines() if l.strip()]
+    last = lines[-1].strip()
+    kind, sep, message = last.partition(": ")
+    flag = text.partition(": Error whilst")[0].removeprefix("flag ")
+    return f"{flag}: {message if sep and kind.isidentifier() else last}"
+  return " ".join(text.split())
 
 
 def run():

@@ -31,13 +31,18 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def check_batch_size(global_batch: int, mesh: Mesh, field: str) -> None:
+  """Raises ValueError naming ``field`` and the nearest larger multiple
+  when ``global_batch`` does not split evenly over the devices and
+  processes (before any step runs, not at the first batch)."""
   n = mesh.devices.size
   if global_batch % n:
     raise ValueError(f"{field}={global_batch} must be a multiple of the "
-                     f"{n} devices of the mesh")
-  if global_batch % jax.process_count():
+                     f"{n} devices of the mesh: use "
+                     f"{global_batch + -global_batch % n}")
+  p = jax.process_count()
+  if global_batch % p:
     raise ValueError(f"{field}={global_batch} must be a multiple of the "
-                     f"{jax.process_count()} processes")
+                     f"{p} processes: use {global_batch + -global_batch % p}")
 
 
 def local_slice(global_batch: int) -> slice:

@@ -31,10 +31,19 @@ def init_loop_state(method: base.Method, seed: int, batch) -> dict[str, Any]:
 
 
 def all_finite(tree) -> jax.Array:
-  """One bool scalar: every float leaf of ``tree`` is finite everywhere."""
-  flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-           if jnp.issubdtype(x.dtype, jnp.inexact)]
-  return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
+  """One bool scalar: every float leaf of ``tree`` is finite everywhere.
+
+  One check over the leaves concatenated, not one reduction per leaf: with
+  a reduction per leaf XLA:CPU took 127 s to compile GroupGAN's
+  pre-training step (6 s this way) and its main step 470 s and 11.5 GB of
+  host memory, since every per-leaf select of the guard pulled the whole
+  check into its own kernel. The concatenation is one pass over the
+  state, a small cost beside the step's."""
+  leaves = [jnp.ravel(x).astype(jnp.float32) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  if not leaves:
+    return jnp.asarray(True)
+  return jnp.all(jnp.isfinite(jnp.concatenate(leaves)))
 
 
 def guarded_step(step_fn: base.StepFn, stop_on_nonfinite: bool):

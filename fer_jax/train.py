@@ -55,6 +55,10 @@ class Trainer:
     self.workdir = workdir
     self.mesh = mesh or sharding.make_mesh()
     self.data = data
+    # Here, not at the first evaluation (after training): every
+    # evaluation's batches split over the mesh.
+    sharding.check_batch_size(config.train.eval_batch_size, self.mesh,
+                              "config.train.eval_batch_size")
     self.method = build_method(config, self.data)
     self.method.prepare(self.data, workdir)
     self.phases = self.method.phases()
@@ -64,6 +68,19 @@ class Trainer:
     self.replicated = sharding.replicated(self.mesh)
     self.ckpt = ckpt_lib.Checkpointer(workdir, config.train.max_to_keep,
                                       async_save=config.train.async_checkpoint)
+    self.select_by_val = config.train.get("select_by", "last") == "val"
+    if self.select_by_val and data.eval_split != "val":
+      raise ValueError(
+          "config.train.select_by='val' needs a validation split, and this "
+          "fold has none: set config.data.val_folds=1 (protocol 'folds') or "
+          "config.data.val_fraction > 0 (protocol 'official')")
+    # The best state by validation accuracy: its own series (one step),
+    # apart from checkpoints/, so rotation never drops it and a resume
+    # never starts from it.
+    self.best = (ckpt_lib.Checkpointer(workdir, max_to_keep=1,
+                                       async_save=False, subdir=ckpt_lib.BEST)
+                 if self.select_by_val else None)
+    self._best_accuracy = -1.0
     self._predict = jax.jit(self.method.predict)
     self._compile_cache_hits = _CompileCacheHits()
 
@@ -93,9 +110,12 @@ class Trainer:
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
                                        sharding=self.replicated), shapes)
 
-  def restore(self, step: int | None = None):
+  def restore(self, step: int | None = None, fallback: bool = False):
+    """The checkpoint at ``step`` (default: the newest; with ``fallback``,
+    the newest that restores, see ``Checkpointer.restore``)."""
     loop, meta = self.ckpt.restore(self.abstract_state(), step,
-                                   method=self.method.name)
+                                   method=self.method.name,
+                                   fallback=fallback)
     fold = self.config.data.fold
     if "fold" in meta and int(meta["fold"]) != fold:
       raise ckpt_lib.CheckpointError(
@@ -104,17 +124,40 @@ class Trainer:
           f"says {fold}: drop the fold override or use another --workdir")
     return loop, meta
 
+  def restore_best(self):
+    """(loop, meta) of the best-by-validation state (``best/``); its meta
+    holds ``global_step`` and ``val_accuracy``."""
+    best = self.best or ckpt_lib.Checkpointer(
+        self.workdir, max_to_keep=1, async_save=False, subdir=ckpt_lib.BEST)
+    try:
+      return best.restore(self.abstract_state(), method=self.method.name)
+    finally:
+      if best is not self.best:
+        best.close()
+
+  def selection(self, meta, last_step: int) -> dict[str, Any]:
+    """The report fields that say which state it scores and why."""
+    return {"selected_by": "val", "selected_step": int(meta["global_step"]),
+            "selected_val_accuracy": float(meta["val_accuracy"]),
+            "last_step": int(last_step)}
+
+  def close(self) -> None:
+    self.ckpt.close()
+    if self.best is not None:
+      self.best.close()
+
   def digest(self, loop) -> str:
     return ckpt_lib.state_digest(self.method.params_for_digest(loop["model"]))
 
   # -- evaluation
   def evaluate(self, loop, split: str, step: int,
-               out_dir: str | None = None) -> dict[str, Any]:
+               out_dir: str | None = None,
+               selection: dict[str, Any] | None = None) -> dict[str, Any]:
     """The run's report of ``split`` (written to ``out_dir`` if given)."""
     return eval_lib.build_report(
         self.method, loop, self.data, split, step=step,
         batch_size=self.config.train.eval_batch_size, mesh=self.mesh,
-        predict_fn=self._predict, out_dir=out_dir)
+        predict_fn=self._predict, out_dir=out_dir, selection=selection)
 
   # -- training
   def _check_guard(self, loop, last_saved: int | None, log=None) -> None:
@@ -139,16 +182,65 @@ class Trainer:
           f"{self.config.train.max_skipped_fraction}; training stopped and "
           f"{where}. Lower config.optim.lr.")
 
-  def train(self) -> dict[str, Any]:
+  def _resume(self, checkpoint_step: int | None):
+    """(loop, meta) of the step to resume: ``checkpoint_step``, else the
+    newest that restores (each corrupt one skipped in a line). Newer steps
+    are set aside, never deleted, and the line says where they went."""
+    loop, meta = self.restore(checkpoint_step,
+                              fallback=checkpoint_step is None)
+    start_step = int(meta["global_step"])
+    moved = self.ckpt.set_aside(start_step)
+    ckpt_lib.say(f"fer_jax: resuming from step {start_step} "
+                 f"(phase {meta['phase_name']!r})")
+    if moved:
+      ckpt_lib.say(
+          f"fer_jax: the {len(moved)} newer checkpoint(s) were moved, not "
+          f"deleted, to {os.path.dirname(moved[0])} "
+          f"({', '.join(os.path.basename(m) for m in moved)}); steps after "
+          f"{start_step} are trained again. Delete them when not needed")
+    return loop, meta
+
+  def _start_best(self, start_step: int) -> None:
+    """The best validation accuracy up to ``start_step`` (a resume keeps
+    comparing against it). A best state from after it (the run went back
+    to an older step) is set aside: its steps are trained again."""
+    if self.best is None:
+      return
+    moved = self.best.set_aside(start_step)
+    if moved:
+      ckpt_lib.say(f"fer_jax: the best-by-validation state of a later step "
+                   f"was moved to {moved[0]}; selection restarts from step "
+                   f"{start_step}")
+    self._best_accuracy = -1.0
+    if self.best.all_steps():
+      _, meta = self.best.read_meta()
+      self._best_accuracy = float(meta["val_accuracy"])
+
+  def _keep_if_best(self, loop, report, meta: dict[str, Any]) -> None:
+    """Saves ``loop`` as best/ when its validation accuracy beats every
+    earlier evaluation's (a tie keeps the earlier, shorter-trained state)."""
+    if self.best is None or report["accuracy"] <= self._best_accuracy:
+      return
+    self._best_accuracy = float(report["accuracy"])
+    self.best.save(meta["global_step"], loop, {
+        **meta, "val_accuracy": self._best_accuracy,
+        "split": report["split"]})
+
+  def train(self, checkpoint_step: int | None = None) -> dict[str, Any]:
+    """Trains to the end and reports the test split. Resumes from the
+    newest checkpoint that restores, or from ``checkpoint_step``."""
     cfg = self.config.train
     start_step, meta = 0, None
-    if self.ckpt.latest_step() is not None:
-      loop, meta = self.restore()
+    if self.ckpt.all_steps():
+      loop, meta = self._resume(checkpoint_step)
       start_step = int(meta["global_step"])
-      print(f"fer_jax: resuming from step {start_step} "
-            f"(phase {meta['phase_name']!r})", flush=True)
+    elif checkpoint_step is not None:
+      raise ckpt_lib.CheckpointError(
+          f"--checkpoint_step={checkpoint_step}: no checkpoint under "
+          f"{self.ckpt.directory} to resume from")
     else:
       loop = self.init_state()
+    self._start_best(start_step)
     total = sum(p.num_steps for p in self.phases)
     writer = metrics_lib.MetricWriter(self.workdir, resume_step=start_step)
     bar = tqdm.tqdm(total=total, initial=start_step, unit="step",
@@ -167,15 +259,30 @@ class Trainer:
             last_saved)
         offset = phase_end
       self.ckpt.wait()
-      report = self.evaluate(loop, "test", total,
-                             files.join(self.workdir, "eval"))
+      step, selection = total, None
+      if self.best is not None and not self.best.all_steps():
+        ckpt_lib.say("fer_jax: no state was validated since "
+                     "config.train.select_by='val' was set: testing the "
+                     f"last step, {total}")
+      elif self.best is not None:
+        loop, best_meta = self.restore_best()
+        selection = self.selection(best_meta, total)
+        step = selection["selected_step"]
+        if jax.process_index() == 0:
+          bar.write(
+              f"fer_jax: testing the best validation state, step {step} "
+              f"(val accuracy {100 * selection['selected_val_accuracy']:.1f}"
+              f"%), not the last step {total} (config.train.select_by="
+              "'val')")
+      report = self.evaluate(loop, "test", step,
+                             files.join(self.workdir, "eval"), selection)
       writer.write(total, {"test/accuracy": report["accuracy"]})
       writer.write_pictures(total, files.join(self.workdir, "eval"),
                             "test")
     finally:
       bar.close()
       writer.close()
-      self.ckpt.close()
+      self.close()
     return report
 
   def _resident_data(self, examples, phase):
@@ -190,6 +297,20 @@ class Trainer:
             flush=True)
     return resident.put(examples, phase.with_landmarks, self.mesh) if on \
         else None
+
+  def _evaluate_during_training(self, loop, step: int, step_meta, writer,
+                                bar) -> None:
+    """Scores the eval split (val where the fold has one) and keeps the
+    state as best/ when it is the best so far (train.select_by='val')."""
+    split = self.data.eval_split
+    out_dir = files.join(self.workdir, "eval", f"{split}_step_{step}")
+    report = self.evaluate(loop, split, step, out_dir)
+    self._keep_if_best(loop, report, step_meta)
+    writer.write(step, {f"{split}/accuracy": report["accuracy"]})
+    writer.write_pictures(step, out_dir, split)
+    if jax.process_index() == 0:
+      bar.write(f"fer_jax: step {step}: {split} accuracy "
+                f"{100 * report['accuracy']:.1f}% ({out_dir})")
 
   def _run_phase(self, phase_idx, phase, offset, loop, start_step, meta,
                  writer, bar, last_saved):
@@ -237,8 +358,12 @@ class Trainer:
       n_last += n
       end = step == offset + phase.num_steps
       save = step % cfg.checkpoint_every == 0 or end
-      evaluate = bool(cfg.eval_every) and step % cfg.eval_every == 0 and not (
-          end and phase_idx == len(self.phases) - 1)
+      # The run's last step is tested, not validated, unless selection by
+      # validation needs its score too.
+      last = end and phase_idx == len(self.phases) - 1
+      evaluate = bool(cfg.eval_every) and (
+          (step % cfg.eval_every == 0 and not last)
+          or (last and self.select_by_val))
       if step % cfg.log_every == 0 or end:
         # Read last interval's metrics, long computed, while this one's
         # steps run: no pipeline drain at a log step.
@@ -252,23 +377,21 @@ class Trainer:
         if log.flush(final=end) or save:
           self._check_guard(loop, last_saved, log)
       bar.update(n)
+      step_meta = {"method": self.method.name, "phase": phase_idx,
+                   "phase_name": phase.name, "phase_step": step - offset,
+                   "global_step": step, "iterator": it_state,
+                   "fold": self.config.data.fold}
+      # Selecting by validation, a state is scored before its checkpoint:
+      # a run killed after the checkpoint has scored every state up to it.
+      # Otherwise the evaluation overlaps the asynchronous save.
+      if evaluate and self.select_by_val:
+        self._evaluate_during_training(loop, step, step_meta, writer, bar)
       if save:
-        self.ckpt.save(step, loop, {
-            "method": self.method.name, "phase": phase_idx,
-            "phase_name": phase.name, "phase_step": step - offset,
-            "global_step": step, "iterator": it_state,
-            "fold": self.config.data.fold})
+        self.ckpt.save(step, loop, step_meta)
         writer.flush()  # a remote workdir's logs reach its checkpoint
         last_saved = step
-      if evaluate:
-        split = self.data.eval_split
-        out_dir = files.join(self.workdir, "eval", f"{split}_step_{step}")
-        report = self.evaluate(loop, split, step, out_dir)
-        writer.write(step, {f"{split}/accuracy": report["accuracy"]})
-        writer.write_pictures(step, out_dir, split)
-        if jax.process_index() == 0:
-          bar.write(f"fer_jax: step {step}: {split} accuracy "
-                    f"{100 * report['accuracy']:.1f}% ({out_dir})")
+      if evaluate and not self.select_by_val:
+        self._evaluate_during_training(loop, step, step_meta, writer, bar)
     return loop, last_saved
 
 
@@ -426,14 +549,21 @@ def write_cv_report(reports, workdir: str) -> dict[str, Any]:
 
 
 def train_and_evaluate(config, workdir: str,
-                       load_data: LoadData = prepare_data) -> dict[str, Any]:
+                       load_data: LoadData = prepare_data,
+                       checkpoint_step: int | None = None) -> dict[str, Any]:
   """Trains the configured fold, or every fold with config.data.all_folds;
-  ``load_data(fold_config)`` gives each fold's data."""
+  ``load_data(fold_config)`` gives each fold's data. A rerun resumes from
+  the newest checkpoint that restores, or from ``checkpoint_step``."""
   config_lib.validate(config)
+  if checkpoint_step is not None and config.data.all_folds:
+    raise ValueError(
+        f"--checkpoint_step={checkpoint_step} with config.data.all_folds: "
+        "resume one fold (--workdir=WORKDIR/fold_K --config.data.fold=K "
+        "--config.data.all_folds=False)")
   config_lib.check_workdir(workdir)
   with workdir_lock(workdir):
     if not config.data.all_folds:
-      return _train_one(config, workdir, load_data)
+      return _train_one(config, workdir, load_data, checkpoint_step)
     reports = []
     for fold in range(config.data.num_folds):
       fold_cfg = config_lib.with_fold(config, fold)
@@ -444,10 +574,11 @@ def train_and_evaluate(config, workdir: str,
     return write_cv_report(reports, workdir)
 
 
-def _train_one(config, workdir: str, load_data: LoadData) -> dict[str, Any]:
+def _train_one(config, workdir: str, load_data: LoadData,
+               checkpoint_step: int | None = None) -> dict[str, Any]:
   check_config(config, workdir, "train")
   write_config(config, workdir)
-  return Trainer(config, workdir, load_data(config)).train()
+  return Trainer(config, workdir, load_data(config)).train(checkpoint_step)
 
 
 def evaluate_checkpoint(config, workdir: str, step: int | None = None,
@@ -473,9 +604,20 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None,
     check_config(config, workdir, "eval")
     trainer = Trainer(config, workdir, load_data(config))
     try:
-      loop, meta = trainer.restore(step)
+      selection = None
+      if (step is None and trainer.select_by_val
+          and ckpt_lib.has_checkpoint(workdir, ckpt_lib.BEST)):
+        loop, meta = trainer.restore_best()
+        selection = trainer.selection(meta, trainer.ckpt.latest_step() or 0)
+        ckpt_lib.say(
+            f"fer_jax: evaluating the best validation state, step "
+            f"{selection['selected_step']} (val accuracy "
+            f"{100 * selection['selected_val_accuracy']:.1f}%; "
+            "config.train.select_by='val'; --checkpoint_step=N for another)")
+      else:
+        loop, meta = trainer.restore(step)
       report = trainer.evaluate(loop, split, int(meta["global_step"]),
-                                files.join(workdir, "eval"))
+                                files.join(workdir, "eval"), selection)
     finally:
-      trainer.ckpt.close()
+      trainer.close()
     return report

@@ -166,3 +166,23 @@ def heatmap(values: np.ndarray, size: int, marker=None) -> np.ndarray:
     out[max(r - 2, 0):r + 3, c] = (0, 255, 255)
     out[r, max(c - 2, 0):c + 3] = (0, 255, 255)
   return out
+
+
+def label_boxes(image: np.ndarray, boxes, texts: Sequence[str],
+                colour=(255, 215, 0)) -> np.ndarray:
+  """A photo (uint8 RGB) with each (x, y, w, h) box outlined and its text
+  on a dark band above it (below it when the box touches the top edge)."""
+  from PIL import Image, ImageDraw  # pylint: disable=import-outside-toplevel
+  canvas = Image.fromarray(to_uint8(image))
+  draw = ImageDraw.Draw(canvas)
+  side = min(canvas.size)
+  font = _font(max(12, side // 40))
+  width = max(2, side // 250)
+  for (x, y, w, h), text in zip(boxes, texts):
+    draw.rectangle((x, y, x + w - 1, y + h - 1), outline=colour, width=width)
+    tw, th = _text_size(draw, text, font)
+    ty = y - th - 7 if y - th - 7 >= 0 else y + h + 1  # beside the edge
+    draw.rectangle((x, ty, x + tw + 6, ty + th + 6), fill=(0, 0, 0))
+    draw.multiline_text((x + 3, ty + 2), text, fill=colour, font=font,
+                        spacing=2)
+  return np.asarray(canvas)

@@ -86,3 +86,17 @@ def load_table():
 def fake_data(make_table):
   """``load_data`` over a small in-memory table (see ``table_data``)."""
   return table_data(make_table(num_subjects=6, num_frames=8, image_size=16))
+
+
+@pytest.fixture(scope="session")
+def baseline_run(tmp_path_factory, make_table, load_table):
+  """A tiny trained baseline run's workdir (train_and_evaluate on a
+  6-subject 16 px table), shared by the tests that restore, predict from
+  or export a trained model."""
+  import test_train  # pylint: disable=import-outside-toplevel
+  from fer_jax import train  # pylint: disable=import-outside-toplevel
+  wd = tmp_path_factory.mktemp("baseline_run") / "run"
+  train.train_and_evaluate(test_train.tiny_config("baseline"), str(wd),
+                           load_table(make_table(num_subjects=6, num_frames=8,
+                                                 image_size=16)))
+  return str(wd)

@@ -148,6 +148,49 @@ def test_mse_and_heat_map_by_hand():
                              rtol=1e-6)
 
 
+def test_change_map_correlation_by_hand():
+  """Pearson's r of the two eq. 22 change maps, against scipy on each
+  image: a G that changes the face exactly where the peak does gets 1, one
+  that changes it elsewhere less, one that leaves it unchanged NaN."""
+  scipy_stats = pytest.importorskip("scipy.stats")
+  rng = np.random.default_rng(0)
+  weak = rng.uniform(-1, 1, (3, 6, 5, 2)).astype(np.float32)
+  peak = weak.copy()
+  peak[:, 1:3, 2:4] += 0.5  # the expression moves one region
+  fake = np.stack([peak[0],  # exactly the peak's change
+                   weak[1] + rng.normal(0, 0.3, weak[1].shape),  # elsewhere
+                   weak[2]]).astype(np.float32)  # no change at all
+  r = np.asarray(groupgan.change_map_correlation(weak, fake, peak))
+  for i in range(2):
+    h_fake = np.sum((fake[i] - weak[i]) ** 2, -1).ravel()
+    h_peak = np.sum((peak[i] - weak[i]) ** 2, -1).ravel()
+    np.testing.assert_allclose(r[i], scipy_stats.pearsonr(h_fake,
+                                                          h_peak)[0],
+                               rtol=1e-4)
+  assert r[0] == pytest.approx(1.0, abs=1e-5)
+  assert r[1] < 0.9
+  assert np.isnan(r[2])
+
+
+def test_report_has_the_change_map_correlation(setup):
+  """evaluate_split predicts as predict does and reports the per-image r
+  summary; the CNN variant (no G) keeps the usual path."""
+  trainer = setup("2v2")
+  method = trainer.method
+  state = method.start_classifier(trainer.init_state()["model"])
+  ex = trainer.data.examples("test", method.eval_kind, "weak")
+  labels, preds, extra = method.evaluate_split(state, ex, None)
+  batch = {k: jnp.asarray(v) for k, v in
+           pipeline.gather(ex, np.arange(len(ex))).items()}
+  np.testing.assert_array_equal(
+      preds, np.argmax(np.asarray(method.predict(state, batch)), -1))
+  np.testing.assert_array_equal(labels, ex.label)
+  cm = extra["change_map_correlation"]
+  assert cm["num_images"] == len(ex)
+  assert -1.0 <= cm["mean"] <= 1.0
+  assert setup("cnn").method.evaluate_split(state, ex, None) is None
+
+
 @pytest.mark.parametrize("variant, phases, nets", [
     ("cnn", ["cnn"], {"c"}),
     ("dcgan", ["pretrain_extractor", "pretrain_autoencoder", "groupgan"],

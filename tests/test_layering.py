@@ -15,14 +15,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS = (
     ("base", ("fer_jax", "fer_jax.imports", "fer_jax.registry",
               "fer_jax.sharding", "fer_jax.metrics", "fer_jax.viz",
-              "fer_jax.checkpoint", "fer_jax.files")),
-    ("data", ("fer_jax.data", "fer_jax.data_builders")),
+              "fer_jax.checkpoint", "fer_jax.files", "fer_jax.exported")),
+    ("data", ("fer_jax.data", "fer_jax.data_builders", "fer_jax.faces")),
     ("config", ("fer_jax.config_lib",)),
     ("models", ("fer_jax.models", "fer_jax.losses", "fer_jax.optim",
                 "fer_jax.nets", "fer_jax.clustering")),
     ("methods", ("fer_jax.methods",)),
     ("trainer", ("fer_jax.steps", "fer_jax.evaluate", "fer_jax.train")),
-    ("commands", ("fer_jax.main", "fer_jax.tools", "fer_jax.compare")),
+    ("commands", ("fer_jax.main", "fer_jax.tools", "fer_jax.compare",
+                  "fer_jax.predict", "fer_jax.export")),
 )
 
 

@@ -155,6 +155,13 @@ def test_pyproject_extras():
   assert extras["tensorboard"] == ["tensorboard"]
   assert [r for r in extras["torch"] if r.startswith("torch")]
   assert not [r for r in extras["test"] if r.startswith("torch")]
+  # Photos need OpenCV's bundled detectors; exports need flatbuffers (an
+  # optional dependency of jax.export); the tests use both, and
+  # scikit-image's astronaut photo.
+  assert extras["predict"] == ["opencv-python-headless>=4,<5"]
+  assert extras["export"] == ["flatbuffers"]
+  for r in ("opencv-python-headless>=4,<5", "scikit-image", "flatbuffers"):
+    assert r in extras["test"], r
 
 
 # ------------------------------------------------------------ the wheel

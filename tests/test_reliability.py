@@ -5,6 +5,7 @@ tolerantly, and a corrupt newest checkpoint is skipped."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -258,3 +259,282 @@ def test_resume_after_a_torn_metrics_line(trained, fake_data):
   after = [json.loads(l) for l in open(path)]  # every line parses again
   assert after[:len(before)] == before
   assert [r["step"] for r in after if "train/loss" in r] == [2, 4, 6]
+
+
+# ------------------------------------ 3. a corrupt newest checkpoint is skipped
+
+def _state_dir(wd, step):
+  return os.path.join(wd, "checkpoints", str(step), "state")
+
+
+def _biggest_data_file(wd, step):
+  d = os.path.join(_state_dir(wd, step), "ocdbt.process_0", "d")
+  return max((os.path.join(d, f) for f in os.listdir(d)),
+             key=os.path.getsize)
+
+
+def _cut(path):
+  """Truncates ``path`` to half its size (a copy or a write cut short)."""
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 2)
+
+
+# (how the newest step is damaged, the file the message names)
+CORRUPTIONS = {
+    "data file cut": (lambda wd: _cut(_biggest_data_file(wd, 4)),
+                      r"checkpoints/4/state cannot be read \(OUT_OF_RANGE"),
+    "data file deleted": (lambda wd: os.remove(_biggest_data_file(wd, 4)),
+                          r"checkpoints/4/state cannot be read"),
+    "manifest deleted": (
+        lambda wd: os.remove(os.path.join(_state_dir(wd, 4),
+                                          "manifest.ocdbt")),
+        r"checkpoints/4/state/manifest\.ocdbt is missing"),
+    "array metadata cut": (
+        lambda wd: _cut(os.path.join(_state_dir(wd, 4), "_METADATA")),
+        r"checkpoints/4/state/_METADATA is not valid JSON \(Unterminated"),
+    "meta JSON cut": (
+        lambda wd: _cut(os.path.join(wd, "checkpoints", "4", "meta",
+                                     "metadata")),
+        r"checkpoints/4/meta/metadata is not valid JSON \(Unterminated"),
+    "meta JSON deleted": (
+        lambda wd: os.remove(os.path.join(wd, "checkpoints", "4", "meta",
+                                          "metadata")),
+        r"checkpoints/4/meta/metadata is missing"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(CORRUPTIONS))
+def test_a_corrupt_newest_step_is_skipped_and_named(damage, trained,
+                                                    fake_data, capsys):
+  corrupt, names = CORRUPTIONS[damage]
+  corrupt(trained)
+  cfg = tiny_config()
+  trainer = train.Trainer(cfg, trained, fake_data(cfg))
+  try:
+    # A resume falls back to step 2 and says, in one line, what it skipped.
+    loop, meta = trainer.restore(fallback=True)
+    assert meta["global_step"] == int(loop["step"]) == 2
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and re.search(
+        r"^fer_jax: checkpoint .*checkpoints/4 cannot be restored, "
+        rf"skipping it: .*{names}", out[0]), out
+    # An evaluation of the newest step names the file and the older step.
+    with pytest.raises(ckpt_lib.CorruptCheckpoint,
+                       match=rf"{names}.*; --checkpoint_step=2 uses the "
+                       "newest older step"):
+      trainer.restore()
+  finally:
+    trainer.ckpt.close()
+
+
+def test_resume_past_a_corrupt_step_ends_at_the_uninterrupted_digest(
+    trained_once, trained, fake_data, capsys):
+  """The newest step's data file cut short: the rerun resumes from step 2,
+  moves step 4 aside (not deleted), trains steps 3-4 again and ends at the
+  state of the run that was never damaged."""
+  full = json.load(open(os.path.join(trained_once, "eval", "report.json")))
+  _cut(_biggest_data_file(trained, 4))
+  report = train.train_and_evaluate(tiny_config(), trained, fake_data)
+  out = capsys.readouterr().out
+  assert re.search(r"checkpoints/4 cannot be restored, skipping it: .*"
+                   r"OUT_OF_RANGE", out)
+  assert "fer_jax: resuming from step 2" in out
+  assert "1 newer checkpoint(s) were moved, not deleted" in out
+  aside = os.listdir(os.path.join(trained, ckpt_lib.SET_ASIDE))
+  assert len(aside) == 1 and aside[0].startswith("checkpoints_4_")
+  assert report["step"] == 4
+  assert report["state_digest"] == full["state_digest"]
+  assert report["accuracy"] == full["accuracy"]
+  assert sorted(int(s) for s in os.listdir(os.path.join(
+      trained, "checkpoints")) if s.isdigit()) == [2, 4]
+
+
+def test_train_resumes_from_checkpoint_step_and_sets_newer_aside(
+    trained_once, trained, fake_data, capsys):
+  full = json.load(open(os.path.join(trained_once, "eval", "report.json")))
+  report = train.train_and_evaluate(tiny_config(), trained, fake_data,
+                                    checkpoint_step=2)
+  out = capsys.readouterr().out
+  assert "fer_jax: resuming from step 2" in out
+  assert re.search(r"newer checkpoint\(s\) were moved, not deleted, to "
+                   r".*checkpoints_set_aside \(checkpoints_4_\d+-\d+\); "
+                   r"steps after 2 are trained again", out)
+  assert report["state_digest"] == full["state_digest"]
+  with pytest.raises(ckpt_lib.CheckpointError,
+                     match=r"no checkpoint for step 3 .*available: \[2, 4\]"):
+    train.train_and_evaluate(tiny_config(), trained, fake_data,
+                             checkpoint_step=3)
+
+
+def test_eval_of_a_corrupt_newest_step_is_one_line(trained, tmp_path):
+  """The command line, in a process of its own: Orbax's failed reads leave
+  tracebacks behind at exit unless they are silenced; none may show."""
+  from fer_jax.data import frames  # pylint: disable=import-outside-toplevel
+  _cut(_biggest_data_file(trained, 4))
+  cfg = tiny_config()
+  cfg.data.data_dir = str(tmp_path / "tfds")
+  frames.get_builder(cfg.data)  # built here: its progress bars stay here
+  out = subprocess.run(
+      [sys.executable, "-m", "fer_jax.main", "--config=configs/gndl.py:tiny",
+       f"--workdir={trained}", "--mode=eval", "--compilation_cache="],
+      cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT,
+                         FER_JAX_DATA_DIR=str(tmp_path / "tfds")),
+      capture_output=True, text=True, timeout=600, check=False)
+  assert out.returncode == 2, out.stderr[-3000:]
+  err = [l for l in out.stderr.splitlines() if "xla_bridge" not in l]
+  assert len(err) == 1, out.stderr[-3000:]
+  assert re.fullmatch(
+      r"fer_jax: error: checkpoint .*/checkpoints/4 cannot be restored: "
+      r".*/checkpoints/4/state cannot be read \(OUT_OF_RANGE: .*\); "
+      r"--checkpoint_step=2 uses the newest older step", err[0]), err[0]
+
+
+def test_another_configs_checkpoint_is_an_error_not_a_fallback(trained,
+                                                               fake_data):
+  """Other shapes mean a config change: no older step would fit either, so
+  it is refused, naming an array and both shapes."""
+  cfg = tiny_config()
+  cfg.model.base_width = 16
+  trainer = train.Trainer(cfg, trained, fake_data(cfg))
+  try:
+    with pytest.raises(ckpt_lib.CheckpointError,
+                       match=r"checkpoints/4 does not match the state this "
+                       r"config builds .*arrays differ, e.g. .*saved \(8,\) "
+                       r"float32, this config builds \(16,\)") as e:
+      trainer.restore(fallback=True)
+    assert not isinstance(e.value, ckpt_lib.CorruptCheckpoint)
+  finally:
+    trainer.ckpt.close()
+
+
+def test_every_step_corrupt_is_one_error_listing_each(trained, fake_data):
+  for step in (2, 4):
+    _cut(os.path.join(trained, "checkpoints", str(step), "meta", "metadata"))
+  with pytest.raises(ckpt_lib.CheckpointError,
+                     match=r"no checkpoint under .*checkpoints restores "
+                     r"\(step 4: .*; step 2: .*\): move .* away"):
+    train.train_and_evaluate(tiny_config(), trained, fake_data)
+
+
+# ------------------------------------- 7. data and config errors, one line
+
+def run_main(capsys, *args):
+  """``python -m fer_jax.main ARGS`` in this process (a subprocess takes
+  seconds to import JAX): (exit status, stderr)."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from fer_jax import main  # pylint: disable=import-outside-toplevel
+  flags.FLAGS.unparse_flags()
+  capsys.readouterr()
+  cwd = os.getcwd()
+  os.chdir(ROOT)  # the README's relative config paths
+  try:
+    main.main(main.parse_flags(["fer_jax.main", "--compilation_cache=",
+                                *args]))
+    code = 0
+  except SystemExit as e:
+    code = e.code
+  finally:
+    os.chdir(cwd)
+    flags.FLAGS.unparse_flags()
+  return code, capsys.readouterr().err
+
+
+def assert_one_error_line(err: str, *needles: str) -> None:
+  lines = err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("fer_jax: error: "), err
+  assert "Traceback" not in err
+  for needle in needles:
+    assert needle in lines[0], (needle, lines[0])
+
+
+@pytest.mark.parametrize("config,needles", [
+    ("configs/no_such_method.py",
+     ["--config=configs/no_such_method.py: no config file",
+      "packaged configs: baseline"]),
+    ("configs/gndl.py:no_such_preset",
+     ["--config=configs/gndl.py:no_such_preset: configs/gndl.py has no "
+      "preset 'no_such_preset'; presets: ckplus"]),
+    ("ifgan:no_such_preset", ["configs/ifgan.py has no preset"]),
+])
+def test_a_missing_config_file_or_unknown_preset_is_one_line(
+    capsys, tmp_path, config, needles):
+  code, err = run_main(capsys, f"--config={config}",
+                       f"--workdir={tmp_path / 'wd'}")
+  assert code == 2
+  assert_one_error_line(err, *needles)
+  assert not (tmp_path / "wd").exists()
+
+
+def test_a_corrupt_shard_names_it_and_the_rebuild_command(capsys, tmp_path,
+                                                         monkeypatch):
+  from fer_jax.data import frames  # pylint: disable=import-outside-toplevel
+  data_dir = tmp_path / "tfds"
+  monkeypatch.setenv("FER_JAX_DATA_DIR", str(data_dir))
+  cfg = tiny_config()
+  cfg.data.data_dir = str(data_dir)
+  built = frames.get_builder(cfg.data).data_dir
+  shard = [os.path.join(built, f) for f in os.listdir(built)
+           if ".array_record-" in f][0]
+  _cut(shard)
+  code, err = run_main(
+      capsys, "--config=configs/gndl.py:tiny", f"--workdir={tmp_path / 'wd'}")
+  assert code == 2
+  assert_one_error_line(
+      err, f"{shard} cannot be read (", "Riegeli",
+      f"rebuild it with: rm -r {built}   # the next run builds it again")
+  assert not ckpt_lib.has_checkpoint(str(tmp_path / "wd"))
+
+
+def test_an_eval_batch_the_devices_do_not_divide_fails_at_start(tmp_path):
+  """Before #17 a run found it at its final evaluation, after training."""
+  from test_evaluate_api import _run_on_four_devices  # pylint: disable=import-outside-toplevel
+  wd = tmp_path / "run"
+  out = _run_on_four_devices(
+      "import test_train\n"
+      "cfg = test_train.tiny_config()\n"
+      "cfg.train.eval_batch_size = 6\n"
+      "try:\n"
+      f"  train.train_and_evaluate(cfg, {str(wd)!r}, load_data)\n"
+      "except ValueError as e:\n"
+      "  print(json.dumps(str(e)))\n")
+  assert json.loads(out.strip().splitlines()[-1]) == (
+      "config.train.eval_batch_size=6 must be a multiple of the 4 devices "
+      "of the mesh: use 8")
+  assert not (wd / "checkpoints").exists()
+  assert not (wd / "metrics.jsonl").exists()
+
+
+def _edit_config(wd, section, field, value):
+  path = os.path.join(wd, "config.json")
+  saved = json.load(open(path))
+  saved[section][field] = value
+  files.write_json_atomic(path, saved)
+  return path
+
+
+def test_load_validates_the_config_json_it_reads(trained):
+  from fer_jax import evaluate  # pylint: disable=import-outside-toplevel
+  path = _edit_config(trained, "data", "classes", 5)
+  with pytest.raises(ValueError, match=re.escape(
+      f"{path} (the run's config) is not one fer_jax can use: "
+      "config.data.classes: 5 must be a string")):
+    evaluate.load(trained)
+  _edit_config(trained, "data", "classes", "basic6+contempt")
+  _edit_config(trained, "data", "fold", 7)
+  with pytest.raises(ValueError, match=r"config.json .*config.data.fold: 7 "
+                     r"is out of range 0..2"):
+    evaluate.load(trained)
+
+
+def test_load_never_builds_a_data_set_in_a_changed_data_dir(trained,
+                                                            tmp_path):
+  from fer_jax import evaluate  # pylint: disable=import-outside-toplevel
+  elsewhere = tmp_path / "no_such_dir"
+  _edit_config(trained, "data", "data_dir", str(elsewhere))
+  model = evaluate.load(trained)  # predicting needs no data set
+  assert model.predict(np.zeros((2, 16, 16, 3), np.uint8)).shape == (2,)
+  with pytest.raises(ValueError, match=r"config.data.data_dir=.*no_such_dir"
+                     r".* in .*config.json is not a directory: "
+                     r"load\(workdir, data_dir=DIR\)"):
+    model.evaluate("test")
+  assert not elsewhere.exists()

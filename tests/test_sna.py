@@ -197,6 +197,72 @@ def test_fer_sna_step_all_masked_leaves_weights_and_counts_the_mask(tiny):
     assert leaves_equal(r["fer0"], state["fer0"])
 
 
+def test_mask_precision_against_known_flipped_labels():
+  """A hand-made batch of 8: the mask drops samples 0, 1, 2 and 5; labels
+  1, 5 and 6 were flipped. Precision = 2 of 4 masked were flipped, recall =
+  2 of 3 flipped were masked."""
+  div_mask = jnp.array([0, 0, 0, 1, 1, 0, 1, 1], jnp.float32)
+  flipped = jnp.array([0, 1, 0, 0, 0, 1, 1, 0], jnp.float32)
+  counts = {k: float(v) for k, v in sna.mask_counts(div_mask,
+                                                    flipped).items()}
+  assert counts == {"div_masked": 4.0, "div_masked_flipped": 2.0,
+                    "flipped": 3.0}
+  out = sna.mask_precision(counts, seen=8.0)
+  assert out["precision"] == 0.5
+  assert out["recall"] == pytest.approx(2 / 3)
+  assert out["flipped_fraction"] == 3 / 8
+  assert out["masked_fraction"] == 0.5
+  assert sna.mask_precision({"div_masked": 0.0, "div_masked_flipped": 0.0,
+                             "flipped": 0.0}, 0.0)["precision"] is None
+
+
+def test_fer_sna_step_counts_masked_flipped_samples(tiny):
+  """The jitted stage-4 step with a batch that carries label_flipped: with
+  T = 0 every sample is masked, so the masked-and-flipped count is the
+  number of flipped labels; mask='none' still counts what the batch-mean
+  rule would drop, but trains on every sample."""
+  trainer, state, batches, _ = tiny
+  method = trainer.method
+  batch = dict(batches["fer_sna"])
+  n = batch["label"].shape[0]
+  flipped = np.zeros(n, bool)
+  flipped[[0, 3]] = True
+  batch["label_flipped"] = jnp.asarray(flipped)
+  cfg = method.cfg
+  try:
+    cfg.mask, cfg.threshold = "fixed", 0.0
+    new, _ = jax.jit(method.fer_sna_step)(state, batch, jax.random.key(0))
+    cfg.mask = "none"
+    new_none, m = jax.jit(method.fer_sna_step)(state, batch,
+                                               jax.random.key(0))
+  finally:
+    cfg.mask, cfg.threshold = "batch", tiny_config().sna.threshold
+  c = jax.device_get(new["counters"])
+  assert float(c["div_masked"]) == n
+  assert float(c["div_masked_flipped"]) == 2.0
+  assert float(c["flipped"]) == 2.0
+  c = jax.device_get(new_none["counters"])
+  assert float(m["masked_fraction"]) == 0.0
+  assert float(c["masked"]) == 0.0
+  assert 0 < float(c["div_masked"]) < n  # below-mean Div is kept
+
+
+def test_label_noise_batches_carry_the_flip_flag(make_table):
+  """Injected label noise marks each training example whose label it
+  changed, in host batches; clean splits carry no flag."""
+  cfg = tiny_config()
+  cfg.data.label_noise = 0.4
+  data = run_data.from_table(cfg, make_table(**TABLE))
+  ex = data.examples("train", "single", "peak")
+  assert ex.clean_label is not None
+  batch = pipeline.gather(ex, np.arange(len(ex)))
+  np.testing.assert_array_equal(batch["label_flipped"],
+                                ex.label != ex.clean_label)
+  assert 0 < batch["label_flipped"].mean() < 1
+  test = data.examples("test", "single", "peak")
+  assert "label_flipped" not in pipeline.gather(test, np.arange(2))
+
+
 # ------------------------------------------------------------------ data
 
 def test_batches_are_class_balanced(tiny):
@@ -272,7 +338,15 @@ def test_critic_trains_every_step_of_first_epoch_then_every_tenth(tiny):
 
 def test_fer_init_baseline_starts_f_from_f0(tiny):
   trainer, state, _, _ = tiny
-  assert trainer.phases[3].enter is None  # 'scratch': F keeps its init
+  method = trainer.method
+  # The synthetic default (and its :tiny) starts F from F0; 'scratch'
+  # keeps F's own init (no enter).
+  assert trainer.phases[3].enter == method.start_from_baseline
+  try:
+    method.cfg.fer_init = "scratch"
+    assert method.phases()[3].enter is None
+  finally:
+    method.cfg.fer_init = "baseline"
   assert not leaves_equal(state["fer"]["params"], state["fer0"]["params"])
   entered = trainer.method.start_from_baseline(state)
   assert leaves_equal(entered["fer"]["params"], state["fer0"]["params"])

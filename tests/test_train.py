@@ -280,3 +280,102 @@ def test_gndl_warmup_is_ce_alone_then_full_loss(fake_data, tmp_path):
   cfg.gndl.warmup_fraction = 1.0
   with pytest.raises(ValueError, match="gndl.warmup_fraction=1.0"):
     train.Trainer(cfg, str(tmp_path / "bad"), fake_data(cfg))
+
+
+# ------------------------- issue #22: the best state by validation accuracy
+
+# Validation accuracy by step, as the fake evaluation below reports it: it
+# peaks at step 4 (step 8 only ties it: the earlier state is kept).
+VAL_ACCURACY = {2: 0.25, 4: 0.75, 6: 0.5, 8: 0.75}
+
+
+def _select_by_val_config():
+  cfg = tiny_config(num_steps=8, checkpoint_every=2, eval_every=2,
+                    log_every=2, max_to_keep=2, select_by="val")
+  cfg.data.val_folds = 1
+  return cfg
+
+
+def _trainer_with_val_accuracy(cfg, wd, fake_data, digests):
+  """A Trainer whose validation reports VAL_ACCURACY and records each
+  validated state's digest in ``digests``; the test split is real."""
+  trainer = train.Trainer(cfg, wd, fake_data(cfg))
+  real = trainer.evaluate
+
+  def evaluate(loop, split, step, out_dir=None, selection=None):
+    if split != "val":
+      return real(loop, split, step, out_dir, selection)
+    digests[step] = trainer.digest(loop)
+    return {"accuracy": VAL_ACCURACY[step], "split": split}
+
+  trainer.evaluate = evaluate
+  return trainer
+
+
+def test_select_by_val_tests_the_best_state_and_resumes_the_latest(
+    fake_data, tmp_path, capsys):
+  from fer_jax import evaluate  # pylint: disable=import-outside-toplevel
+  cfg = _select_by_val_config()
+  wd = str(tmp_path)
+  train.write_config(cfg, wd)
+  digests = {}
+  trainer = _trainer_with_val_accuracy(cfg, wd, fake_data, digests)
+  real_save = trainer.ckpt.save
+
+  class Killed(Exception):
+    pass
+
+  def save_then_die(step, *a, **k):
+    real_save(step, *a, **k)
+    if step == 6:
+      raise Killed()
+  trainer.ckpt.save = save_then_die
+  with pytest.raises(Killed):  # after the step-6 checkpoint, best = step 4
+    trainer.train()
+  trainer.close()
+  capsys.readouterr()
+
+  report = _trainer_with_val_accuracy(cfg, wd, fake_data, digests).train()
+  out = capsys.readouterr().out
+  assert "fer_jax: resuming from step 6" in out  # the latest, not best/
+  assert ("testing the best validation state, step 4 (val accuracy 75.0%), "
+          "not the last step 8") in out
+  assert sorted(digests) == [2, 4, 6, 8]
+  assert report["step"] == report["selected_step"] == 4
+  assert report["selected_val_accuracy"] == 0.75
+  assert report["selected_by"] == "val" and report["last_step"] == 8
+  assert report["state_digest"] == digests[4] != digests[8]
+  assert json.load(open(os.path.join(wd, "eval", "report.json")))[
+      "selected_step"] == 4
+  # Rotation (max_to_keep=2) dropped step 4 from checkpoints/, not best/.
+  steps_in = lambda d: sorted(int(s) for s in os.listdir(os.path.join(wd, d))
+                              if s.isdigit())
+  assert steps_in("checkpoints") == [6, 8] and steps_in("best") == [4]
+
+  # --mode=eval and evaluate.load use it too; an explicit step overrides.
+  again = train.evaluate_checkpoint(cfg, wd, load_data=fake_data)
+  assert (again["step"], again["state_digest"]) == (4, digests[4])
+  assert "evaluating the best validation state, step 4" in (
+      capsys.readouterr().out)
+  last = train.evaluate_checkpoint(cfg, wd, step=8, load_data=fake_data)
+  assert (last["step"], last["state_digest"]) == (8, digests[8])
+  assert "selected_step" not in last
+  assert evaluate.load(wd).step == 4 and evaluate.load(wd, step=8).step == 8
+
+
+def test_select_by_val_needs_a_validation_split_and_evaluations(fake_data,
+                                                                tmp_path):
+  cfg = _select_by_val_config()
+  cfg.data.val_folds = 0
+  with pytest.raises(ValueError, match=r"select_by='val' needs a validation "
+                     r"split.*config.data.val_folds=1"):
+    train.Trainer(cfg, str(tmp_path), fake_data(cfg))
+  cfg = _select_by_val_config()
+  cfg.train.eval_every = 0
+  with pytest.raises(ValueError, match=r"config.train.eval_every: 0: train."
+                     r"select_by='val' needs validation during training"):
+    config_lib.validate(cfg)
+  cfg.train.update(eval_every=2, select_by="best")
+  with pytest.raises(ValueError, match=r"config.train.select_by: 'best' is "
+                     "not one of last, val"):
+    config_lib.validate(cfg)

@@ -40,3 +40,22 @@ def test_captions_name_true_and_predicted_classes():
   assert viz.captions(["a", "b"], [1, 0], [1, 1]) == ["true b\npred b",
                                                       "true a\npred b"]
   assert viz.captions(["a", "b"], np.array([0])) == ["true a"]
+
+
+def test_label_boxes_outlines_each_box_and_writes_its_text_above_it():
+  image = np.full((200, 300, 3), 255, np.uint8)
+  out = viz.label_boxes(image, [(50, 80, 60, 40), (200, 0, 50, 50)],
+                        ["happiness 91%", "anger 40%"])
+  assert out.shape == image.shape and out.dtype == np.uint8
+  np.testing.assert_array_equal(image, 255)  # the input is not drawn on
+  gold = np.array([255, 215, 0])
+  # The outline: every pixel of the box's edges, none inside it.
+  np.testing.assert_array_equal(out[80, 50:110], np.tile(gold, (60, 1)))
+  np.testing.assert_array_equal(out[80:120, 109], np.tile(gold, (40, 1)))
+  np.testing.assert_array_equal(out[90:110, 60:100], 255)
+  # Text on a black band just above the first box; below the second,
+  # which touches the top edge.
+  above = out[60:79, 50:110]
+  assert (above == 0).all(-1).mean() > 0.5 and (above == gold).all(-1).any()
+  below = out[52:70, 200:250]
+  assert (below == 0).all(-1).mean() > 0.5 and (below == gold).all(-1).any()

@@ -104,6 +104,43 @@ def get_builder(data_cfg) -> "tfds.core.DatasetBuilder":  # noqa: F821
   return builder
 
 
+def _bad_shard(builder, split: str) -> tuple[str, str]:
+  """(path, fault) of the first of ``split``'s array_record shards that
+  cannot be read through, or ("", "") if every one reads (only called
+  once a read failed: it reads every record)."""
+  from array_record.python import array_record_module  # pylint: disable=import-outside-toplevel
+  for path in builder.info.splits[split].filepaths:
+    try:
+      reader = array_record_module.ArrayRecordReader(os.fspath(path))
+      try:
+        n = reader.num_records()
+        for start in range(0, n, 1024):
+          reader.read(list(range(start, min(n, start + 1024))))
+      finally:
+        reader.close()
+    except (RuntimeError, OSError, ValueError) as e:
+      return os.fspath(path), " ".join(str(e).split())[:300]
+  return "", ""
+
+
+def _unreadable(builder, split: str, data_cfg, error: Exception) -> DataError:
+  """The DataError for records that cannot be read: the shard, the fault,
+  and the command that rebuilds the set (a prepared set is never rebuilt
+  in place, so its folder goes first)."""
+  shard, fault = _bad_shard(builder, split)
+  if not shard:
+    shard = f"a shard of {builder.info.full_name}/{split} in {builder.data_dir}"
+    fault = " ".join(str(error).split())[:300]
+  if builder.info.name == "fer_synth":
+    rebuild = (f"rm -r {builder.data_dir}   # the next run builds it again")
+  else:
+    rebuild = (f"rm -r {builder.data_dir} && " + registry.build_command(
+        data_cfg.name, data_dir_of(data_cfg),
+        data_cfg.get("builder_config", "")))
+  return DataError(f"{shard} cannot be read ({fault}): the data set was "
+                   f"cut short or damaged; rebuild it with: {rebuild}")
+
+
 def _fits_in_memory(data_cfg, name: str, split: str, n: int,
                     image_shape) -> bool:
   """Whether ``n`` decoded images fit ``data.in_memory_max_gb``; if not,
@@ -138,6 +175,13 @@ def load_frames(data_cfg, split: str = "train") -> FrameTable:
   if split not in builder.info.splits:
     raise DataError(f"data set {builder.info.full_name} has no split "
                     f"{split!r}; it has {', '.join(builder.info.splits)}")
+  try:
+    return _read_frames(builder, data_cfg, split)
+  except (RuntimeError, OSError) as e:  # array_record's (Riegeli) errors
+    raise _unreadable(builder, split, data_cfg, e) from None
+
+
+def _read_frames(builder, data_cfg, split: str) -> FrameTable:
   source = builder.as_data_source(split=split)
   n = len(source)
   if n == 0:

@@ -35,6 +35,9 @@ def gather(examples: Examples, indices: np.ndarray,
     if with_landmarks and table.landmarks is not None:
       batch[f"{slot}_landmarks"] = table.landmarks[r]
   batch["label"] = examples.label[indices].astype(np.int32)
+  if examples.clean_label is not None:
+    batch["label_flipped"] = (examples.label[indices]
+                              != examples.clean_label[indices])
   return batch
 
 

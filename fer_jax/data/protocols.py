@@ -35,6 +35,10 @@ class Examples:
   table: FrameTable
   slots: dict[str, np.ndarray]  # slot name -> frame row per example
   label: np.ndarray  # task class index per example
+  # The labels before injected label noise (None: no noise was injected);
+  # batches then carry ``label_flipped`` for diagnostics such as SNA's mask
+  # precision. Never a training target.
+  clean_label: np.ndarray | None = None
 
   def __len__(self) -> int:
     return len(self.label)
@@ -233,7 +237,8 @@ def with_label_noise(ex: Examples, flips: np.ndarray,
   table row, so a frame keeps its noisy label across example kinds."""
   offset = flips[next(iter(ex.slots.values()))]
   label = (ex.label + offset) % num_classes
-  return dataclasses.replace(ex, label=label.astype(ex.label.dtype))
+  return dataclasses.replace(ex, label=label.astype(ex.label.dtype),
+                             clean_label=ex.label)
 
 
 def make_examples(table: FrameTable, rows: np.ndarray, kind: str,

@@ -83,6 +83,8 @@ def put(examples: Examples, with_landmarks: bool, mesh) -> dict[str, Any]:
           "rows": {slot: np.searchsorted(used, r).astype(np.int32)
                    for slot, r in examples.slots.items()},
           "label": examples.label.astype(np.int32)}
+  if examples.clean_label is not None:
+    host["label_flipped"] = examples.label != examples.clean_label
   if with_landmarks and table.landmarks is not None:
     host["landmarks"] = np.asarray(table.landmarks[used], np.float32)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -104,4 +106,6 @@ def gather(data: dict[str, Any], index: jax.Array) -> dict[str, jax.Array]:
     if "landmarks" in data:
       batch[f"{slot}_landmarks"] = jnp.take(data["landmarks"], r, axis=0)
   batch["label"] = data["label"][index]
+  if "label_flipped" in data:
+    batch["label_flipped"] = data["label_flipped"][index]
   return batch

@@ -15,9 +15,11 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from fer_jax.data import augment as augment_lib
+from fer_jax.data import pipeline
 from fer_jax.models import io as params_io
 from fer_jax.optim import make_optimizer
 
@@ -201,6 +203,24 @@ class Method(abc.ABC):
     labels, extra report fields), or None for the usual path. cGAN+WSC's
     re-annotation of noisy labels; ``out_dir`` receives its plots."""
     return None
+
+  def eval_outputs(self, fn: Callable[[State, Batch], Any], state: State,
+                   examples: Any, with_landmarks: bool = False
+                   ) -> tuple[np.ndarray, ...]:
+    """``fn(state, batch)``'s outputs (a tuple of per-example arrays) over
+    every example of ``examples``, in batches of train.eval_batch_size,
+    each output concatenated with the last batch's padding dropped: what
+    an ``evaluate_split`` that is more than argmax(predict) maps over."""
+    cols = None
+    for batch in pipeline.eval_batches(
+        examples, self.config.train.eval_batch_size, with_landmarks):
+      keep = batch.pop("mask")
+      outs = jax.device_get(fn(state, batch))
+      if cols is None:
+        cols = [[] for _ in outs]
+      for col, arr in zip(cols, outs):
+        col.append(np.asarray(arr)[keep])
+    return tuple(np.concatenate(c) for c in cols)
 
   def params_for_digest(self, state: State) -> Any:
     """The part of the state that ``state_digest`` hashes: every variable,

@@ -35,7 +35,6 @@ from fer_jax import losses, nets, viz
 from fer_jax.clustering import reannotate
 from fer_jax.data import augment as augment_lib
 from fer_jax.data import classes as classes_lib
-from fer_jax.data import pipeline
 from fer_jax.methods import base
 from fer_jax.models.landmarks import LandmarkNet, normalised_mean_error
 from fer_jax.models.patchgan import PatchGAN
@@ -211,14 +210,8 @@ class CGANWSC(base.Method):
     if examples.table.landmarks is None:
       raise ValueError(f"{examples.table.name} has no landmarks: cgan_wsc "
                        "needs them to train its landmark regressor")
-    cols = [[], [], [], []]
-    for batch in pipeline.eval_batches(
-        examples, self.config.train.eval_batch_size, with_landmarks=True):
-      keep = batch.pop("mask")
-      for col, arr in zip(cols, jax.device_get(self._features(state,
-                                                                batch))):
-        col.append(np.asarray(arr)[keep])
-    expr, neutral, true, true_neutral = (np.concatenate(c) for c in cols)
+    expr, neutral, true, true_neutral = self.eval_outputs(
+        self._features, state, examples, with_landmarks=True)
     labels = examples.label.astype(np.int64)
     k = self.num_classes
     noisy, _ = wsc.flip_labels(labels, c.label_noise, k, self.config.seed)

@@ -63,6 +63,21 @@ def heat_map(a, b):
                  axis=-1)
 
 
+def change_map_correlation(weak, fake, peak):
+  """Per image (B,): Pearson's r over pixels between G's change map
+  sum_k (G(weak) - weak)^2 and the real peak's sum_k (peak - weak)^2 (the
+  eq. 22 form of each change). 1: G changes the face where the expression
+  does (mouth, brows, eyes); 0: elsewhere, or uniformly. NaN where either
+  map is constant (G left the face unchanged)."""
+  def centred(h):
+    h = h.reshape(h.shape[0], -1)
+    return h - jnp.mean(h, axis=1, keepdims=True)
+  a, b = centred(heat_map(fake, weak)), centred(heat_map(peak, weak))
+  denom = jnp.sqrt(jnp.sum(a * a, axis=1) * jnp.sum(b * b, axis=1))
+  return jnp.where(denom > 0, jnp.sum(a * b, axis=1)
+                   / jnp.where(denom > 0, denom, 1.0), jnp.nan)
+
+
 class GroupGAN(base.Method):
   name = "groupgan"
   eval_kind = "weak_peak_pair"  # test on the weak frame; grids show its peak
@@ -120,6 +135,7 @@ class GroupGAN(base.Method):
         optim.lr = c.basenet_lr
       self.txs[key] = make_optimizer(optim, spe, n)
     self._pictures = jax.jit(self._picture_arrays)
+    self._logits_and_r = jax.jit(self._logits_and_change_r)
 
   def _pretrain_steps(self, steps, epochs, role, force=False):
     if not (self.has_g or force):
@@ -405,12 +421,38 @@ class GroupGAN(base.Method):
     logits, _, _ = self._classify(state["c"], x, train=False)
     return logits
 
+  def _logits_and_change_r(self, state, batch):
+    weak = self.eval_view(batch, "weak")
+    fake = self.magnify(state, weak)
+    logits, _, _ = self._classify(state["c"], fake, train=False)
+    peak = self.eval_view(batch, "peak")
+    return logits, change_map_correlation(weak, fake, peak)
+
+  def evaluate_split(self, state, examples, out_dir):
+    """The usual predictions (C on G(weak)), plus where G changes the face:
+    the change-map correlation with the real peak's change over the split
+    (``change_map_correlation``: mean, median and quartiles of the per-image
+    r). The CNN variant has no G: the usual path."""
+    if not self.has_g:
+      return None
+    logits, r = self.eval_outputs(self._logits_and_r, state, examples)
+    finite = r[np.isfinite(r)]
+    q = (np.percentile(finite, [25, 50, 75]).tolist() if len(finite)
+         else [None] * 3)
+    extra = {"change_map_correlation": {
+        "mean": float(finite.mean()) if len(finite) else None,
+        "median": q[1], "quartiles": [q[0], q[2]],
+        "num_images": int(len(r)), "num_unchanged": int(len(r) - len(finite)),
+        "what": "per test image, Pearson's r over pixels between "
+                "sum_k (G(weak) - weak)^2 and sum_k (peak - weak)^2"}}
+    return examples.label.astype(np.int64), np.argmax(logits, -1), extra
+
   def _picture_arrays(self, state, batch):
     weak = self.eval_view(batch, "weak")
     peak = self.eval_view(batch, "peak")
     fake = self.magnify(state, weak)
     return (weak, fake, peak, heat_map(fake, weak), heat_map(peak, weak),
-            heat_map(peak, fake))
+            heat_map(peak, fake), change_map_correlation(weak, fake, peak))
 
   def write_images(self, state, batch, out_dir, captions=(), num=8):
     """magnified.png, one row per face: weak input | G(weak) | its change
@@ -419,7 +461,7 @@ class GroupGAN(base.Method):
     if not self.has_g:
       return
     small = {k: v[:num] for k, v in batch.items()}
-    weak, fake, peak, h_fake, h_peak, h_err = jax.device_get(
+    weak, fake, peak, h_fake, h_peak, h_err, r = jax.device_get(
         self._pictures(state, small))
     size = weak.shape[1]
     rows = []
@@ -430,8 +472,11 @@ class GroupGAN(base.Method):
           viz.heatmap(h_peak[i], size), viz.heatmap(h_err[i], size)]))
     viz.save_grid(
         os.path.join(out_dir, "magnified.png"), rows,
-        row_labels=list(captions[:len(rows)]),
+        row_labels=[f"{cap}\nr = {ri:.2f}" if cap else f"r = {ri:.2f}"
+                    for cap, ri in zip(
+                        list(captions) + [""] * len(rows), r[:len(rows)])],
         col_labels=["weak input", "G(weak)", "G's change", "real peak",
                     "peak's change", "H, eq. 22:\n(peak - G)^2"],
-        title="GroupGAN: G magnifies a weak expression towards its peak",
+        title="GroupGAN: G magnifies a weak expression towards its peak "
+        "(r: correlation of G's change with the peak's)",
         legend=viz.HEAT_LEGEND)

@@ -39,16 +39,45 @@ import numpy as np
 
 from fer_jax import losses, nets, viz
 from fer_jax.data import augment as augment_lib
-from fer_jax.data import pipeline
 from fer_jax.data.protocols import Examples
 from fer_jax.methods import base
 from fer_jax.models.autoencoder import Critic, Decoder, Encoder
 from fer_jax.models.multiscale import MultiScaleNet
 from fer_jax.optim import make_optimizer
 
-MASKS = ("batch", "fixed", "none")
+# batch: BT (eq. 14); fixed: T (eq. 11); none: every sample; oracle (a
+# diagnostic, not the paper): exactly the samples whose label the injected
+# noise flipped are masked, the most any mask can gain.
+MASKS = ("batch", "fixed", "none", "oracle")
 LOSSES = ("focal", "ce")
 FER_INITS = ("scratch", "baseline")
+
+
+def mask_counts(div_mask, flipped):
+  """One batch's counts for the mask's precision: samples the Div mask
+  drops (``div_mask`` 0), those of them with a flipped label, and flipped
+  samples (``flipped`` 1 where the injected noise changed the label)."""
+  dropped = 1.0 - div_mask
+  return {"div_masked": jnp.sum(dropped),
+          "div_masked_flipped": jnp.sum(dropped * flipped),
+          "flipped": jnp.sum(flipped)}
+
+
+def mask_precision(counts, seen: float, applied: bool = True):
+  """Over stage 4: precision (the fraction of masked samples whose label
+  was flipped), recall (of flipped samples, the fraction masked), and the
+  base rates a mask blind to the noise would get: precision = the flipped
+  fraction, recall = the masked fraction. ``applied`` False: the counts
+  are of the batch-mean rule in a run that did not apply it."""
+  masked, hit, flipped = (counts["div_masked"], counts["div_masked_flipped"],
+                          counts["flipped"])
+  return {
+      "applied": bool(applied),
+      "precision": hit / masked if masked else None,
+      "recall": hit / flipped if flipped else None,
+      "flipped_fraction": flipped / seen if seen else None,
+      "masked_fraction": masked / seen if seen else None,
+  }
 
 
 class SNA(base.Method):
@@ -62,6 +91,9 @@ class SNA(base.Method):
                        "(Tables I and II); set it True")
     if c.mask not in MASKS:
       raise ValueError(f"config.sna.mask={c.mask!r}; choose one of {MASKS}")
+    if c.mask == "oracle" and not config.data.get("label_noise", 0.0):
+      raise ValueError("config.sna.mask='oracle' masks the samples whose "
+                       "label was flipped: set config.data.label_noise > 0")
     if c.fer_init not in FER_INITS:
       raise ValueError(f"config.sna.fer_init={c.fer_init!r}; choose one of "
                        f"{FER_INITS}")
@@ -135,7 +167,14 @@ class SNA(base.Method):
         "critic": nets.network_state(critic, self.critic_tx),
         "counters": {"refine_step": jnp.zeros((), jnp.int32),
                      "masked": jnp.zeros((), jnp.float32),
-                     "seen": jnp.zeros((), jnp.float32)},
+                     "seen": jnp.zeros((), jnp.float32),
+                     # The Div mask's choices against the injected label
+                     # noise (zero without it): samples the mask (or, for
+                     # mask='none', the batch-mean rule) drops, those of
+                     # them whose label was flipped, and flipped samples.
+                     "div_masked": jnp.zeros((), jnp.float32),
+                     "div_masked_flipped": jnp.zeros((), jnp.float32),
+                     "flipped": jnp.zeros((), jnp.float32)},
     }
 
   def phases(self):
@@ -197,10 +236,21 @@ class SNA(base.Method):
     ae = state["ae"]
     dec_vars = {"params": ae["params"]["dec"],
                 "batch_stats": ae["batch_stats"]["dec"]}
-    noise = self.cfg.noise_std * jax.random.normal(
+    noise = self.latent_sigma(code) * jax.random.normal(
         key, (num_draws,) + code.shape, jnp.float32)
     out = jax.vmap(lambda n: self._decode(dec_vars, code + n))(noise)
     return jnp.clip(out, -1.0, 1.0)
+
+  def latent_sigma(self, code):
+    """sigma of eq. 9's N(0, sigma), which the paper does not give.
+    ``noise_relative``: ``noise_std`` times each code dimension's standard
+    deviation over the batch (a fixed sigma is a different perturbation for
+    every code scale: at sigma 0.5 on a code of spread ~0.5 the neighbours
+    were other faces); else ``noise_std`` itself."""
+    if not self.cfg.get("noise_relative", False):
+      return jnp.float32(self.cfg.noise_std)
+    spread = jnp.std(jax.lax.stop_gradient(code), axis=0, keepdims=True)
+    return self.cfg.noise_std * spread
 
   def per_sample_loss(self, logits3, labels):
     """The three heads' losses summed, per sample (sec. IV-B)."""
@@ -362,6 +412,9 @@ class SNA(base.Method):
     x, labels = self._view(batch, k_aug), batch["label"]
     net = state["fer"]
     x_tr = jax.lax.stop_gradient(self.neighbours(state, x, k_noise)[0])
+    flipped = batch.get("label_flipped")
+    flipped = (jnp.zeros(labels.shape, jnp.float32) if flipped is None
+               else flipped.astype(jnp.float32))
     # P_tr with the current weights W^t, same mode and dropout draw as P_o
     # (so Div measures the perturbation, not the dropout); its BN batch
     # statistics are not kept.
@@ -371,20 +424,28 @@ class SNA(base.Method):
     def loss_fn(params):
       logits3, stats = self._fer_apply(net, params, x, True, k_drop)
       div = losses.symmetric_kl(jax.lax.stop_gradient(logits3[2]), logits_tr)
+      # The mask Div gives (for mask='none' the batch-mean rule, which is
+      # reported but not applied).
+      div_mask = losses.neighbourhood_mask(div, self.threshold())
       if self.cfg.mask == "none":
         mask = jnp.ones_like(div)
+      elif self.cfg.mask == "oracle":
+        mask = 1.0 - flipped
       else:
-        mask = losses.neighbourhood_mask(div, self.threshold())
+        mask = div_mask
       per = self.per_sample_loss(logits3, labels)
-      return losses.masked_mean(per, mask), (logits3, stats, div, mask)
-    (loss, (logits3, stats, div, mask)), grads = jax.value_and_grad(
+      return losses.masked_mean(per, mask), (logits3, stats, div, mask,
+                                             div_mask)
+    (loss, (logits3, stats, div, mask, div_mask)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(net["params"])
     n = jnp.float32(div.shape[0])
     kept = jnp.sum(mask)
+    counts = mask_counts(div_mask, flipped)
     counters = state["counters"]
     new = {**state, "fer": nets.update(net, self.fer_tx, grads, batch_stats=stats),
            "counters": {**counters, "masked": counters["masked"] + n - kept,
-                        "seen": counters["seen"] + n}}
+                        "seen": counters["seen"] + n,
+                        **{k: counters[k] + v for k, v in counts.items()}}}
     return new, {"loss": loss,
                  "accuracy": losses.accuracy(logits3[2], labels),
                  "div_mean": jnp.mean(div), "div_max": jnp.max(div),
@@ -404,14 +465,8 @@ class SNA(base.Method):
     return self._fused(state["fer"], x), self._fused(state["fer0"], x)
 
   def _predict_both(self, state, examples):
-    preds, preds0 = [], []
-    for batch in pipeline.eval_batches(examples,
-                                       self.config.train.eval_batch_size):
-      keep = batch.pop("mask")
-      a, b = jax.device_get(self._eval_logits(state, batch))
-      preds.append(np.argmax(a, -1)[keep])
-      preds0.append(np.argmax(b, -1)[keep])
-    return np.concatenate(preds), np.concatenate(preds0)
+    a, b = self.eval_outputs(self._eval_logits, state, examples)
+    return np.argmax(a, -1), np.argmax(b, -1)
 
   def consistency_examples(self, examples):
     """Table VII's test frames: for each sequence of ``examples``, the
@@ -461,6 +516,11 @@ class SNA(base.Method):
         "masked_samples": float(counters["masked"]),
         "stage4_samples": seen,
     }
+    if self.config.data.get("label_noise", 0.0):
+      extra["mask_vs_label_noise"] = mask_precision(
+          {k: float(counters[k]) for k in
+           ("div_masked", "div_masked_flipped", "flipped")}, seen,
+          applied=self.cfg.mask in ("batch", "fixed"))
     cons = self.consistency_examples(examples)
     if cons is not None:
       ex, seq = cons
