@@ -14,6 +14,7 @@ its restored checkpoint) can be compared exactly.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -361,7 +362,7 @@ class Model:
         # Never build a data set into a folder the run did not read from.
         raise ValueError(
             f"config.data.data_dir={data_dir!r} in "
-            f"{os.path.join(self.workdir, 'config.json')} is not a "
+            f"{files.join(self.workdir, 'config.json')} is not a "
             "directory: load(workdir, data_dir=DIR) reads the run's data "
             "set from DIR (where it was built)")
       self._data = self._load_data(self.config)
