@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import fer_jax
-from fer_jax import stats
+from fer_jax import files, stats
 
 # ---------------------------------------------------------------- the tables
 
@@ -982,6 +982,13 @@ def compare(preset: str, workdir: str, *, methods: Sequence[str] | None = None,
     print(f"compare: error: {msg}", file=sys.stderr)
 
   try:
+    if files.is_remote(workdir):
+      raise CompareError(
+          f"--workdir={workdir} is remote: compare launches its runs as "
+          "local processes and follows them through local files (pids, "
+          "logs, run specs), so it needs a local --workdir; copy the "
+          "results up afterwards (gsutil -m cp -r WORKDIR gs://...), or "
+          "train single runs on gs:// with python -m fer_jax.main")
     check_tables(arms, claims)
     if preset not in presets:
       raise CompareError(f"no preset {preset!r}; presets: "

@@ -13,6 +13,7 @@ import os
 
 import ml_collections
 
+from fer_jax import files
 from fer_jax.data import classes as classes_lib
 from fer_jax.data import protocols
 
@@ -236,16 +237,26 @@ def validate(config, restoring: bool = False) -> None:
 
 
 def check_workdir(workdir: str) -> None:
-  """Creates ``workdir`` and proves it writable, or says why it is not."""
+  """Creates ``workdir`` (local or gs://) and proves it writable, or says
+  why it is not."""
+  remote = files.is_remote(workdir)
   try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".fer_jax_write_probe")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
+    files.makedirs(workdir)
+    probe = files.join(workdir, ".fer_jax_write_probe")
+    files.write_text_atomic(probe, "ok")
+    files.remove(probe)
   except OSError as e:
     raise ValueError(f"--workdir={workdir} is not a writable directory: "
                      f"{e.strerror or e}") from None
+  except Exception as e:  # noqa: BLE001 (each object store raises its own)
+    if not remote:
+      raise
+    raise ValueError(
+        f"--workdir={workdir} cannot be written ({type(e).__name__}: "
+        f"{str(e)[:300]}): check the bucket exists and this machine is "
+        "authenticated for it (Colab: google.colab.auth.authenticate_user(); "
+        "elsewhere: gcloud auth application-default login), and that gcsfs "
+        "or TensorFlow is installed (pip install 'fer_jax[gcs]')") from None
 
 
 # Fields a rerun may change without changing what its checkpoint means (how

@@ -174,11 +174,11 @@ def write_report(report: dict[str, Any], out_dir: str) -> str:
   """Writes report.json and confusion_matrix.png; returns the json path."""
   if jax.process_index():
     return ""
-  os.makedirs(out_dir, exist_ok=True)
-  path = os.path.join(out_dir, "report.json")
+  files.makedirs(out_dir)
+  path = files.join(out_dir, "report.json")
   files.write_json_atomic(path, report)
   viz.save_confusion_matrix(
-      os.path.join(out_dir, "confusion_matrix.png"),
+      files.join(out_dir, "confusion_matrix.png"),
       np.array(report["confusion_matrix"]), report["classes"],
       title=(f"{report['method']} on {report['dataset']} fold "
              f"{report['fold']} {report['split']}: "
@@ -220,20 +220,19 @@ def read_config(workdir: str):
   """The config a run saved in its workdir (``config.json``), validated:
   ValueError naming the file and the field when it was edited or damaged."""
   import ml_collections  # pylint: disable=import-outside-toplevel
-  from etils import epath  # pylint: disable=import-outside-toplevel
   from fer_jax import config_lib  # pylint: disable=import-outside-toplevel
-  root = epath.Path(workdir)
-  path = root / "config.json"
-  if not path.exists():
-    folds = sorted(p.name for p in root.glob("fold_*")) if root.exists() else []
+  path = files.join(workdir, "config.json")
+  if not files.exists(path):
+    folds = (sorted(n for n in files.listdir(workdir) if n.startswith("fold_"))
+             if files.exists(workdir) else [])
     if folds:
       raise FileNotFoundError(
           f"{workdir} holds a cross-validation run: load one fold, e.g. "
-          f"{root / folds[0]}")
+          f"{files.join(workdir, folds[0])}")
     raise FileNotFoundError(f"{path} does not exist: is {workdir} a workdir "
                             "written by python -m fer_jax.main?")
   try:
-    config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    config = ml_collections.ConfigDict(json.loads(files.read_text(path)))
     config_lib.validate(config, restoring=True)
   except (ValueError, TypeError, AttributeError, KeyError) as e:
     raise ValueError(f"{path} (the run's config) is not one fer_jax can "
@@ -363,7 +362,7 @@ class Model:
         # Never build a data set into a folder the run did not read from.
         raise ValueError(
             f"config.data.data_dir={data_dir!r} in "
-            f"{os.path.join(self.workdir, 'config.json')} is not a "
+            f"{files.join(self.workdir, 'config.json')} is not a "
             "directory: load(workdir, data_dir=DIR) reads the run's data "
             "set from DIR (where it was built)")
       self._data = self._load_data(self.config)

@@ -19,7 +19,6 @@ eval/confusion_matrix.png (cv_report.json with --config.data.all_folds).
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from absl import app, flags
@@ -133,20 +132,21 @@ def closing_lines(result, workdir: str) -> str:
     what = (f"mean accuracy {100 * result['mean_accuracy']:.1f}% "
             f"+/- {100 * result['std_accuracy']:.1f} over "
             f"{len(result.get('folds', []))} folds ({result['method']})")
+  from fer_jax import files  # pylint: disable=import-outside-toplevel
   lines = [f"fer_jax: done: {what}"]
-  if os.path.exists(os.path.join(workdir, "cv_report.json")):
-    lines.append(f"  report:      {os.path.join(workdir, 'cv_report.json')}"
-                 f" (each fold's in {os.path.join(workdir, 'fold_*')})")
-  eval_dir = os.path.join(workdir, "eval")
-  report = os.path.join(eval_dir, "report.json")
-  if os.path.exists(report):
+  if files.exists(files.join(workdir, "cv_report.json")):
+    lines.append(f"  report:      {files.join(workdir, 'cv_report.json')}"
+                 f" (each fold's in {files.join(workdir, 'fold_*')})")
+  eval_dir = files.join(workdir, "eval")
+  report = files.join(eval_dir, "report.json")
+  if files.exists(report):
     lines.append(f"  report:      {report}")
-    pictures = sorted(n for n in os.listdir(eval_dir) if n.endswith(".png"))
+    pictures = [n for n in files.listdir(eval_dir) if n.endswith(".png")]
     if pictures:
       lines.append(f"  pictures:    {eval_dir}/{{{','.join(pictures)}}}")
-  if os.path.isdir(os.path.join(workdir, "tensorboard")):
+  if files.isdir(files.join(workdir, "tensorboard")):
     lines.append("  TensorBoard: tensorboard --logdir "
-                 f"{os.path.join(workdir, 'tensorboard')}")
+                 f"{files.join(workdir, 'tensorboard')}")
   return "\n".join(lines)
 
 

@@ -276,9 +276,9 @@ class Trainer:
               f"%), not the last step {total} (config.train.select_by="
               "'val')")
       report = self.evaluate(loop, "test", step,
-                             os.path.join(self.workdir, "eval"), selection)
+                             files.join(self.workdir, "eval"), selection)
       writer.write(total, {"test/accuracy": report["accuracy"]})
-      writer.write_pictures(total, os.path.join(self.workdir, "eval"),
+      writer.write_pictures(total, files.join(self.workdir, "eval"),
                             "test")
     finally:
       bar.close()
@@ -304,7 +304,7 @@ class Trainer:
     """Scores the eval split (val where the fold has one) and keeps the
     state as best/ when it is the best so far (train.select_by='val')."""
     split = self.data.eval_split
-    out_dir = os.path.join(self.workdir, "eval", f"{split}_step_{step}")
+    out_dir = files.join(self.workdir, "eval", f"{split}_step_{step}")
     report = self.evaluate(loop, split, step, out_dir)
     self._keep_if_best(loop, report, step_meta)
     writer.write(step, {f"{split}/accuracy": report["accuracy"]})
@@ -389,6 +389,7 @@ class Trainer:
         self._evaluate_during_training(loop, step, step_meta, writer, bar)
       if save:
         self.ckpt.save(step, loop, step_meta)
+        writer.flush()  # a remote workdir's logs reach its checkpoint
         last_saved = step
       if evaluate and not self.select_by_val:
         self._evaluate_during_training(loop, step, step_meta, writer, bar)
@@ -510,7 +511,7 @@ class _CompileCacheHits:
 
 def write_config(config, workdir: str) -> None:
   if jax.process_index() == 0:
-    files.write_text_atomic(os.path.join(workdir, "config.json"),
+    files.write_text_atomic(files.join(workdir, "config.json"),
                             config.to_json_best_effort(indent=2))
 
 
@@ -520,8 +521,8 @@ def check_config(config, workdir: str, mode: str) -> None:
   that changes what the checkpoint means (method, data, fold, classes,
   model, optimizer, seed) is refused naming each field and both values;
   harmless changes (evaluation batch, logging, a longer run) are listed."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path) or not ckpt_lib.has_checkpoint(workdir):
+  path = files.join(workdir, "config.json")
+  if not files.exists(path) or not ckpt_lib.has_checkpoint(workdir):
     return
   saved = files.read_json(path, "the run's config")
   changes = config_lib.reconcile(saved, config, mode, path)
@@ -544,7 +545,7 @@ def workdir_lock(workdir: str):
 def write_cv_report(reports, workdir: str) -> dict[str, Any]:
   summary = eval_lib.cv_summary(reports)
   if jax.process_index() == 0:
-    files.write_json_atomic(os.path.join(workdir, "cv_report.json"), summary)
+    files.write_json_atomic(files.join(workdir, "cv_report.json"), summary)
   return summary
 
 
@@ -567,7 +568,7 @@ def train_and_evaluate(config, workdir: str,
     reports = []
     for fold in range(config.data.num_folds):
       fold_cfg = config_lib.with_fold(config, fold)
-      fold_dir = os.path.join(workdir, f"fold_{fold}")
+      fold_dir = files.join(workdir, f"fold_{fold}")
       config_lib.check_workdir(fold_dir)
       print(f"fer_jax: fold {fold + 1}/{config.data.num_folds}", flush=True)
       reports.append(_train_one(fold_cfg, fold_dir, load_data))
@@ -591,13 +592,13 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None,
   cv_report.json rewritten.
   """
   config_lib.validate(config)
-  if not os.path.isdir(workdir):
+  if not files.isdir(workdir):
     raise ValueError(f"--workdir={workdir} does not exist: evaluate the "
                      "workdir of a training run")
   with workdir_lock(workdir):
     if config.data.all_folds:
       reports = [evaluate_checkpoint(config_lib.with_fold(config, k),
-                                     os.path.join(workdir, f"fold_{k}"),
+                                     files.join(workdir, f"fold_{k}"),
                                      step, split, load_data)
                  for k in range(config.data.num_folds)]
       return write_cv_report(reports, workdir)
@@ -617,7 +618,7 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None,
       else:
         loop, meta = trainer.restore(step)
       report = trainer.evaluate(loop, split, int(meta["global_step"]),
-                                os.path.join(workdir, "eval"), selection)
+                                files.join(workdir, "eval"), selection)
     finally:
       trainer.close()
     return report

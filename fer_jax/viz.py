@@ -1,11 +1,21 @@
-"""PNG pictures users look at: confusion matrices and image grids."""
+"""PNG pictures users look at: confusion matrices and image grids.
+
+Every PNG is written whole through ``fer_jax.files`` (local or gs://)."""
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
+
+from fer_jax import files
+
+
+def save_figure(path: str, fig) -> None:
+  """A matplotlib figure as a PNG at ``path`` (local or gs://), closed."""
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  files.save_png(path, lambda f: fig.savefig(f, format="png"))
+  plt.close(fig)
 
 
 def save_confusion_matrix(path: str, matrix: np.ndarray,
@@ -31,9 +41,7 @@ def save_confusion_matrix(path: str, matrix: np.ndarray,
   if title:
     ax.set_title(title, fontsize=9)
   fig.tight_layout()
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  fig.savefig(path)
-  plt.close(fig)
+  save_figure(path, fig)
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -129,8 +137,7 @@ def save_grid(path: str, rows: Sequence[np.ndarray], pad: int = 2,
   if jax.process_index():
     return
   canvas = grid_image(rows, pad=pad, **labels)
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  Image.fromarray(canvas).save(path)
+  files.save_png(path, lambda f: Image.fromarray(canvas).save(f, "PNG"))
 
 
 def captions(classes: Sequence[str], labels, preds=None) -> list[str]:

@@ -356,6 +356,4 @@ def save_curve(path, curve, noisy_accuracy):
   ax2.set_ylabel("modularity", color="tab:red")
   ax.legend(loc="lower left", fontsize=7)
   fig.tight_layout()
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  fig.savefig(path)
-  plt.close(fig)
+  viz.save_figure(path, fig)

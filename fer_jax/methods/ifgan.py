@@ -17,14 +17,14 @@ the paper does not route to G.
 
 from __future__ import annotations
 
-import json
+import io
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fer_jax import losses, nets, viz
+from fer_jax import files, losses, nets, viz
 from fer_jax.data import augment as augment_lib
 from fer_jax.data.frames import DataError
 from fer_jax.methods import base
@@ -89,18 +89,19 @@ class IFGAN(base.Method):
   def prepare(self, data, workdir):
     """Class averages of this fold's training split, cached in the workdir."""
     ex = data.examples("train", "single", self.role)
-    path = os.path.join(workdir, "class_averages.npz")
+    path = files.join(workdir, "class_averages.npz")
     key = f"{data.table.name}|fold{self.config.data.fold}|{len(ex)}"
-    if os.path.exists(path):
-      cached = np.load(path)
+    if files.exists(path):
+      cached = np.load(io.BytesIO(files.read_bytes(path)))
       if str(cached["key"]) == key:
         self.class_avg = cached["images"]
         return
     self.class_avg = class_averages(ex, self.num_classes)
     if jax.process_index() == 0:
-      os.makedirs(workdir, exist_ok=True)
-      np.savez(path, images=self.class_avg, key=key)
-      viz.save_grid(os.path.join(workdir, "class_averages.png"),
+      buf = io.BytesIO()
+      np.savez(buf, images=self.class_avg, key=key)
+      files.write_bytes_atomic(path, buf.getvalue())
+      viz.save_grid(files.join(workdir, "class_averages.png"),
                     [self.class_avg.round().astype(np.uint8)],
                     col_labels=list(data.classes),
                     title="IF-GAN's targets: each class's average training "
@@ -283,8 +284,8 @@ class IFGAN(base.Method):
              jax.device_get(self._stats_fn(state, batch)).items()}
     stats["num_examples"] = int(batch["label"].shape[0])
     if jax.process_index() == 0:
-      with open(os.path.join(out_dir, "generated_stats.json"), "w") as f:
-        json.dump(stats, f, indent=1)
+      files.write_json_atomic(files.join(out_dir, "generated_stats.json"),
+                              stats, indent=1)
 
   def _picture_arrays(self, state, batch):
     """Input, G(input), attention maps and class-average target, eval view."""

@@ -14,12 +14,12 @@ WORKDIR/table1.md and prints it.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 
 from absl import app, flags
+
+from fer_jax import files
 
 VARIANTS = ("cnn", "dcgan", "1v2", "2v2")
 HEADERS = {"cnn": "CNN", "dcgan": "DCGAN", "1v2": "GroupGAN (1v2)",
@@ -35,25 +35,22 @@ def cell_config(config, basenet: str, variant: str):
 
 def read_result(run_dir: str):
   """(mean, std or None) accuracy of a finished run, or None."""
-  cv = os.path.join(run_dir, "cv_report.json")
-  if os.path.exists(cv):
-    with open(cv) as f:
-      r = json.load(f)
+  cv = files.join(run_dir, "cv_report.json")
+  if files.exists(cv):
+    r = files.read_json(cv, "the run's cross-validation report")
     return r["mean_accuracy"], r["std_accuracy"]
-  one = os.path.join(run_dir, "eval", "report.json")
-  if os.path.exists(one):
-    with open(one) as f:
-      return json.load(f)["accuracy"], None
+  one = files.join(run_dir, "eval", "report.json")
+  if files.exists(one):
+    return files.read_json(one, "the run's report")["accuracy"], None
   return None
 
 
 def read_wall_time(run_dir: str):
   """Seconds the tool spent training and evaluating ``run_dir``, or None."""
-  path = os.path.join(run_dir, "wall_time.json")
-  if not os.path.exists(path):
+  path = files.join(run_dir, "wall_time.json")
+  if not files.exists(path):
     return None
-  with open(path) as f:
-    return json.load(f)["wall_s"]
+  return files.read_json(path, "the run's wall time")["wall_s"]
 
 
 def wall_time_markdown(times, basenets, variants) -> str:
@@ -116,7 +113,7 @@ def main(argv):
   results, times = {}, {}
   for b in basenets:
     for v in variants:
-      run_dir = os.path.join(cli._WORKDIR.value, b, v)
+      run_dir = files.join(cli._WORKDIR.value, b, v)
       if not collect and read_result(run_dir) is None:
         print(f"fer_jax: {b} x {v} -> {run_dir}", flush=True)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -128,9 +125,9 @@ def main(argv):
         # A resumed run's time is only this process's part of it. cpu_s
         # (all threads) tells a run slowed by other jobs on the cores from
         # a slow one.
-        with open(os.path.join(run_dir, "wall_time.json"), "w") as f:
-          json.dump({"wall_s": time.perf_counter() - t0,
-                     "cpu_s": time.process_time() - c0}, f)
+        files.write_json_atomic(files.join(run_dir, "wall_time.json"),
+                                {"wall_s": time.perf_counter() - t0,
+                                 "cpu_s": time.process_time() - c0})
       results[(b, v)] = read_result(run_dir)
       times[(b, v)] = read_wall_time(run_dir)
   d = config.data
@@ -140,9 +137,7 @@ def main(argv):
              f"(folds by {d.fold_by}).")
   table = (markdown(results, basenets, variants, caption) + "\n"
            + wall_time_markdown(times, basenets, variants))
-  os.makedirs(cli._WORKDIR.value, exist_ok=True)
-  with open(os.path.join(cli._WORKDIR.value, "table1.md"), "w") as f:
-    f.write(table)
+  files.write_text_atomic(files.join(cli._WORKDIR.value, "table1.md"), table)
   print(table)
 
 
