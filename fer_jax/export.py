@@ -22,12 +22,12 @@ serving stack) can run ``Exported.mlir_module_serialized`` too.
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from absl import app, flags
 
 from fer_jax import console
+from fer_jax import files
 
 ARTEFACT = "model.jax_export"
 META = "model.json"
@@ -45,7 +45,6 @@ def export_model(model, out_dir: str, *,
   import numpy as np  # pylint: disable=import-outside-toplevel
   from fer_jax import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
   from fer_jax import faces  # pylint: disable=import-outside-toplevel
-  from fer_jax import files  # pylint: disable=import-outside-toplevel
   model.require_classifier()
   spec = faces.training_alignment(model.config.data)
   size = spec.image_size
@@ -84,13 +83,10 @@ def export_model(model, out_dir: str, *,
       "workdir": model.workdir, "jax_version": jax.__version__,
       "calling_convention_version": exported.calling_convention_version,
   }
-  os.makedirs(out_dir, exist_ok=True)
-  blob = exported.serialize()
-  tmp = os.path.join(out_dir, ARTEFACT + ".tmp")
-  with open(tmp, "wb") as f:
-    f.write(bytes(blob))
-  os.replace(tmp, os.path.join(out_dir, ARTEFACT))
-  files.write_json_atomic(os.path.join(out_dir, META), meta)
+  files.makedirs(out_dir)
+  files.write_bytes_atomic(files.join(out_dir, ARTEFACT),
+                           bytes(exported.serialize()))
+  files.write_json_atomic(files.join(out_dir, META), meta)
   return meta
 
 
@@ -116,7 +112,7 @@ def run():
     console.quiet_info_logs()
     from fer_jax import evaluate  # pylint: disable=import-outside-toplevel
     from fer_jax.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
-    out_dir = out_dir_flag.value or os.path.join(workdir.value, "export")
+    out_dir = out_dir_flag.value or files.join(workdir.value, "export")
     try:
       model = evaluate.load(workdir.value, step.value)
       meta = export_model(model, out_dir, platforms=platforms.value)
@@ -126,8 +122,8 @@ def run():
     print(f"fer_jax: done: exported {meta['method']} step {meta['step']} "
           f"({len(meta['classes'])} classes, {meta['input']['shape'][1]} px "
           f"faces, for {', '.join(meta['platforms'])})\n"
-          f"  artefact: {os.path.join(out_dir, ARTEFACT)}\n"
-          f"  metadata: {os.path.join(out_dir, META)}\n"
+          f"  artefact: {files.join(out_dir, ARTEFACT)}\n"
+          f"  metadata: {files.join(out_dir, META)}\n"
           f"  reload:   fer_jax.exported.load({out_dir!r})")
     print(json.dumps({k: meta[k] for k in ("method", "step", "state_digest",
                                            "platforms")}))

@@ -30,14 +30,12 @@ class ExportedModel:
 
   def __init__(self, directory: str):
     meta_path = os.path.join(directory, META)
-    if not os.path.isfile(meta_path):
+    if not _exists(meta_path):
       raise FileNotFoundError(f"{meta_path} does not exist: is {directory} "
                               "a folder written by python -m fer_jax.export?")
-    with open(meta_path, encoding="utf-8") as f:
-      self.meta = json.load(f)
-    with open(os.path.join(directory, self.meta.get("artefact", ARTEFACT)),
-              "rb") as f:
-      self.exported = jax.export.deserialize(bytearray(f.read()))
+    self.meta = json.loads(_read_bytes(meta_path).decode("utf-8"))
+    self.exported = jax.export.deserialize(bytearray(_read_bytes(
+        os.path.join(directory, self.meta.get("artefact", ARTEFACT)))))
     self.directory = directory
     self.classes = tuple(self.meta["classes"])
     self.image_size = int(self.meta["input"]["shape"][1])
@@ -72,4 +70,21 @@ def load(directory: str) -> ExportedModel:
 
 def is_export_dir(directory: str) -> bool:
   """Whether ``directory`` holds an exported model (its model.json)."""
-  return os.path.isfile(os.path.join(directory, META))
+  return _exists(os.path.join(directory, META))
+
+
+# A local folder needs jax and numpy only; a gs:// (any scheme://) one is
+# read through etils' epath, imported only then.
+def _exists(path: str) -> bool:
+  if "://" in path:
+    from etils import epath  # pylint: disable=import-outside-toplevel
+    return epath.Path(path).is_file()
+  return os.path.isfile(path)
+
+
+def _read_bytes(path: str) -> bytes:
+  if "://" in path:
+    from etils import epath  # pylint: disable=import-outside-toplevel
+    return epath.Path(path).read_bytes()
+  with open(path, "rb") as f:
+    return f.read()

@@ -123,7 +123,7 @@ def predict_photos(model, photos: Sequence[Any], *,
       pictures = _write_pictures(out_dir, stem, name, image, rows, crops)
     results.append(PhotoPrediction(name, rows, crops, pictures))
   if out_dir:
-    files.write_json_atomic(os.path.join(out_dir, "predictions.json"),
+    files.write_json_atomic(files.join(out_dir, "predictions.json"),
                             {"classes": classes,
                              "photos": [_as_json(r) for r in results]})
   return results
@@ -146,15 +146,15 @@ def _write_pictures(out_dir: str, stem: str, name: str, image: np.ndarray,
                     rows: list[FacePrediction], crops: np.ndarray
                     ) -> tuple[str, ...]:
   from PIL import Image  # pylint: disable=import-outside-toplevel
-  os.makedirs(out_dir, exist_ok=True)
+  files.makedirs(out_dir)
   labelled = viz.label_boxes(
       image, [r.box for r in rows],
       [f"{i + 1}: {_caption(r)}" for i, r in enumerate(rows)])
-  photo_path = os.path.join(out_dir, f"{stem}.png")
-  Image.fromarray(labelled).save(photo_path)
+  photo_path = files.join(out_dir, f"{stem}.png")
+  files.save_png(photo_path, lambda f: Image.fromarray(labelled).save(f, "PNG"))
   if not rows:
     return (photo_path,)
-  faces_path = os.path.join(out_dir, f"{stem}_faces.png")
+  faces_path = files.join(out_dir, f"{stem}_faces.png")
   viz.save_grid(
       faces_path, [crops],
       title=f"{os.path.basename(name)}: the aligned faces the model saw",
@@ -217,7 +217,7 @@ def run():
                            "python -m fer_jax.predict --workdir=DIR a.jpg")
     console.quiet_info_logs()
     from fer_jax.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
-    out_dir = out_dir_flag.value or os.path.join(workdir.value,
+    out_dir = out_dir_flag.value or files.join(workdir.value,
                                                  "predictions")
     try:
       paths = faces_lib.image_files(inputs)
@@ -233,7 +233,7 @@ def run():
     print(f"fer_jax: done: {n} face{'s' * (n != 1)} in {len(results)} "
           f"image{'s' * (len(results) != 1)}\n"
           f"  pictures:    {out_dir}/*.png\n"
-          f"  predictions: {os.path.join(out_dir, 'predictions.json')}")
+          f"  predictions: {files.join(out_dir, 'predictions.json')}")
 
   app.run(main)
 

@@ -218,3 +218,28 @@ def test_a_remote_run_loads_evaluates_and_reports(remote_run, capsys):
   assert f"pictures:    {RUN}/eval/{{confusion_matrix.png}}" in lines
   assert f"tensorboard --logdir {RUN}/tensorboard" in lines
   assert os.listdir(cwd) == []
+
+
+def test_a_remote_run_exports_and_predicts_into_the_bucket(remote_run):
+  _, _, data, cwd = remote_run
+  from fer_jax import export, exported, predict  # pylint: disable=import-outside-toplevel
+  model = evaluate.load(RUN, load_data=data)
+  export.export_model(model, f"{RUN}/export", platforms=("cpu",))
+  assert sorted(files.listdir(f"{RUN}/export")) == ["model.jax_export",
+                                                    "model.json"]
+  assert exported.is_export_dir(f"{RUN}/export")
+  loaded = exported.load(f"{RUN}/export")
+  x = np.random.default_rng(0).integers(
+      0, 256, (3, loaded.image_size, loaded.image_size, 3), np.uint8)
+  np.testing.assert_allclose(loaded.logits(x), model.logits(x), rtol=1e-5,
+                             atol=1e-5)
+  photo = np.full((96, 128, 3), 200, np.uint8)  # no face in it
+  (result,) = predict.predict_photos(loaded, [("blank.png", photo)],
+                                     out_dir=f"{RUN}/predictions")
+  assert result.faces == []
+  assert result.pictures == (f"{RUN}/predictions/blank.png",)
+  assert sorted(files.listdir(f"{RUN}/predictions")) == ["blank.png",
+                                                         "predictions.json"]
+  assert files.read_json(f"{RUN}/predictions/predictions.json")["classes"] == (
+      list(model.classes))
+  assert os.listdir(cwd) == []
