@@ -163,6 +163,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpu": dict(folds=tuple(range(10)), num_folds=10, seeds=(0, 1),
                 methods=None, overrides={}),
 }
+# cpu and cpu_gan as one table (same folds, fold count and seed): every
+# claim of the four methods in one compare.json, as docs/results holds it;
+# a workdir holding both presets' finished runs launches nothing.
+PRESETS["cpu_all"] = dict(
+    PRESETS["cpu"],
+    methods=PRESETS["cpu"]["methods"] + PRESETS["cpu_gan"]["methods"],
+    arms={**PRESETS["cpu"]["arms"], **PRESETS["cpu_gan"]["arms"]})
 
 # Set by the compare for every run; an override may not change them.
 RESERVED = ("data.fold", "data.num_folds", "seed", "data.all_folds",

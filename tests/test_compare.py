@@ -549,3 +549,18 @@ def test_run_trained_under_an_edited_config_is_refused(tmp_path):
   assert state.status == "mismatch"
   assert "gndl.lam: 5.0 -> 0.0" in state.detail
   assert "fast_layers" not in state.detail
+
+
+def test_cpu_all_plans_exactly_the_runs_of_cpu_and_cpu_gan():
+  """docs/results is one workdir holding both presets' runs: cpu_all must
+  ask for the same run specs, so it finds them finished."""
+  def planned(name):
+    preset = cmp.PRESETS[name]
+    methods = preset["methods"]
+    return {(r.method, r.arm, r.fold, r.seed, r.num_folds, r.config,
+             r.overrides)
+            for r in cmp.plan_runs(preset, methods,
+                                   selected=cmp.select_arms(preset, methods))}
+  both = planned("cpu") | planned("cpu_gan")
+  assert planned("cpu_all") == both
+  assert len(both) == 4 * (3 + 2 + 2 + 2)
