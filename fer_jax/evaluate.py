@@ -46,6 +46,31 @@ def predict_examples(predict_fn, state, examples: Examples, batch_size: int,
   return np.concatenate(preds)
 
 
+def noisy_label_fit(method, state, data: RunData, batch_size: int, mesh,
+                    predict_fn) -> dict[str, Any] | None:
+  """How the model treats its training labels under injected noise: of
+  the flipped examples, the fraction it predicts as the noisy label
+  (memorised) and as the true one; its accuracy on the others. A
+  label-agnostic noise filter such as SNA's divergence mask (docs/methods.md,
+  eq. 10-14) can only find flipped labels the network has memorised.
+  None for a method without a one-example classifier."""
+  ex = data.examples("train", method.eval_kind, data.config.data.role)
+  if ex.clean_label is None:
+    return None
+  try:
+    preds = predict_examples(predict_fn, state, ex, batch_size, mesh)
+  except NotImplementedError:
+    return None
+  flipped = ex.label != ex.clean_label
+  share = lambda hit: float(np.mean(hit)) if len(hit) else None  # noqa: E731
+  return {"num_flipped": int(flipped.sum()),
+          "flipped_predicted_as_noisy_label": share(
+              preds[flipped] == ex.label[flipped]),
+          "flipped_predicted_as_true_label": share(
+              preds[flipped] == ex.clean_label[flipped]),
+          "clean_accuracy": share(preds[~flipped] == ex.label[~flipped])}
+
+
 def evaluate_examples(method, state, examples: Examples, *, predict_fn,
                       batch_size: int, mesh, out_dir: str | None = None
                       ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -162,6 +187,11 @@ def build_report(method, loop, data: RunData, split: str, *, step: int,
       nonfinite_steps=int(jax.device_get(loop["guard"]["nonfinite"])))
   report.update(extra)
   report.update(data.report_fields())
+  if split == "test" and data.label_noise:
+    fit = noisy_label_fit(method, loop["model"], data, batch_size, mesh,
+                          predict_fn or jax.jit(method.predict))
+    if fit is not None:
+      report["label_noise"]["fit_on_train"] = fit
   report.update(selection or {})
   if out_dir:
     write_report(report, out_dir)

@@ -87,3 +87,44 @@ def test_validation_names_the_field():
   c = _config(1.5)
   with pytest.raises(ValueError, match="data.label_noise"):
     config_lib.validate(c)
+
+
+class _ConstantClassifier:
+  """A method stand-in that predicts class ``k`` for every face."""
+  eval_kind = "single"
+
+  def __init__(self, k, num_classes):
+    self.k, self.num_classes = k, num_classes
+
+  def predict(self, state, batch):
+    del state
+    n = batch["image"].shape[0]
+    return np.tile(np.eye(self.num_classes, dtype=np.float32)[self.k], (n, 1))
+
+
+def test_noisy_label_fit_against_a_hand_count(fake_data):
+  """report.label_noise.fit_on_train: of the flipped training examples,
+  the share predicted as the noisy and as the true label; accuracy on the
+  rest. A constant classifier makes each share a count of labels."""
+  from fer_jax import evaluate, sharding  # pylint: disable=import-outside-toplevel
+  data = train.prepare_data(_config(0.4, seed=1))
+  ex = data.examples("train", "single", data.config.data.role)
+  flipped = ex.label != ex.clean_label
+  assert 0 < flipped.sum() < len(ex)
+  mesh = sharding.make_mesh()
+  for k in range(3):
+    method = _ConstantClassifier(k, len(data.classes))
+    fit = evaluate.noisy_label_fit(method, None, data, 8, mesh,
+                                   method.predict)
+    assert fit == {
+        "num_flipped": int(flipped.sum()),
+        "flipped_predicted_as_noisy_label": float(
+            np.mean(ex.label[flipped] == k)),
+        "flipped_predicted_as_true_label": float(
+            np.mean(ex.clean_label[flipped] == k)),
+        "clean_accuracy": float(np.mean(ex.label[~flipped] == k))}
+  # Clean data: nothing to measure.
+  clean = train.prepare_data(_config(0.0))
+  constant = _ConstantClassifier(0, len(clean.classes))
+  assert evaluate.noisy_label_fit(constant, None, clean, 8, mesh,
+                                  constant.predict) is None
