@@ -152,12 +152,13 @@ PRESETS: dict[str, dict[str, Any]] = {
                       "ifgan": ("ifgan", "baseline")},
                 overrides={}),
     # GroupGAN's and SNA's claims (issue 16), 4 folds: 2V2 against the
-    # CNN (ResNet-18), and the mask against none at 20% label noise; the
-    # 40% arms and Table 1's other cells with --arms=all.
+    # CNN (ResNet-18), and the mask against none (and the oracle mask, the
+    # ceiling of any mask) at 20% label noise; the 40% arms and Table 1's
+    # other cells with --arms=all.
     "cpu_gan": dict(folds=(0, 1, 2, 3), num_folds=4, seeds=(0,),
                     methods=("groupgan", "sna"),
                     arms={"groupgan": ("groupgan", "cnn"),
-                          "sna": ("sna", "no_mask")},
+                          "sna": ("sna", "no_mask", "oracle_mask")},
                     overrides={}),
     # Every method and arm in ARMS, 10 folds x 2 seeds.
     "gpu": dict(folds=tuple(range(10)), num_folds=10, seeds=(0, 1),

@@ -563,4 +563,4 @@ def test_cpu_all_plans_exactly_the_runs_of_cpu_and_cpu_gan():
                                    selected=cmp.select_arms(preset, methods))}
   both = planned("cpu") | planned("cpu_gan")
   assert planned("cpu_all") == both
-  assert len(both) == 4 * (3 + 2 + 2 + 2)
+  assert len(both) == 4 * (3 + 2 + 2 + 3)
