@@ -28,7 +28,10 @@ for args in $(echo "${2:-}" | sed 's/;;/\n/g'); do
   eval "python3 end_to_end.py --workdir=/tmp/e2e_$i $args" 2>&1 | grep -v "^W1\|^I1" | tee -a $OUT/e2e.log
 done
 if [ -n "${3:-}" ]; then
-  args=${3#-}
-  eval "python3 side_by_side.py --jsonl=$OUT/side_by_side.jsonl $args" 2>&1 | grep -v "^W1\|^I1" | tee $OUT/side_by_side.log
-  cp RESULTS.md $OUT/RESULTS.md
+  args=$3
+  [ "$args" = "-" ] && args=""
+  # Records in /tmp: a second call on the same (warm) machine, e.g. with
+  # "--passes=2 --only=...", adds to the same table.
+  eval "python3 side_by_side.py --jsonl=/tmp/side_by_side.jsonl $args" 2>&1 | grep -v "^W1\|^I1" | tee $OUT/side_by_side.log
+  cp RESULTS.md /tmp/side_by_side.jsonl /tmp/side_by_side.jsonl.log $OUT/
 fi

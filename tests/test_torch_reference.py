@@ -192,8 +192,9 @@ def test_dry_run_end_to_end(tmp_path):
       [sys.executable, os.path.join(ROOT, "benchmarks", "side_by_side.py"),
        "--dry_run", "--only=gndl", "--reps=2", "--steps=2", "--warmup=1",
        f"--jsonl={tmp_path / 'r.jsonl'}", f"--results={results}",
-       f"--jax_cache={tmp_path / 'xla'}", "--compile_budget_s=300"],
-      capture_output=True, text=True, timeout=900, check=False,
+       f"--jax_cache={tmp_path / 'xla'}", "--entry_budget_s=600",
+       "--compile_budget_s=300", "--budget_s=1200"],
+      capture_output=True, text=True, timeout=1500, check=False,
       env=dict(os.environ, PYTHONPATH=ROOT))
   assert proc.returncode == 0, proc.stdout + proc.stderr
   text = results.read_text()

@@ -467,21 +467,21 @@ class MultiScaleNet(nn.Module):
                bn_momentum=0.9):
     super().__init__()
     self.ori = Branch(widths, fc[0], side, dropout, bn_momentum)
-    self.half = Branch(widths, fc[1], side // 2, dropout, bn_momentum)
+    self.half_branch = Branch(widths, fc[1], side // 2, dropout, bn_momentum)
     self.head_ori = nn.Linear(fc[0], num_classes)
     self.head_half = nn.Linear(fc[1], num_classes)
     self.head_fuse = nn.Linear(fc[0] + fc[1], num_classes)
 
   def forward(self, x):
     f_ori, _ = self.ori(x)
-    f_half, _ = self.half(F.avg_pool2d(x, 2))
+    f_half, _ = self.half_branch(F.avg_pool2d(x, 2))
     return (self.head_ori(f_ori).float(), self.head_half(f_half).float(),
             self.head_fuse(torch.cat([f_ori, f_half], -1)).float())
 
   def fused(self, x):
     """The fused head alone (fer_jax's jit drops the two unused heads)."""
     f_ori, _ = self.ori(x)
-    f_half, _ = self.half(F.avg_pool2d(x, 2))
+    f_half, _ = self.half_branch(F.avg_pool2d(x, 2))
     return self.head_fuse(torch.cat([f_ori, f_half], -1)).float()
 
   def perceptual_features(self, x):

@@ -9,7 +9,6 @@ import dataclasses
 import math
 
 import jax
-import numpy as np
 import torch
 
 import flop_count
@@ -81,4 +80,32 @@ def relative_gap(a: float, b: float) -> float:
   return abs(a - b) / max(abs(a), abs(b), 1.0)
 
 
-__all__ = ["Parity", "check", "jax_side", "relative_gap", "np"]
+# The suite's steps, at each config's :tiny preset.
+TINY_CASES = (("gndl.py", None), ("ifgan.py", None), ("cgan_wsc.py", "cgan"),
+              ("sna.py", "fer_sna"), ("sna.py", "ae_refine"),
+              ("groupgan.py", None))
+
+
+def main() -> None:
+  """``cd benchmarks && python -m torch_reference.parity``: the parity
+  table at the :tiny configs, as markdown rows."""
+  import os  # pylint: disable=import-outside-toplevel
+  from fer_jax.config_lib import load_config_module  # pylint: disable=import-outside-toplevel
+  root = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+  print("| step (:tiny) | batch | params per network (jax = torch?) | jaxpr "
+        "conv+dot MFLOP | torch, real taps | torch, own formula |")
+  print("| --- | --- | --- | --- | --- | --- |")
+  for name, phase in TINY_CASES:
+    cfg = load_config_module(os.path.join(root, "configs", name)).get_config(
+        "tiny")
+    p = check(cfg, phase=phase)
+    same = "yes" if p.jax_params == p.torch_params else "NO"
+    print(f"| {name[:-3]}:{phase or 'last'} | {p.batch} | {same}: "
+          f"{p.jax_params} | {p.jax_matmul_flops / 1e6:.3f} | "
+          f"{p.torch_flops / 1e6:.3f} | {p.torch_flops_all_taps / 1e6:.3f} |",
+          flush=True)
+
+
+if __name__ == "__main__":
+  main()

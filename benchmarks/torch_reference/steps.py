@@ -26,7 +26,14 @@ learning-rate schedules (constant here), the non-finite guard, metrics.
 
 ``mode``: 'fp32' (eager float32), 'amp' (eager, bfloat16 autocast,
 channels_last) or 'compile' (torch.compile of every network in the 'amp'
-setting).
+setting). 'compile' compiles each network (and the methods named in
+``Twin.calls``) on its own: its forward and, through AOTAutograd, its
+backward; the step's Python (losses, ``autograd.grad``, optimizers) stays
+eager, the usual way to compile a multi-network GAN step. A compiled
+backward is one graph for all of a network's inputs, so where a step asks
+for part of a network's gradients (GroupGAN's second pass through G asks
+for F_exp's alone) it may compute the rest too: a cost the eager modes do
+not pay.
 """
 
 from __future__ import annotations
@@ -75,6 +82,13 @@ def frozen(*modules):
   finally:
     for p in params:
       p.requires_grad_(True)
+
+
+def _node(leaf):
+  """A leaf that autograd.grad differentiates by, as a graph node (a free
+  view): FlopCounterMode's module hooks refuse a leaf as a module input
+  inside autograd.grad."""
+  return leaf.view_as(leaf)
 
 
 def set_grads(params, grads):
@@ -513,8 +527,9 @@ class GroupGAN(Twin):
     fake = fake.detach().requires_grad_(True)
     f = f.detach().requires_grad_(True)
     with frozen(self.nets["d"], self.nets["dp"]):
-      loss = (w_d * g_loss(self.run["d"](fake, f))
-              + w_dp * g_loss(self.run["dp"](fake, f)))
+      x, cond = _node(fake), _node(f)
+      loss = (w_d * g_loss(self.run["d"](x, cond))
+              + w_dp * g_loss(self.run["dp"](x, cond)))
       return torch.autograd.grad(loss, [fake, f])
 
   def train_step(self, batch):
@@ -539,7 +554,7 @@ class GroupGAN(Twin):
     # C on real peaks and on G(weak); CE_fake's image gradient is Phi_C.
     fake_in = fake.detach().to(weak.dtype).requires_grad_(True)
     real_logits, _ = run["c"](peak)
-    fake_logits, _ = run["c"](fake_in)
+    fake_logits, _ = run["c"](_node(fake_in))
     loss_c = ce(real_logits, labels) + ce(fake_logits, labels)
     c_params = list(n["c"].parameters())
     grads = torch.autograd.grad(loss_c, c_params + [fake_in])
@@ -561,8 +576,11 @@ class GroupGAN(Twin):
     (f_ct,) = torch.autograd.grad(fake, f_exp, e_adv_dfake + ce_dfake,
                                   retain_graph=True)
     e_params = list(n["e"].parameters())
-    set_grads(e_params, torch.autograd.grad(f_exp, e_params,
-                                            f_ct + e_adv_dcond))
+    # E's last FC (its pre-training head) is unused here: a zero gradient,
+    # as jax's for it, so the optimizer still steps it.
+    set_grads(e_params, torch.autograd.grad(
+        f_exp, e_params, f_ct + e_adv_dcond, allow_unused=True,
+        materialize_grads=True))
     self.opts["g"].step()
     self.opts["e"].step()
     return loss_d + loss_dp + loss_c + pixel
