@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # One device lease: install the carried wheels, then run the named parts.
 #   carry: .whl (wheels the device image lacks) and .tfds (a built synthetic set)
-#   bash benchmarks/device_session.sh "suite-args" "e2e-args"
+#   bash benchmarks/device_session.sh "suite-args" "e2e-args" "side-by-side-args"
+# The third part (benchmarks/side_by_side.py: fer_jax against its PyTorch
+# twins on this GPU) uses the image's own torch; pass "-" for its defaults.
+# It rewrites the generated section of benchmarks/RESULTS.md, copied to $OUT.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
   --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -24,3 +27,11 @@ for args in $(echo "${2:-}" | sed 's/;;/\n/g'); do
   i=$((i+1))
   eval "python3 end_to_end.py --workdir=/tmp/e2e_$i $args" 2>&1 | grep -v "^W1\|^I1" | tee -a $OUT/e2e.log
 done
+if [ -n "${3:-}" ]; then
+  args=$3
+  [ "$args" = "-" ] && args=""
+  # Records in /tmp: a second call on the same (warm) machine, e.g. with
+  # "--passes=2 --only=...", adds to the same table.
+  eval "python3 side_by_side.py --jsonl=/tmp/side_by_side.jsonl $args" 2>&1 | grep -v "^W1\|^I1" | tee $OUT/side_by_side.log
+  cp RESULTS.md /tmp/side_by_side.jsonl /tmp/side_by_side.jsonl.log $OUT/
+fi
