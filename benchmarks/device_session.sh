@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One device lease: install the carried wheels, then run the named parts.
 #   carry: .whl (wheels the device image lacks) and .tfds (a built synthetic set)
-#   bash benchmarks/device_session.sh "suite-args" "e2e-args"
+#   bash benchmarks/device_session.sh "suite-args" "e2e-args" "wsc-sizes"
+# e.g. the WSC scaling table alone on the lent GPU (issue 21):
+#   bash benchmarks/device_session.sh "" "" 1000,10000,100000,1000000
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
   --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -24,3 +26,9 @@ for args in $(echo "${2:-}" | sed 's/;;/\n/g'); do
   i=$((i+1))
   eval "python3 end_to_end.py --workdir=/tmp/e2e_$i $args" 2>&1 | grep -v "^W1\|^I1" | tee -a $OUT/e2e.log
 done
+# cGAN+WSC clustering at each N (comma-separated): k-NN search, WSE and
+# rank-order distances on the device; linkage and modularity on the host.
+if [ -n "${3:-}" ]; then
+  python3 wsc_scaling.py --sizes="$3" --json_out=$OUT/wsc_scaling.jsonl 2>&1 \
+    | grep -v "^W1\|^I1" | tee $OUT/wsc_scaling.log
+fi
