@@ -138,7 +138,10 @@ def run_one(args) -> dict:
 
   def cluster():
     src, dst, dist = rank_order.undirected_edges(ro)
-    return src, dst, agglomerative.linkage(n, src, dst, dist, cfg.linkage)
+    z = agglomerative.linkage(n, src, dst, dist, cfg.linkage)
+    if cfg.bridge_components:
+      z = reannotate.bridged_linkage(res.embedding, z, src, dst, dist, cfg)
+    return src, dst, z
 
   src, dst, z = stage("agglomerative", cluster)
   out["rank_order_edges"] = len(src)

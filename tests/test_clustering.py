@@ -708,3 +708,31 @@ def test_linear_classifier_fits_separable_and_ignores_unlabelled():
   pred_bad = np.asarray(linear.fit_predict(x[train], bad[train], x[~train],
                                            3))
   assert not np.any(pred_bad == 2)
+
+
+def test_bridged_linkage_joins_components_by_centroid_distance():
+  """Four components of a graph (no edges between them): in index order
+  the cut at 2 clusters would lump A, C and B together; bridged, A joins B
+  and C joins D, the nearer centroids, and every in-graph merge comes
+  first."""
+  groups = [np.arange(0, 3), np.arange(3, 6), np.arange(6, 9),
+            np.arange(9, 12)]  # A, C, B, D
+  centre = {0: 0.0, 1: 100.0, 2: 1.0, 3: 101.0}
+  emb = np.zeros((12, 2), np.float32)
+  src, dst, dist = [], [], []
+  for gi, g in enumerate(groups):
+    emb[g, 0] = centre[gi] + 0.01 * np.arange(3)
+    for a, b in ((0, 1), (1, 2)):
+      src.append(g[a]); dst.append(g[b]); dist.append(1.0 + 0.1 * a)
+  src, dst, dist = map(np.asarray, (src, dst, dist))
+  z = agglomerative.linkage(12, src, dst, dist)
+  plain = agglomerative.cut(z, 2)
+  assert plain[0] == plain[3] == plain[6]  # index order: A, C, B lumped
+  zb = reannotate.bridged_linkage(emb, z, src, dst, dist,
+                                  reannotate.WSCConfig())
+  assert np.all(np.isfinite(zb[:, 2]))
+  assert np.all(np.diff(zb[:, 2]) >= 0)
+  np.testing.assert_array_equal(agglomerative.cut(zb, 4),
+                                agglomerative.cut(z, 4))
+  two = agglomerative.cut(zb, 2)
+  assert two[0] == two[6] and two[3] == two[9] and two[0] != two[3]

@@ -89,6 +89,9 @@ class WSCConfig:
   stochastic_eta_decay: float = 0.1
   rank_order_k: int = 0  # lists for the rank-order distance; 0: scaled
   linkage: str = "average"
+  # Join the rank-order graph's components by centroid distance before
+  # the cut (:func:`bridged_linkage`) instead of in index order.
+  bridge_components: bool = True
   candidates: tuple[int, ...] = ()  # cluster counts tried; (): scaled
   vote: str = "absolute"  # VOTES (module docstring)
   min_cluster_size: int = MIN_CLUSTER_SIZE
@@ -286,7 +289,48 @@ def cluster_embedding(embedding, cfg: WSCConfig, num_classes: int = 2):
                                    num_trees=cfg.knn_trees)
   src, dst, dist = rank_order.undirected_edges(ro)
   z = agglomerative.linkage(n, src, dst, dist, cfg.linkage)
+  if cfg.bridge_components:
+    z = bridged_linkage(embedding, z, src, dst, dist, cfg)
   return src, dst, dist, z
+
+
+def bridged_linkage(embedding, z, src, dst, dist, cfg: WSCConfig):
+  """Re-run the linkage with the rank-order graph's components joined.
+
+  Rank-order lists close on themselves where the embedding packs a class
+  tightly, so the graph falls into many components; the linkage then joins
+  them at distance inf in index order, and a cut below the component count
+  lumps unrelated components into one cluster (N = 1e4 of
+  benchmarks/wsc_scaling.py: modularity 0 at 8 clusters). Here every
+  component's centroid in the embedding is linked to its nearest
+  (up to 10) other centroids by a bridge edge between the two components'
+  first members, of length H + centroid distance, H above every rank-order
+  distance: all rank-order merges still come first, then the components
+  merge by (average-linked) centroid distance.
+  """
+  n = z.shape[0] + 1
+  finite = int(np.sum(np.isfinite(z[:, 2])))
+  comp = agglomerative.cut(z, n - finite)
+  num_comp = int(comp.max()) + 1
+  if num_comp <= 1:
+    return z
+  emb = np.asarray(embedding, np.float64)
+  counts = np.bincount(comp, minlength=num_comp).astype(np.float64)
+  centroids = np.zeros((num_comp, emb.shape[1]))
+  np.add.at(centroids, comp, emb)
+  centroids /= counts[:, None]
+  first = np.full(num_comp, n, np.int64)
+  np.minimum.at(first, comp, np.arange(n))
+  kc = min(10, num_comp - 1)
+  idx, cdist = graph_lib.knn(centroids.astype(np.float32), kc,
+                             method=cfg.knn_method, num_trees=cfg.knn_trees)
+  rows = np.repeat(np.arange(num_comp), kc)
+  top = float(np.max(dist)) + 1.0 if len(dist) else 1.0
+  bsrc, bdst = first[rows], first[np.asarray(idx).ravel()]
+  bdist = top + np.asarray(cdist, np.float64).ravel()
+  return agglomerative.linkage(
+      n, np.concatenate([src, bsrc]), np.concatenate([dst, bdst]),
+      np.concatenate([np.asarray(dist, np.float64), bdist]), cfg.linkage)
 
 
 def weakly_supervised_reannotation(features, noisy_labels, weights=None,

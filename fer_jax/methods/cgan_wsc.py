@@ -384,7 +384,13 @@ class CGANWSC(base.Method):
     ids = np.unique(subjects)
     half = np.isin(subjects, ids[np.random.default_rng(
         self.config.seed).permutation(len(ids))[: len(ids) // 2]])
-    x, _ = self.feature_matrix(expr, neutral, noisy, num_classes)
+    # The classifier's input: the feature set's raw columns (it
+    # standardises them on its training half; no weights from labels).
+    x = np.concatenate(
+        ([np.asarray(wsc.geometric_features(expr, neutral))]
+         if self.cfg.features in ("geometric", "both") else [])
+        + ([np.asarray(wsc.landmark_displacements(expr, neutral))]
+           if self.cfg.features in ("displacement", "both") else []), axis=1)
     out = {arm: {"predictions": np.zeros(len(labels), np.int64)}
            for arm in ("reannotated", "noisy")}
     relabel_acc = []
