@@ -108,7 +108,8 @@ def test_run_reports_the_reannotation_experiment(trainer, tmp_path):
   # Issue 21: every feature set and WSE form re-annotated side by side.
   assert set(report["feature_kinds"]) == {"geometric", "displacement",
                                           "both"}
-  assert report["feature_kinds"]["geometric"]["cgan"] == report["accuracy"]
+  assert report["features"] == "both"  # the synthetic default's
+  assert report["feature_kinds"]["both"]["cgan"] == report["accuracy"]
   assert report["wse_forms"]["normalized"] == report["accuracy"]
   for arm in ("reannotated", "noisy"):
     assert 0.0 <= report["classifier"][arm]["accuracy"] <= 1.0
