@@ -92,6 +92,8 @@ class WSCConfig:
   # Join the rank-order graph's components by centroid distance before
   # the cut (:func:`bridged_linkage`) instead of in index order.
   bridge_components: bool = True
+  # Cluster the embedding's rows scaled to unit length (:func:`row_normalize`).
+  row_normalize: bool = False
   candidates: tuple[int, ...] = ()  # cluster counts tried; (): scaled
   vote: str = "absolute"  # VOTES (module docstring)
   min_cluster_size: int = MIN_CLUSTER_SIZE
@@ -278,11 +280,21 @@ def embed(x, noisy_labels, num_classes: int, cfg: WSCConfig):
   return g, res
 
 
+def row_normalize(embedding, eps: float = 1e-12):
+  """Rows of the embedding to unit length (Ng, Jordan and Weiss 2001): a
+  class's points share a direction in the spectral embedding but not a
+  length, which follows their degree and where in the class they sit."""
+  e = jnp.asarray(embedding, jnp.float32)
+  return e / jnp.maximum(jnp.linalg.norm(e, axis=1, keepdims=True), eps)
+
+
 def cluster_embedding(embedding, cfg: WSCConfig, num_classes: int = 2):
   """Rank-order graph of the embedding and its merge sequence -> (src, dst,
   distance, Z)."""
   n = embedding.shape[0]
   cfg = resolve(cfg, n, num_classes)
+  if cfg.row_normalize:
+    embedding = row_normalize(embedding)
   ro = rank_order.rank_order_graph(embedding, k=min(cfg.rank_order_k, n - 1),
                                    tile_bytes=cfg.tile_bytes,
                                    method=cfg.knn_method,
