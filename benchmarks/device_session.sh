@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # One device lease: install the carried wheels, then run the named parts.
 #   carry: .whl (wheels the device image lacks) and .tfds (a built synthetic set)
-#   bash benchmarks/device_session.sh "suite-args" "e2e-args" "side-by-side-args"
+#   bash benchmarks/device_session.sh "suite-args" "e2e-args" "side-by-side-args" "wsc-sizes"
 # The third part (benchmarks/side_by_side.py: fer_jax against its PyTorch
 # twins on this GPU) uses the image's own torch; pass "-" for its defaults.
 # It rewrites the generated section of benchmarks/RESULTS.md, copied to $OUT.
+# The fourth, the WSC scaling table alone on the lent GPU (issue 21):
+#   bash benchmarks/device_session.sh "" "" "" 1000,10000,100000,1000000
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
   --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -34,4 +36,10 @@ if [ -n "${3:-}" ]; then
   # "--passes=2 --only=...", adds to the same table.
   eval "python3 side_by_side.py --jsonl=/tmp/side_by_side.jsonl $args" 2>&1 | grep -v "^W1\|^I1" | tee $OUT/side_by_side.log
   cp RESULTS.md /tmp/side_by_side.jsonl /tmp/side_by_side.jsonl.log $OUT/
+fi
+# cGAN+WSC clustering at each N (comma-separated): k-NN search, WSE and
+# rank-order distances on the device; linkage and modularity on the host.
+if [ -n "${4:-}" ]; then
+  python3 wsc_scaling.py --sizes="$4" --json_out=$OUT/wsc_scaling.jsonl 2>&1 \
+    | grep -v "^W1\|^I1" | tee $OUT/wsc_scaling.log
 fi

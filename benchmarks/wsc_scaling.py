@@ -15,6 +15,15 @@ so XLA compilation is included there), the first-call total and its XLA
 compile seconds (JAX monitoring events), peak RSS, the device, and the
 log-log slope of time against N per stage.
 
+The clustering settings follow N by default (issue 21;
+fer_jax.clustering.reannotate.scaled_settings: --knn_k / --rank_k 0), with
+the normalized WSE form started from the noisy labels and the absolute
+vote; --form=matlab --init=random --vote=plurality --knn_k=100 --rank_k=20
+--candidates=16,32,64,128,256,512 is the earlier fixed setup. Where JAX
+runs on a GPU, the k-NN search, the WSE iterations and the rank-order
+distances run there; the linkage, cuts and modularity are host-side numpy
+(agglomerative.py: dynamic shapes).
+
 Memory is O(N k) plus one (block, N) search tile; the exact search's work is
 O(N^2 d) (slope ~2 once it dominates), everything else O(N k) per iteration.
 """
@@ -71,9 +80,13 @@ def run_one(args) -> dict:
   n = args.n
   x, y = synthetic(n, args.features, args.classes, args.seed)
   noisy = np.asarray(labels.flip_labels(y, 0.3, args.classes, args.seed)[0])
-  cfg = reannotate.WSCConfig(knn_k=args.knn_k, rank_order_k=args.rank_k,
-                             embed_dim=args.dim, lam=args.lam,
-                             tile_bytes=args.tile_mb * 2**20)
+  cands = tuple(int(c) for c in args.candidates.split(",") if c)
+  cfg = reannotate.resolve(reannotate.WSCConfig(
+      knn_k=args.knn_k, rank_order_k=args.rank_k, embed_dim=args.dim,
+      lam=args.lam, form=args.form, init=args.init, vote=args.vote,
+      min_cluster_size=args.min_cluster_size, candidates=cands,
+      tile_bytes=args.tile_mb * 2**20), n, args.classes)
+  args.knn_k, args.rank_k = cfg.knn_k, cfg.rank_order_k
   xs = jax.block_until_ready(reannotate.prepare_features(x))
   rss_start = peak_rss_mib()  # JAX, XLA and the inputs, before any stage
   times, first, rss = {}, {}, {}
@@ -95,18 +108,23 @@ def run_one(args) -> dict:
 
   g = stage("knn_graph", lambda: graph_lib.mutual_knn_graph(
       xs, k=min(args.knn_k, n - 1), tile_bytes=cfg.tile_bytes,
-      method=args.knn_method, num_trees=args.knn_trees))
+      method=args.knn_method, num_trees=args.knn_trees,
+      connect_isolated=(cfg.form == "normalized"
+                        and not args.stochastic_partitions)))
   out["mutual_edges"] = int(np.asarray(g.mutual).sum()) // 2
   out["knn_search"] = graph_lib.search_method(args.knn_method, n)
+  init = (reannotate.label_init(noisy, args.classes, args.dim,
+                                jax.random.PRNGKey(1))
+          if cfg.init == "labels" else None)
   if args.stochastic_partitions:
     res = stage("wse", lambda: wse.wse_embedding_stochastic(
         g, noisy, args.classes, dim=args.dim, lam=args.lam,
         num_partitions=args.stochastic_partitions, tol=0.0,
-        max_epochs=args.max_iter))
+        max_epochs=args.max_iter, init=init))
   else:
     res = stage("wse", lambda: wse.wse_embedding(
         g, noisy, args.classes, dim=args.dim, lam=args.lam, tol=0.0,
-        max_iter=args.max_iter))
+        max_iter=args.max_iter, form=cfg.form, init=init))
   out["wse_iters"] = int(res.num_iters)
 
   def ranks():
@@ -120,7 +138,10 @@ def run_one(args) -> dict:
 
   def cluster():
     src, dst, dist = rank_order.undirected_edges(ro)
-    return src, dst, agglomerative.linkage(n, src, dst, dist, cfg.linkage)
+    z = agglomerative.linkage(n, src, dst, dist, cfg.linkage)
+    if cfg.bridge_components:
+      z = reannotate.bridged_linkage(res.embedding, z, src, dst, dist, cfg)
+    return src, dst, z
 
   src, dst, z = stage("agglomerative", cluster)
   out["rank_order_edges"] = len(src)
@@ -130,12 +151,15 @@ def run_one(args) -> dict:
                                                     cfg.candidates)
     best = int(np.argmax(q))
     new = reannotate.majority_vote(cuts[best], noisy, int(cands[best]),
-                                   args.classes)
+                                   args.classes, cfg.vote,
+                                   cfg.min_cluster_size)
     return cands, q, np.asarray(new)
 
   cands, q, new = stage("modularity", select)
   out.update(
-      n=n, device=str(jax.devices()[0]), platform=jax.default_backend(),
+      knn_k=cfg.knn_k, rank_order_k=cfg.rank_order_k,
+      candidates=list(cfg.candidates), form=cfg.form, init=cfg.init,
+      vote=cfg.vote, n=n, device=str(jax.devices()[0]), platform=jax.default_backend(),
       times=times, first_call=first, repeat=repeat,
       compile=dict(compile_s), rss_mib=rss, rss_start_mib=rss_start,
       peak_rss_mib=peak_rss_mib(), num_clusters=int(cands[int(np.argmax(q))]),
@@ -157,7 +181,7 @@ def slope(ns, ts):
 
 
 def table(rows) -> str:
-  head = ("| N (k-NN search) | " + " | ".join(f"{s} s" for s in STAGES)
+  head = ("| N (k-NN search) | k / rank k | " + " | ".join(f"{s} s" for s in STAGES)
           + " | total s | first call s (XLA compile s)"
           " | peak RSS MiB (stages' growth)"
           " | edges (mutual / rank-order) | WSE iters"
@@ -166,7 +190,9 @@ def table(rows) -> str:
   for r in rows:
     t = r["times"]
     lines.append(
-        f"| {r['n']:,} ({r.get('knn_search', 'exact')}) | " + " | ".join(f"{t[s]:.2f}" for s in STAGES)
+        f"| {r['n']:,} ({r.get('knn_search', 'exact')}) | "
+        f"{r.get('knn_k', '?')} / {r.get('rank_order_k', '?')} | "
+        + " | ".join(f"{t[s]:.2f}" for s in STAGES)
         + f" | {sum(t.values()):.2f} | {sum(r['first_call'].values()):.2f}"
         f" ({sum(r['compile'].get(s, 0.0) for s in STAGES):.2f})"
         f" | {r['peak_rss_mib']:.0f}"
@@ -195,15 +221,25 @@ def main(argv=None):
                  help="comma-separated N")
   p.add_argument("--features", type=int, default=12)
   p.add_argument("--classes", type=int, default=6)
-  p.add_argument("--knn_k", type=int, default=100)
-  p.add_argument("--rank_k", type=int, default=20)
+  p.add_argument("--knn_k", type=int, default=0,
+                 help="0: scaled with N (reannotate.scaled_settings)")
+  p.add_argument("--rank_k", type=int, default=0, help="0: scaled with N")
+  p.add_argument("--candidates", default="",
+                 help="comma-separated cluster counts; empty: scaled")
+  p.add_argument("--form", default="normalized",
+                 help="WSE form: normalized | matlab")
+  p.add_argument("--init", default="labels", help="WSE start: labels | "
+                 "random")
+  p.add_argument("--vote", default="absolute",
+                 help="absolute | plurality")
+  p.add_argument("--min_cluster_size", type=int, default=8)
   p.add_argument("--knn_method", default="auto",
                  help="exact | rp_forest | auto (exact up to "
                       "graph.EXACT_MAX_POINTS points)")
   p.add_argument("--knn_trees", type=int, default=8,
                  help="random-projection trees of the approximate search")
   p.add_argument("--dim", type=int, default=10)
-  p.add_argument("--lam", type=float, default=1.0,
+  p.add_argument("--lam", type=float, default=2.0**-4,
                  help="WSE weak-label weight (accuracy, not time, depends "
                  "on it)")
   p.add_argument("--max_iter", type=int, default=50,

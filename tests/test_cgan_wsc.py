@@ -102,7 +102,18 @@ def test_run_reports_the_reannotation_experiment(trainer, tmp_path):
   best = max(report["curve"], key=lambda p: p["modularity"])
   assert best["accuracy"] == report["accuracy"]
   assert set(report["baselines"]) == {"pca", "not_optimised",
-                                      "true_landmarks"}
+                                      "true_landmarks",
+                                      "true_face_generated_neutral"}
+  assert report["reannotation_accuracy"] == report["accuracy"]
+  # Issue 21: every feature set and WSE form re-annotated side by side.
+  assert set(report["feature_kinds"]) == {"geometric", "displacement",
+                                          "both"}
+  assert report["features"] == "both"  # the synthetic default's
+  assert report["feature_kinds"]["both"]["cgan"] == report["accuracy"]
+  assert report["wse_forms"]["normalized"] == report["accuracy"]
+  for arm in ("reannotated", "noisy"):
+    assert 0.0 <= report["classifier"][arm]["accuracy"] <= 1.0
+  assert len(report["classifier"]["halves_reannotation_accuracy"]) == 2
   assert report["binary"]["num_examples"] > 0
   assert set(report["clean_label_knn_accuracy"]) == {
       "cgan", "true_face_generated_neutral", "true_landmarks"}

@@ -527,8 +527,212 @@ def test_reannotation_end_to_end_on_blobs():
       res.modularity.max()
   assert res.embedding.shape == (600, 10)
   assert np.all(np.diff(res.objective) <= 0)
-  # docs/methods.md's default lambda = 1 leans on the noisy labels much more
+  # The release's setup (lambda = 1, W^T W = I from a random start, the
+  # plurality vote, 2^4..2^9 clusters) leans on the noisy labels much more
   # (0.76 to 0.87 over seeds 0-3), still above the 70% it started from.
   res1 = reannotate.weakly_supervised_reannotation(
-      x, noisy, num_classes=4, knn_k=30)
+      x, noisy, num_classes=4, knn_k=30, lam=1.0, form="matlab",
+      init="random", vote="plurality", min_cluster_size=1, rank_order_k=20,
+      candidates=reannotate.DEFAULT_CANDIDATES)
   assert (res1.labels == y).mean() > 0.73
+
+
+def generalized_bottom(g, dim):
+  """Bottom generalised eigenvectors of (D - A) u = mu D u (scipy)."""
+  a = np.asarray(graph_lib.dense_symmetric_adjacency(g), np.float64)
+  deg = a.sum(1)
+  return scipy.linalg.eigh(np.diag(deg) - a, np.diag(deg))
+
+
+def test_normalized_wse_lambda_zero_is_generalized_eigenspace():
+  """Issue 21: at lambda = 0 the normalized embedding spans the bottom
+  generalised eigenvectors of (D - A, D) and is D-orthogonal; the
+  release's form lands elsewhere on the same graph."""
+  x, _ = blobs(3, 40, 5, 1.5, seed=3)  # touching blobs: one component
+  g = graph_lib.mutual_knn_graph(x, 8, connect_isolated=True)
+  ev, u = generalized_bottom(g, 3)
+  assert ev[0] < 1e-6 and ev[3] - ev[2] > 0.05 and ev[2] > 1e-3
+  res = wse.wse_embedding(g, np.zeros(g.num_nodes, int), 1, dim=3, lam=0.0,
+                          tol=1e-9, max_iter=5000, form="normalized")
+  w = np.asarray(res.embedding, np.float64)
+  deg = np.asarray(graph_lib.symmetric_degree(g), np.float64)
+  dn = deg / deg.mean()
+  np.testing.assert_allclose(w.T @ (dn[:, None] * w), np.eye(3), atol=1e-4)
+  angle = np.max(scipy.linalg.subspace_angles(w, u[:, :3]))
+  assert angle < 1e-2
+  # Objective = sum of the generalised eigenvalues (scaled by mean degree).
+  np.testing.assert_allclose(np.asarray(res.objective)[int(res.num_iters)],
+                             ev[:3].sum(), rtol=0, atol=2e-3)
+  matlab = wse.wse_embedding(g, np.zeros(g.num_nodes, int), 1, dim=3,
+                             lam=0.0, tol=1e-9, max_iter=5000)
+  far = np.max(scipy.linalg.subspace_angles(
+      np.asarray(matlab.embedding, np.float64), u[:, :3]))
+  assert far > 10 * angle
+
+
+def test_normalized_prox_matches_dense_solve():
+  """normalized_group_prox = (I + a M C_g M)^-1 V per group (dense)."""
+  rng = np.random.default_rng(1)
+  n, d = 12, 3
+  labels = np.array([0, 0, 1, 1, 1, 2, 2, 2, 2, -1, 0, 1])
+  scale = rng.uniform(0.5, 2.0, n).astype(np.float32)
+  v = rng.normal(size=(n, d)).astype(np.float32)
+  groups = wse.make_groups(labels, 3)
+  lam, eta = 0.7, 0.3
+  got = np.asarray(wse.normalized_group_prox(v, groups, lam, eta,
+                                             jnp.asarray(scale)))
+  want = v.astype(np.float64).copy()
+  coef = np.asarray(groups.coef)
+  for gi in range(3):
+    rows = np.flatnonzero(labels == gi)
+    m = np.diag(1.0 / scale[rows])
+    c = np.eye(len(rows)) - 1.0 / len(rows)
+    a = 2 * lam * eta * coef[gi]
+    want[rows] = np.linalg.solve(np.eye(len(rows)) + a * m @ c @ m, v[rows])
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  # Unit scale reduces to the release's prox.
+  np.testing.assert_allclose(
+      np.asarray(wse.normalized_group_prox(v, groups, lam, eta,
+                                           jnp.ones(n))),
+      np.asarray(wse.group_prox(v, groups, lam, eta)), rtol=1e-5, atol=1e-6)
+
+
+def test_symmetric_adjacency_matmul_and_connect_isolated():
+  x, _ = blobs(2, 20, 3, 4.0, seed=0)
+  x = np.concatenate([x, np.full((1, 3), 50.0, np.float32)])  # an outlier
+  g0 = graph_lib.mutual_knn_graph(x, 5)
+  g = graph_lib.mutual_knn_graph(x, 5, connect_isolated=True)
+  assert float(graph_lib.degree(g0)[-1]) == 0.0
+  assert float(graph_lib.symmetric_degree(g)[-1]) > 0.0
+  a = np.asarray(graph_lib.dense_adjacency(g), np.float64)
+  assert not np.allclose(a, a.T)
+  v = np.random.default_rng(0).normal(size=(x.shape[0], 4))
+  np.testing.assert_allclose(
+      np.asarray(graph_lib.symmetric_adjacency_matmul(
+          g.indices, g.weights, v.astype(np.float32), tile_bytes=4096)),
+      0.5 * (a + a.T) @ v, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(graph_lib.symmetric_degree(g)),
+                             0.5 * (a + a.T).sum(1), rtol=1e-5)
+
+
+# --- Issue 21: settings that follow N, the vote, displacement features -------
+
+
+def test_scaled_settings_follow_n_and_class_size():
+  """docs: knn_k = clip(round(m / 6), 10, 30), rank_order_k =
+  clip(round(m / 8), 5, 20), candidates 2^ceil(log2 C) .. N / 8, with m =
+  N / C the mean class size."""
+  s = reannotate.scaled_settings(504, 7)  # the synthetic test fold, m = 72
+  assert (s["knn_k"], s["rank_order_k"]) == (12, 9)
+  assert s["candidates"] == (8, 16, 32)  # 504 / 8 = 63
+  s = reannotate.scaled_settings(1000, 6)  # m = 166.7
+  assert (s["knn_k"], s["rank_order_k"]) == (28, 20)
+  assert s["candidates"] == (8, 16, 32, 64)  # 1000 / 8 = 125
+  s = reannotate.scaled_settings(10**6, 6)
+  assert (s["knn_k"], s["rank_order_k"]) == (30, 20)
+  assert s["candidates"] == tuple(2 ** j for j in range(3, 17))  # <= 125000
+  s = reannotate.scaled_settings(40, 2)  # tiny: floors
+  assert (s["knn_k"], s["rank_order_k"]) == (10, 5)
+  assert s["candidates"] == (2, 4)
+  # resolve fills only the fields left at 0 / empty.
+  cfg = reannotate.resolve(reannotate.WSCConfig(knn_k=7), 1000, 6)
+  assert (cfg.knn_k, cfg.rank_order_k) == (7, 20)
+  assert cfg.candidates == (8, 16, 32, 64)
+
+
+def test_absolute_vote_keeps_own_labels_in_mixed_or_small_clusters():
+  # Cluster 0: 5 of 9 say 1 (> half): all become 1. Cluster 1: 4 of 9 say
+  # 2 (a plurality, not a majority): everyone keeps their own label.
+  # Cluster 2: 2 of 3 say 0 but the cluster is under min_cluster_size.
+  clusters = np.array([0] * 9 + [1] * 9 + [2] * 3)
+  noisy = np.array([1, 1, 1, 1, 1, 0, 0, 2, 2,
+                    2, 2, 2, 2, 0, 0, 1, 1, 0,
+                    0, 0, 1])
+  got = np.asarray(reannotate.majority_vote(clusters, noisy, 3, 3,
+                                            "absolute", min_cluster_size=4))
+  np.testing.assert_array_equal(got[:9], 1)
+  np.testing.assert_array_equal(got[9:], noisy[9:])
+  plural = np.asarray(reannotate.majority_vote(clusters, noisy, 3, 3))
+  np.testing.assert_array_equal(plural[9:18], 2)
+  np.testing.assert_array_equal(plural[18:], 0)
+  with pytest.raises(ValueError, match="vote='x'"):
+    reannotate.majority_vote(clusters, noisy, 3, 3, "x")
+
+
+def test_label_init_and_balance_blocks():
+  w = np.asarray(reannotate.label_init(np.array([2, 0, -1, 1]), 3, 5,
+                                       jax.random.PRNGKey(0)))
+  np.testing.assert_array_equal(w[:, :3], [[0, 0, 1], [1, 0, 0], [0, 0, 0],
+                                           [0, 1, 0]])
+  assert w.shape == (4, 5) and np.all(np.abs(w[:, 3:]) < 1.0)
+  rng = np.random.default_rng(0)
+  a, b = rng.normal(0, 5, (50, 2)), rng.normal(0, 0.1, (50, 30))
+  x = np.asarray(reannotate.balance_blocks([a, b]))
+  assert x.shape == (50, 32)
+  np.testing.assert_allclose(x[:, :2].var(0).sum(), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(x[:, 2:].var(0).sum(), 1.0, rtol=1e-5)
+
+
+def test_landmark_displacements_by_hand_and_pose_free():
+  rng = np.random.default_rng(0)
+  neutral = rng.uniform(0.2, 0.8, (1, 68, 2)).astype(np.float32)
+  neutral[0, 36], neutral[0, 45] = (0.3, 0.4), (0.7, 0.4)  # iod 0.4
+  expr = neutral.copy()
+  expr[0, 62, 1] += 0.04  # inner lip down by 0.1 inter-ocular
+  d = np.asarray(features.landmark_displacements(expr, neutral))
+  assert d.shape == (1, 136)
+  moved = d.reshape(68, 2)
+  # Only point 62 moves (the stable points did not): +0.1 iod along y.
+  np.testing.assert_allclose(moved[62], [0.0, 0.1], atol=1e-5)
+  np.testing.assert_allclose(np.delete(moved, 62, 0), 0.0, atol=1e-5)
+  # The expression face rotated by 20 degrees, scaled and shifted on the
+  # image: the same displacements (each face is put in its own frame).
+  t = np.deg2rad(20.0)
+  rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+  posed = (1.7 * expr @ rot.T + np.array([0.1, -0.2])).astype(np.float32)
+  np.testing.assert_allclose(
+      np.asarray(features.landmark_displacements(posed, neutral)), d,
+      atol=1e-5)
+
+
+def test_linear_classifier_fits_separable_and_ignores_unlabelled():
+  from fer_jax.clustering import linear
+  x, y = blobs(3, 40, 4, 6.0, seed=2)
+  train = np.arange(len(y)) % 2 == 0
+  labels = np.where(np.arange(len(y)) % 10 == 0, -1, y)  # some unlabelled
+  pred = np.asarray(linear.fit_predict(x[train], labels[train], x[~train],
+                                       3))
+  assert (pred == y[~train]).mean() == 1.0
+  # Wrong labels on a whole class move its decision: the fit listens.
+  bad = np.where(y == 2, 1, y)
+  pred_bad = np.asarray(linear.fit_predict(x[train], bad[train], x[~train],
+                                           3))
+  assert not np.any(pred_bad == 2)
+
+
+def test_bridged_linkage_joins_components_by_centroid_distance():
+  """Four components of a graph (no edges between them): in index order
+  the cut at 2 clusters would lump A, C and B together; bridged, A joins B
+  and C joins D, the nearer centroids, and every in-graph merge comes
+  first."""
+  groups = [np.arange(0, 3), np.arange(3, 6), np.arange(6, 9),
+            np.arange(9, 12)]  # A, C, B, D
+  centre = {0: 0.0, 1: 100.0, 2: 1.0, 3: 101.0}
+  emb = np.zeros((12, 2), np.float32)
+  src, dst, dist = [], [], []
+  for gi, g in enumerate(groups):
+    emb[g, 0] = centre[gi] + 0.01 * np.arange(3)
+    for a, b in ((0, 1), (1, 2)):
+      src.append(g[a]); dst.append(g[b]); dist.append(1.0 + 0.1 * a)
+  src, dst, dist = map(np.asarray, (src, dst, dist))
+  z = agglomerative.linkage(12, src, dst, dist)
+  plain = agglomerative.cut(z, 2)
+  assert plain[0] == plain[3] == plain[6]  # index order: A, C, B lumped
+  zb = reannotate.bridged_linkage(emb, z, src, dst, dist,
+                                  reannotate.WSCConfig())
+  assert np.all(np.isfinite(zb[:, 2]))
+  assert np.all(np.diff(zb[:, 2]) >= 0)
+  np.testing.assert_array_equal(agglomerative.cut(zb, 4),
+                                agglomerative.cut(z, 4))
+  two = agglomerative.cut(zb, 2)
+  assert two[0] == two[6] and two[3] == two[9] and two[0] != two[3]

@@ -564,3 +564,43 @@ def test_cpu_all_plans_exactly_the_runs_of_cpu_and_cpu_gan():
   both = planned("cpu") | planned("cpu_gan")
   assert planned("cpu_all") == both
   assert len(both) == 4 * (3 + 2 + 2 + 3)
+
+
+def test_wsc_claim_arms_and_preset(tmp_path):
+  """Issue 21's `wsc` claim: its two cgan_wsc arms differ only in what the
+  run scores (classifier on re-annotated vs noisy labels), both scores are
+  the method's, and the cpu_wsc preset runs them to a claim row."""
+  from fer_jax.methods import cgan_wsc
+  cmp.check_tables()
+  claim = [c for c in cmp.CLAIMS if c["claim"].startswith("wsc:")]
+  assert len(claim) == 1 and not claim[0].get("informational")
+  claim = claim[0]
+  arm = cmp.ARMS["cgan_wsc"][claim["arm"]]
+  ref = cmp.ARMS["cgan_wsc"][claim["reference"]]
+  assert arm[0] == ref[0] == "configs/cgan_wsc.py"
+  assert set(arm[1]) == set(ref[1]) == {"cgan_wsc.score"}
+  assert arm[1]["cgan_wsc.score"] == "classifier_reannotated"
+  assert ref[1]["cgan_wsc.score"] == "classifier_noisy"
+  assert {arm[1]["cgan_wsc.score"], ref[1]["cgan_wsc.score"]} <= set(
+      cgan_wsc.SCORES)
+  preset = cmp.PRESETS["cpu_wsc"]
+  assert preset["methods"] == ("cgan_wsc",)
+  # Fake reports: the re-annotated arm 5 points up on folds 0-2, 3 on 3.
+  runs = [dict(method="cgan_wsc", arm=a, fold=f, seed=0,
+               accuracy=0.6 + 0.01 * f
+               + (0.05 - 0.02 * (f == 3)) * (a == "wsc_classifier"))
+          for a in ("wsc_classifier", "noisy_classifier")
+          for f in preset["folds"]]
+  c = cmp.claim_entry(claim, runs)
+  assert c["num_pairs"] == 4
+  assert c["mean_diff"] == pytest.approx(4.5)
+  assert c["holds"] is True
+  presets = {"w": dict(preset, folds=(0, 1))}
+  launcher = FakeLauncher()
+  assert cmp.compare("w", str(tmp_path), launcher=launcher, presets=presets,
+                     arms=cmp.ARMS, claims=cmp.CLAIMS,
+                     out=lambda *_: None) == 0
+  assert {(m, a) for m, a, *_ in launcher.calls} == {
+      ("cgan_wsc", "wsc_classifier"), ("cgan_wsc", "noisy_classifier")}
+  result = read_json(tmp_path / "compare.json")
+  assert [c["arm"] for c in result["claims"]] == ["wsc_classifier"]

@@ -135,3 +135,39 @@ def geometric_features(expr_landmarks, neutral_landmarks=None,
   if neutral_landmarks is None:
     return f
   return f - face_features(neutral_landmarks, scale, mirror_nose)
+
+
+# --- Raw landmark displacements (issue 21) ----------------------------------
+
+# Points that expressions barely move: the eye corners and the nose bridge
+# and tip. Each face is put in their frame before two faces are differenced.
+STABLE_POINTS = (27, 28, 29, 30, 36, 39, 42, 45)
+FEATURE_KINDS = ("geometric", "displacement", "both")
+
+
+def normalise_pose(landmarks):
+  """(B, 68, 2) -> the same points in a face-own frame: origin at the
+  stable points' mean, x along the outer eye corners (36 -> 45), unit = the
+  inter-ocular distance. Removes where the face sits, its roll and size."""
+  lm = jnp.asarray(landmarks, jnp.float32)
+  centre = jnp.mean(lm[..., jnp.asarray(STABLE_POINTS), :], axis=-2,
+                    keepdims=True)
+  i, j = OUTER_EYE_CORNERS
+  axis = lm[..., j, :] - lm[..., i, :]
+  unit = jnp.maximum(jnp.linalg.norm(axis, axis=-1), 1e-6)
+  c, s = axis[..., 0] / unit, axis[..., 1] / unit
+  p = lm - centre
+  # Rotate by -roll: (x, y) -> (c x + s y, -s x + c y).
+  x = c[..., None] * p[..., 0] + s[..., None] * p[..., 1]
+  y = -s[..., None] * p[..., 0] + c[..., None] * p[..., 1]
+  return jnp.stack([x, y], axis=-1) / unit[..., None, None]
+
+
+def landmark_displacements(expr_landmarks, neutral_landmarks):
+  """(B, 136): every landmark's move from the (generated) neutral face to
+  the expression, both in their own pose-free frame (:func:`normalise_pose`),
+  in inter-ocular units. The raw counterpart of F(expr) - F(neutral): the
+  review of issue 21 measured 0.94 leave-one-out 5-NN accuracy with clean
+  labels on the synthetic set where F1-F12 reach 0.79."""
+  d = (normalise_pose(expr_landmarks) - normalise_pose(neutral_landmarks))
+  return d.reshape(d.shape[:-2] + (2 * NUM_LANDMARKS,))

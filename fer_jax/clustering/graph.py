@@ -299,12 +299,18 @@ def mutual_knn_graph(x, k: int = 100, sigma=None,
                      block_size: int | None = None,
                      tile_bytes: int = DEFAULT_TILE_BYTES,
                      approximate: bool = False, method: str = "auto",
-                     num_trees: int = 8) -> KnnGraph:
+                     num_trees: int = 8,
+                     connect_isolated: bool = False) -> KnnGraph:
   """WSE's graph of points x (N, d): mutual k-NN with Gaussian weights.
 
   sigma defaults to the median of all N k neighbour distances (the k-NN
   distances before the mutual filter; "the median k-NN distance"). Points
-  with no mutual neighbour get degree 0 (see :func:`laplacian_matmul`).
+  with no mutual neighbour get degree 0 (see :func:`laplacian_matmul`),
+  unless ``connect_isolated``: then such a point keeps the edge to its
+  nearest neighbour (weight at least exp(-2)), listed in its own row only, so the stored weights are
+  no longer symmetric and :func:`symmetric_adjacency_matmul` (A + A^T) / 2
+  is the graph's operator (the normalised WSE uses it: a point of degree 0
+  has no place under W^T D W = I).
   """
   idx, dist = knn(x, k, block_size, tile_bytes, approximate,
                   method=method, num_trees=num_trees)
@@ -312,7 +318,14 @@ def mutual_knn_graph(x, k: int = 100, sigma=None,
   if sigma is None:
     sigma = jnp.median(dist)
   sigma = jnp.maximum(jnp.asarray(sigma, jnp.float32), 1e-12)
-  w = jnp.where(mutual, jnp.exp(-dist * dist / (2.0 * sigma * sigma)), 0.0)
+  gauss = jnp.exp(-dist * dist / (2.0 * sigma * sigma))
+  w = jnp.where(mutual, gauss, 0.0)
+  if connect_isolated:
+    # The rescue edge weighs at least exp(-2) (a neighbour at 2 sigma): an
+    # outlier's Gaussian weight may underflow to 0, leaving it isolated.
+    rescue = (~jnp.any(mutual, axis=1))[:, None] & (
+        jnp.arange(idx.shape[1]) == 0)[None, :]
+    w = jnp.where(rescue, jnp.maximum(gauss, jnp.exp(-2.0)), w)
   return KnnGraph(indices=idx, distances=dist, mutual=mutual, weights=w,
                   sigma=sigma)
 
@@ -341,6 +354,42 @@ def neighbour_sum(indices, weights, x, tile_bytes: int = DEFAULT_TILE_BYTES):
     return acc + jnp.einsum("cn,cnd->nd", wt[s], x[it[s]])
 
   return lax.fori_loop(0, steps, body, jnp.zeros((n, d), x.dtype))
+
+
+def symmetric_adjacency_matmul(indices, weights, x,
+                               tile_bytes: int = DEFAULT_TILE_BYTES):
+  """((A + A^T) / 2) x for the stored (N, k) weights A (rows: sources).
+
+  A^T x scatters each row's weighted x to its neighbours; both passes run
+  ``chunk`` neighbour columns at a time, memory O(N (k + d)). Equal to
+  :func:`neighbour_sum` on a symmetric graph (mutual edges only).
+  """
+  x = jnp.asarray(x)
+  n, k = indices.shape
+  d = x.shape[-1]
+  chunk = max(1, min(k, tile_bytes // max(8 * n * d, 1)))
+  steps = -(-k // chunk)
+  pad = steps * chunk - k
+  it = jnp.pad(indices, ((0, 0), (0, pad))).T.reshape(steps, chunk, n)
+  wt = jnp.pad(weights, ((0, 0), (0, pad))).T.reshape(steps, chunk, n)
+  wt = wt.astype(x.dtype)
+
+  def body(s, acc):
+    gathered = jnp.einsum("cn,cnd->nd", wt[s], x[it[s]])
+    scattered = jax.ops.segment_sum(
+        (wt[s][:, :, None] * x[None, :, :]).reshape(-1, d),
+        it[s].reshape(-1), num_segments=n)
+    return acc + 0.5 * (gathered + scattered)
+
+  return lax.fori_loop(0, steps, body, jnp.zeros((n, d), x.dtype))
+
+
+def symmetric_degree(graph: KnnGraph):
+  """Row sums of (A + A^T) / 2 (= :func:`degree` on a symmetric graph)."""
+  n = graph.num_nodes
+  col = jax.ops.segment_sum(graph.weights.reshape(-1),
+                            graph.indices.reshape(-1), num_segments=n)
+  return 0.5 * (jnp.sum(graph.weights, axis=1) + col)
 
 
 def degree(graph: KnnGraph):
@@ -404,6 +453,12 @@ def dense_adjacency(graph: KnnGraph):
   rows = jnp.broadcast_to(jnp.arange(n)[:, None], (n, k))
   return jnp.zeros((n, n), jnp.float32).at[rows, graph.indices].add(
       graph.weights)
+
+
+def dense_symmetric_adjacency(graph: KnnGraph):
+  """(A + A^T) / 2 as an (N, N) array. Small N only (tests)."""
+  a = dense_adjacency(graph)
+  return 0.5 * (a + a.T)
 
 
 def dense_laplacian(graph: KnnGraph):

@@ -14,6 +14,28 @@ Choices the paper leaves open, made here:
 - a tied vote keeps the member's own noisy label when it is among the tied
   winners, else the smallest tied class index (ties do not flip labels);
 - equal modularity picks the smaller cluster count.
+
+Settings that follow N (issue 21; :func:`scaled_settings`, used wherever a
+WSCConfig leaves ``knn_k`` / ``rank_order_k`` at 0 or ``candidates`` empty,
+the default). Fixed settings tuned for a few hundred faces break both ways:
+k = 100 on 504 faces in classes of 72 links every face to other classes, and
+2^4..2^9 clusters on 1e6 points leave each cluster thousands of points of
+an embedding that has not separated. With m = N / C the mean class size:
+
+- knn_k = clip(round(m / 6), 10, 30): a neighbourhood well inside a class,
+  at least 10 for a connected graph, at most 30 (memory O(N k));
+- rank_order_k = clip(round(m / 8), 5, 20) (Zhu et al.'s 20 once classes
+  hold 160 points);
+- candidates: the powers of two from 2^ceil(log2 C) up to N /
+  ``min_cluster_size`` (8): a cluster of fewer points casts too few votes to
+  out-vote its own flipped labels.
+
+The vote (``vote``): 'absolute' (default) relabels a cluster's members only
+when one label holds more than half of its votes and the cluster has at least
+``min_cluster_size`` members; otherwise every member keeps its own noisy
+label. A cluster that mixes classes then returns the noisy labels instead of
+imposing one class on all of them. 'plurality' is the paper's "minority
+follows majority" for every cluster.
 """
 
 from __future__ import annotations
@@ -31,30 +53,50 @@ from fer_jax.clustering import graph as graph_lib
 from fer_jax.clustering.modularity import modularity as newman_modularity
 
 DEFAULT_CANDIDATES = (16, 32, 64, 128, 256, 512)  # 2^4 .. 2^9, table 3
+MIN_CLUSTER_SIZE = 8
+VOTES = ("absolute", "plurality")
 
 
 @dataclasses.dataclass(frozen=True)
 class WSCConfig:
   """Every knob of the clustering pipeline (defaults: docs/methods.md
   section 5)."""
-  knn_k: int = 100  # mutual k-NN graph of the features (Zhao et al.'s k)
+  # Mutual k-NN graph of the features (Zhao et al.'s k = 100); 0: scaled
+  # with N (:func:`scaled_settings`).
+  knn_k: int = 0
   # Neighbour search of both graphs: graph.KNN_METHODS ('auto': exact up to
   # graph.EXACT_MAX_POINTS points, a random-projection forest above).
   knn_method: str = "auto"
   knn_trees: int = 8
   embed_dim: int = 10
-  lam: float = 1.0
+  # The weak labels' weight. The paper's 1 holds the normalized embedding
+  # on the noisy labels themselves (the vote then returns them: 0.72 at
+  # N = 1e3 on benchmarks/wsc_scaling.py's data, 0.998 at 1/16).
+  lam: float = 2.0**-4
+  # wse.FORMS: 'normalized' (W^T D W = I, the spectral embedding at lambda =
+  # 0) or 'matlab' (W^T W = I with (L + L^T) / 2, the release's form).
+  form: str = "normalized"
   eta: float = 0.1
   backtrack: float = 0.9
   tol: float = 1e-5
   max_iter: int = 1000
+  # WSE's start: 'labels' (the noisy labels' one-hot columns, then random
+  # ones; :func:`label_init`) or 'random' (an orthonormal random W).
+  init: str = "labels"
   # > 0: the stochastic solver on this many random edge partitions.
   stochastic_partitions: int = 0
   stochastic_epochs: int = 200
   stochastic_eta_decay: float = 0.1
-  rank_order_k: int = 20  # lists for the rank-order distance
+  rank_order_k: int = 0  # lists for the rank-order distance; 0: scaled
   linkage: str = "average"
-  candidates: tuple[int, ...] = DEFAULT_CANDIDATES
+  # Join the rank-order graph's components by centroid distance before
+  # the cut (:func:`bridged_linkage`) instead of in index order.
+  bridge_components: bool = True
+  # Cluster the embedding's rows scaled to unit length (:func:`row_normalize`).
+  row_normalize: bool = False
+  candidates: tuple[int, ...] = ()  # cluster counts tried; (): scaled
+  vote: str = "absolute"  # VOTES (module docstring)
+  min_cluster_size: int = MIN_CLUSTER_SIZE
   standardize: bool = True  # z-score feature columns before weighting
   seed: int = 0
   tile_bytes: int = graph_lib.DEFAULT_TILE_BYTES
@@ -72,12 +114,42 @@ class ReannotationResult(NamedTuple):
 
 
 
+def scaled_settings(n: int, num_classes: int,
+                    min_cluster_size: int = MIN_CLUSTER_SIZE) -> dict:
+  """knn_k, rank_order_k and candidates for N points in ``num_classes``
+  classes (the rules in the module docstring)."""
+  n, c = int(n), max(int(num_classes), 1)
+  m = n / c
+  knn_k = int(np.clip(round(m / 6), 10, 30))
+  rank_k = int(np.clip(round(m / 8), 5, 20))
+  lo = int(np.ceil(np.log2(max(c, 2))))
+  hi = int(np.floor(np.log2(max(n // max(min_cluster_size, 1), 2))))
+  cands = tuple(2 ** j for j in range(lo, max(hi, lo) + 1))
+  return dict(knn_k=min(knn_k, n - 1), rank_order_k=min(rank_k, n - 1),
+              candidates=cands)
+
+
+def resolve(cfg: WSCConfig, n: int, num_classes: int) -> WSCConfig:
+  """cfg with its scaled fields (0 / empty) filled in for N points."""
+  scaled = scaled_settings(n, num_classes, cfg.min_cluster_size)
+  return dataclasses.replace(
+      cfg, knn_k=cfg.knn_k or scaled["knn_k"],
+      rank_order_k=cfg.rank_order_k or scaled["rank_order_k"],
+      candidates=tuple(cfg.candidates) or scaled["candidates"])
+
+
 def majority_vote(clusters, noisy_labels, num_clusters: int,
-                  num_classes: int):
+                  num_classes: int, vote: str = "plurality",
+                  min_cluster_size: int = 1):
   """Each point's cluster's majority noisy label (N,) (ties: module doc).
 
   Labels < 0 (unlabelled) do not vote and receive the cluster's majority.
+  vote='absolute': only a label with more than half of its cluster's votes,
+  in a cluster of at least ``min_cluster_size`` members, replaces the
+  members' own labels (module docstring).
   """
+  if vote not in VOTES:
+    raise ValueError(f"vote={vote!r}; choose one of {VOTES}")
   clusters = jnp.asarray(clusters, jnp.int32)
   labels = jnp.asarray(noisy_labels, jnp.int32)
   valid = (labels >= 0) & (labels < num_classes)
@@ -85,7 +157,14 @@ def majority_vote(clusters, noisy_labels, num_clusters: int,
       clusters, jnp.where(valid, labels, 0)].add(valid.astype(jnp.float32))
   own = jax.nn.one_hot(jnp.where(valid, labels, -1), num_classes)
   # +0.5 for the own label breaks ties in its favour, never a strict order.
-  return jnp.argmax(votes[clusters] + 0.5 * own, axis=-1).astype(jnp.int32)
+  winner = jnp.argmax(votes[clusters] + 0.5 * own, axis=-1).astype(jnp.int32)
+  if vote == "plurality":
+    return winner
+  size = jnp.zeros((num_clusters,), jnp.float32).at[clusters].add(1.0)
+  total = jnp.sum(votes, axis=1)
+  decided = (2.0 * jnp.max(votes, axis=1) > total) & (
+      size >= min_cluster_size)
+  return jnp.where(valid & ~decided[clusters], labels, winner)
 
 
 def neighbour_vote_accuracy(features, labels, k: int = 5) -> float:
@@ -137,39 +216,133 @@ def prepare_features(features, weights=None, standardize: bool = True):
   return x * jnp.asarray(weights, jnp.float32)
 
 
+INITS = ("labels", "random")
+
+
+def label_init(noisy_labels, num_classes: int, dim: int, key):
+  """A WSE start (N, dim): the noisy labels' indicator columns (the first
+  ``dim`` of them), then random columns.
+
+  Eq. 19's minimiser puts each well-separated class on an indicator-like
+  direction; the noisy labels are 1 - rate right, and their flips are
+  high-frequency on the graph, which the graph term's gradient damps first,
+  so from here the solver needs tens of iterations at any N where a random
+  start needs a number that grows with the graph's diameter (issue 21: 50
+  iterations from a random start left N = 1e6 at 0.40).
+  """
+  labels = jnp.asarray(noisy_labels, jnp.int32)
+  onehot = jax.nn.one_hot(jnp.where(labels >= 0, labels, -1), num_classes)
+  rest = jax.random.normal(key, (labels.shape[0], max(dim - num_classes, 0)))
+  return jnp.concatenate([onehot, 0.1 * rest], axis=1)[:, :dim]
+
+
+def balance_blocks(blocks):
+  """Concatenate (N, F_b) feature blocks, each divided by the square root
+  of its total variance (sum of column variances), so each block adds the
+  same expected squared distance whatever its width. One block: as is."""
+  blocks = [jnp.asarray(b, jnp.float32) for b in blocks]
+  if len(blocks) == 1:
+    return blocks[0]
+  return jnp.concatenate(
+      [b / jnp.sqrt(jnp.maximum(jnp.sum(jnp.var(b, axis=0)), 1e-12))
+       for b in blocks], axis=1)
+
+
 def embed(x, noisy_labels, num_classes: int, cfg: WSCConfig):
-  """Mutual k-NN graph of x and its WSE embedding -> (graph, WSEResult)."""
+  """Mutual k-NN graph of x and its WSE embedding -> (graph, WSEResult).
+  Scaled fields of cfg (0 / empty) are resolved for x's N."""
   n = x.shape[0]
+  cfg = resolve(cfg, n, num_classes)
   g = graph_lib.mutual_knn_graph(x, k=min(cfg.knn_k, n - 1),
                                  tile_bytes=cfg.tile_bytes,
                                  method=cfg.knn_method,
-                                 num_trees=cfg.knn_trees)
+                                 num_trees=cfg.knn_trees,
+                                 connect_isolated=(cfg.form == "normalized"
+                                                   and not cfg.stochastic_partitions))
   key = jax.random.PRNGKey(cfg.seed)
   dim = min(cfg.embed_dim, n)
+  if cfg.init not in INITS:
+    raise ValueError(f"WSE init={cfg.init!r}; choose one of {INITS}")
+  init = (label_init(noisy_labels, num_classes, dim,
+                     jax.random.fold_in(key, 1))
+          if cfg.init == "labels" else None)
   if cfg.stochastic_partitions > 0:
     res = wse.wse_embedding_stochastic(
         g, noisy_labels, num_classes, dim=dim, lam=cfg.lam, eta=cfg.eta,
         num_partitions=cfg.stochastic_partitions,
         eta_decay=cfg.stochastic_eta_decay, tol=cfg.tol,
-        max_epochs=cfg.stochastic_epochs, key=key)
+        max_epochs=cfg.stochastic_epochs, key=key, init=init)
   else:
     res = wse.wse_embedding(g, noisy_labels, num_classes, dim=dim,
                             lam=cfg.lam, eta=cfg.eta, backtrack=cfg.backtrack,
-                            tol=cfg.tol, max_iter=cfg.max_iter, key=key)
+                            tol=cfg.tol, max_iter=cfg.max_iter, key=key,
+                            form=cfg.form, init=init)
   return g, res
 
 
-def cluster_embedding(embedding, cfg: WSCConfig):
+def row_normalize(embedding, eps: float = 1e-12):
+  """Rows of the embedding to unit length (Ng, Jordan and Weiss 2001): a
+  class's points share a direction in the spectral embedding but not a
+  length, which follows their degree and where in the class they sit."""
+  e = jnp.asarray(embedding, jnp.float32)
+  return e / jnp.maximum(jnp.linalg.norm(e, axis=1, keepdims=True), eps)
+
+
+def cluster_embedding(embedding, cfg: WSCConfig, num_classes: int = 2):
   """Rank-order graph of the embedding and its merge sequence -> (src, dst,
   distance, Z)."""
   n = embedding.shape[0]
+  cfg = resolve(cfg, n, num_classes)
+  if cfg.row_normalize:
+    embedding = row_normalize(embedding)
   ro = rank_order.rank_order_graph(embedding, k=min(cfg.rank_order_k, n - 1),
                                    tile_bytes=cfg.tile_bytes,
                                    method=cfg.knn_method,
                                    num_trees=cfg.knn_trees)
   src, dst, dist = rank_order.undirected_edges(ro)
   z = agglomerative.linkage(n, src, dst, dist, cfg.linkage)
+  if cfg.bridge_components:
+    z = bridged_linkage(embedding, z, src, dst, dist, cfg)
   return src, dst, dist, z
+
+
+def bridged_linkage(embedding, z, src, dst, dist, cfg: WSCConfig):
+  """Re-run the linkage with the rank-order graph's components joined.
+
+  Rank-order lists close on themselves where the embedding packs a class
+  tightly, so the graph falls into many components; the linkage then joins
+  them at distance inf in index order, and a cut below the component count
+  lumps unrelated components into one cluster (N = 1e4 of
+  benchmarks/wsc_scaling.py: modularity 0 at 8 clusters). Here every
+  component's centroid in the embedding is linked to its nearest
+  (up to 10) other centroids by a bridge edge between the two components'
+  first members, of length H + centroid distance, H above every rank-order
+  distance: all rank-order merges still come first, then the components
+  merge by (average-linked) centroid distance.
+  """
+  n = z.shape[0] + 1
+  finite = int(np.sum(np.isfinite(z[:, 2])))
+  comp = agglomerative.cut(z, n - finite)
+  num_comp = int(comp.max()) + 1
+  if num_comp <= 1:
+    return z
+  emb = np.asarray(embedding, np.float64)
+  counts = np.bincount(comp, minlength=num_comp).astype(np.float64)
+  centroids = np.zeros((num_comp, emb.shape[1]))
+  np.add.at(centroids, comp, emb)
+  centroids /= counts[:, None]
+  first = np.full(num_comp, n, np.int64)
+  np.minimum.at(first, comp, np.arange(n))
+  kc = min(10, num_comp - 1)
+  idx, cdist = graph_lib.knn(centroids.astype(np.float32), kc,
+                             method=cfg.knn_method, num_trees=cfg.knn_trees)
+  rows = np.repeat(np.arange(num_comp), kc)
+  top = float(np.max(dist)) + 1.0 if len(dist) else 1.0
+  bsrc, bdst = first[rows], first[np.asarray(idx).ravel()]
+  bdist = top + np.asarray(cdist, np.float64).ravel()
+  return agglomerative.linkage(
+      n, np.concatenate([src, bsrc]), np.concatenate([dst, bdst]),
+      np.concatenate([np.asarray(dist, np.float64), bdist]), cfg.linkage)
 
 
 def weakly_supervised_reannotation(features, noisy_labels, weights=None,
@@ -190,12 +363,14 @@ def weakly_supervised_reannotation(features, noisy_labels, weights=None,
   n = x.shape[0]
   if n < 3:
     raise ValueError(f"re-annotation needs at least 3 points, got {n}")
+  cfg = resolve(cfg, n, num_classes)
   _, res = embed(x, noisy, num_classes, cfg)
-  src, dst, _, z = cluster_embedding(res.embedding, cfg)
+  src, dst, _, z = cluster_embedding(res.embedding, cfg, num_classes)
   cands, q, cuts = select_num_clusters(z, src, dst, cfg.candidates)
   best = int(np.argmax(q))
   c = int(cands[best])
-  new = majority_vote(cuts[best], noisy, c, num_classes)
+  new = majority_vote(cuts[best], noisy, c, num_classes, cfg.vote,
+                      cfg.min_cluster_size)
   hist = np.asarray(res.objective)
   return ReannotationResult(
       labels=np.asarray(new), num_clusters=c, candidates=cands,

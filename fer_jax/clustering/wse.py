@@ -52,6 +52,26 @@ W is stationary and the solver stops. Otherwise it stops when |d obj| < tol
 every iteration, so it is non-increasing by construction.
 
 Rows with label < 0 carry no weak label and only feel the graph term.
+
+The normalized form (``form='normalized'``, the pipeline's default; issue
+21): the same penalty, but the graph term and constraint of the spectral
+embedding of the graph,
+
+  obj(W) = tr(W^T (D - A) W) / dbar + lambda sum_g c_g tr(W_g^T C_g W_g),
+  W^T Dn W = I,  Dn = D / dbar,  dbar = the mean degree,
+
+so at lambda = 0 its minimiser spans the bottom generalised eigenvectors of
+(D - A) u = mu D u (Shi & Malik's random-walk embedding, which puts
+well-separated clusters on their indicator vectors), where the release's
+form minimises S = (L + L^T) / 2, not positive semi-definite when degrees
+vary, whose bottom eigenvectors sit away from the indicators. It is solved
+by the same iteration in U = Dn^(1/2) W: U^T U = I, the graph term is
+tr(U^T (I - D^(-1/2) A D^(-1/2)) U) (positive semi-definite), and the
+penalty's prox stays closed-form and O(n_g) (diagonal plus rank one,
+:func:`normalized_group_prox`). The graph keeps each isolated point's
+nearest edge (graph.mutual_knn_graph(connect_isolated=True)) and
+A is applied as (A + A^T) / 2, so every degree is positive. The returned
+embedding is W = Dn^(-1/2) U; the objective history is the normalized obj.
 """
 
 from __future__ import annotations
@@ -179,15 +199,83 @@ class _State(NamedTuple):
   converged: jax.Array
 
 
-@functools.partial(jax.jit, static_argnames=("max_iter", "max_backtracks"))
+class _Problem(NamedTuple):
+  """The form being solved, in the variable the solver iterates (U).
+
+  'matlab': U = W, graph operator S = (L + L^T) / 2, W^T W = I.
+  'normalized': U = Dn^(1/2) W with Dn = D / mean(D), graph operator
+  I - D^(-1/2) A D^(-1/2), U^T U = I (so W^T Dn W = I); its penalty acts on
+  W = U / s, s = sqrt(Dn).
+  """
+  scale: jax.Array  # (N,) s (ones for 'matlab')
+  dinv_sqrt: jax.Array  # (N,) D^(-1/2) ('normalized'; 0 at degree 0)
+
+
+def _problem(graph: KnnGraph, form: str) -> _Problem:
+  n = graph.num_nodes
+  if form == "matlab":
+    return _Problem(scale=jnp.ones((n,), jnp.float32),
+                    dinv_sqrt=jnp.zeros((n,), jnp.float32))
+  deg = graph_lib.symmetric_degree(graph)
+  active = deg > 0
+  mean_deg = jnp.sum(deg) / jnp.maximum(jnp.sum(active), 1)
+  scale = jnp.where(active, jnp.sqrt(deg / jnp.maximum(mean_deg, 1e-30)),
+                    1.0)
+  dinv_sqrt = jnp.where(active, 1.0 / jnp.sqrt(jnp.where(active, deg, 1.0)),
+                        0.0)
+  return _Problem(scale=scale, dinv_sqrt=dinv_sqrt)
+
+
+def _graph_matmul(graph: KnnGraph, prob: _Problem, u, form: str):
+  if form == "matlab":
+    return graph_lib.sym_laplacian_matmul(graph, u)
+  ds = prob.dinv_sqrt[:, None]
+  return u - ds * graph_lib.symmetric_adjacency_matmul(
+      graph.indices, graph.weights, ds * u)
+
+
+def normalized_group_prox(v, groups: Groups, lam, eta, scale):
+  """argmin_U ||U - V||^2 / (2 eta) + lam sum_g c_g ||C_g M U_g||^2 with
+  M = diag(1 / scale): per group (I + a M C_g M)^-1 V_g, a = 2 lam eta c_g.
+  M C_g M = M^2 - m m^T / n_g (m = M 1) is diagonal plus rank one, so by
+  Sherman-Morrison, with b_i = 1 + a m_i^2,
+
+    U_i = V_i / b_i + (a / n_g) (m_i / b_i) t_g / (1 - (a / n_g) r_g),
+    t_g = sum_i m_i V_i / b_i,  r_g = sum_i m_i^2 / b_i  (O(n_g); r_g a / n_g
+    < 1 always). With scale = 1 this is :func:`group_prox`.
+  """
+  valid = groups.labels >= 0
+  lab = jnp.where(valid, groups.labels, 0)
+  a = jnp.where(valid, (2.0 * lam * eta * groups.coef)[lab], 0.0)
+  ng = jnp.maximum(groups.counts, 1.0)[lab]
+  m = 1.0 / scale
+  b = 1.0 + a * m * m
+  t = _group_sums((m / b)[:, None] * v, groups)
+  r = _group_sums((m * m / b)[:, None], groups)[:, 0]
+  an = a / ng
+  denom = 1.0 - an * r[lab]
+  corr = (an * m / b / jnp.where(valid, denom, 1.0))[:, None] * t[lab]
+  return v / b[:, None] + jnp.where(valid[:, None], corr, 0.0)
+
+
+@functools.partial(jax.jit, static_argnames=("max_iter", "max_backtracks",
+                                             "form"))
 def _solve(graph, groups, w0, lam, eta, backtrack, tol, max_iter,
-           max_backtracks):
-  def obj_fn(w):
-    sw = graph_lib.sym_laplacian_matmul(graph, w)
-    return jnp.sum(w * sw) + lam * group_penalty(w, groups), sw
+           max_backtracks, form="matlab"):
+  prob = _problem(graph, form)
+
+  def obj_fn(u):
+    su = _graph_matmul(graph, prob, u, form)
+    return (jnp.sum(u * su)
+            + lam * group_penalty(u / prob.scale[:, None], groups)), su
+
+  def prox(v, eta_try):
+    if form == "matlab":
+      return group_prox(v, groups, lam, eta_try)
+    return normalized_group_prox(v, groups, lam, eta_try, prob.scale)
 
   def candidate(y, gy, eta_try):
-    c = orthonormalise(group_prox(y - eta_try * gy, groups, lam, eta_try))
+    c = orthonormalise(prox(y - eta_try * gy, eta_try))
     return (c,) + obj_fn(c)
 
   def step(s: _State) -> _State:
@@ -227,31 +315,40 @@ def _solve(graph, groups, w0, lam, eta, backtrack, tol, max_iter,
                   hist=s.hist.at[it].set(obj),
                   done=converged | (it >= max_iter), converged=converged)
 
-  obj0, sw0 = obj_fn(w0)
+  u0 = w0 if form == "matlab" else orthonormalise(w0 * prob.scale[:, None])
+  obj0, sw0 = obj_fn(u0)
   hist = jnp.full((max_iter + 1,), jnp.nan, jnp.float32).at[0].set(obj0)
-  s0 = _State(w=w0, z=w0, sw=sw0, sz=sw0, obj=obj0,
+  s0 = _State(w=u0, z=u0, sw=sw0, sz=sw0, obj=obj0,
               eta=jnp.asarray(eta, jnp.float32), t_mom=jnp.int32(0),
               it=jnp.int32(0), hist=hist, done=jnp.asarray(max_iter <= 0),
               converged=jnp.asarray(False))
   s = lax.while_loop(lambda s: ~s.done, step, s0)
-  return WSEResult(embedding=s.w, objective=s.hist, num_iters=s.it,
-                   step_size=s.eta, converged=s.converged)
+  return WSEResult(embedding=s.w / prob.scale[:, None], objective=s.hist,
+                   num_iters=s.it, step_size=s.eta, converged=s.converged)
+
+
+FORMS = ("normalized", "matlab")
 
 
 def wse_embedding(graph: KnnGraph, labels, num_groups: int, dim: int = 10,
                   lam: float = 1.0, eta: float = 0.1, backtrack: float = 0.9,
                   tol: float = 1e-5, max_iter: int = 1000,
                   max_backtracks: int = 30, init=None,
-                  key=None) -> WSEResult:
+                  key=None, form: str = "matlab") -> WSEResult:
   """Solve eq. 19 by accelerated proximal gradient (module docstring).
 
   labels (N,) int weak labels in [0, num_groups) (-1: none). ``init`` (N,
   dim) starts the iteration (re-orthonormalised); by default a random
-  orthonormal W from ``key`` (PRNGKey(0) if None).
+  orthonormal W from ``key`` (PRNGKey(0) if None). ``form``: 'matlab'
+  (W^T W = I, S = (L + L^T) / 2, the release's form) or 'normalized'
+  (W^T Dn W = I, the graph term tr(W^T (D - A) W) / mean(D): at lambda = 0
+  the spectral embedding (D - A) u = mu D u; module docstring).
   """
   n = graph.num_nodes
   if not 0 < dim <= n:
     raise ValueError(f"embedding dim={dim} must be in (0, N={n}]")
+  if form not in FORMS:
+    raise ValueError(f"WSE form={form!r}; choose one of {FORMS}")
   groups = make_groups(labels, num_groups)
   if init is None:
     key = jax.random.PRNGKey(0) if key is None else key
@@ -260,7 +357,16 @@ def wse_embedding(graph: KnnGraph, labels, num_groups: int, dim: int = 10,
     w0 = orthonormalise(jnp.asarray(init, jnp.float32))
   return _solve(graph, groups, w0, jnp.float32(lam), jnp.float32(eta),
                 jnp.float32(backtrack), jnp.float32(tol), int(max_iter),
-                int(max_backtracks))
+                int(max_backtracks), form)
+
+
+def normalized_objective(graph: KnnGraph, w, groups: Groups, lam):
+  """obj of the 'normalized' form at W (W^T Dn W = I):
+  tr(W^T (D - A) W) / mean(D) + lam * penalty(W)."""
+  prob = _problem(graph, "normalized")
+  u = w * prob.scale[:, None]
+  su = _graph_matmul(graph, prob, u, "normalized")
+  return jnp.sum(u * su) + lam * group_penalty(w, groups)
 
 
 # --- Stochastic variant: the update on random partitions of the edges -------

@@ -24,6 +24,7 @@ task, and the PCA and "not optimised" feature baselines.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import jax
@@ -32,7 +33,7 @@ import numpy as np
 
 from fer_jax import clustering as wsc
 from fer_jax import losses, nets, viz
-from fer_jax.clustering import reannotate
+from fer_jax.clustering import linear, reannotate
 from fer_jax.data import augment as augment_lib
 from fer_jax.data import classes as classes_lib
 from fer_jax.methods import base
@@ -42,6 +43,10 @@ from fer_jax.models.unet import UNet
 from fer_jax.optim import make_optimizer
 
 FEATURE_SETS = ("cgan", "not_optimised", "pca")
+# What a run's accuracy scores (cgan_wsc.score): the re-annotated labels
+# of the split, or a linear classifier's held-out predictions, trained on
+# re-annotated or on noisy labels (the compare's `wsc` claim).
+SCORES = ("reannotation", "classifier_reannotated", "classifier_noisy")
 
 
 class CGANWSC(base.Method):
@@ -54,6 +59,14 @@ class CGANWSC(base.Method):
   def __init__(self, config, **kwargs):
     super().__init__(config, **kwargs)
     c = self.cfg = config.cgan_wsc
+    for field, value, choices in (
+        ("features", c.features, wsc.FEATURE_KINDS),
+        ("form", c.form, wsc.FORMS), ("score", c.score, SCORES),
+        ("vote", c.vote, reannotate.VOTES),
+        ("wse_init", c.wse_init, reannotate.INITS)):
+      if value not in choices:
+        raise ValueError(f"config.cgan_wsc.{field}={value!r}; choose one of "
+                         f"{', '.join(choices)}")
     self.g = UNet(depth=c.unet_depth, base_features=c.unet_features,
                   max_features=c.unet_max_features,
                   num_dropout=c.unet_dropout_layers,
@@ -210,88 +223,146 @@ class CGANWSC(base.Method):
     if examples.table.landmarks is None:
       raise ValueError(f"{examples.table.name} has no landmarks: cgan_wsc "
                        "needs them to train its landmark regressor")
-    expr, neutral, true, true_neutral = self.eval_outputs(
-        self._features, state, examples, with_landmarks=True)
+    expr, neutral, true, true_neutral = (np.asarray(a) for a in
+                                         self.eval_outputs(
+        self._features, state, examples, with_landmarks=True))
     labels = examples.label.astype(np.int64)
     k = self.num_classes
     noisy, _ = wsc.flip_labels(labels, c.label_noise, k, self.config.seed)
     noisy = np.asarray(noisy, np.int64)
-    feats = {"cgan": wsc.geometric_features(expr, neutral),
-             "not_optimised": wsc.geometric_features(expr),
-             "true_landmarks": wsc.geometric_features(true, true_neutral),
-             # The data set's points on the face, the regressor's on the
-             # generated neutral: isolates the face's landmark error.
-             "true_face_generated_neutral": wsc.geometric_features(
-                 true, neutral)}
-    main = self.reannotate(feats["cgan"], labels, noisy, k, "wse")
+    main = self.reannotate(expr, neutral, labels, noisy, k, "wse")
+    kinds = {}
+    for kind in wsc.FEATURE_KINDS:  # the feature sets side by side
+      kinds[kind] = {
+          "cgan": (main["accuracy"] if kind == c.features else
+                   self.reannotate(expr, neutral, labels, noisy, k, "wse",
+                                   kind=kind)["accuracy"]),
+          "true_landmarks": self.reannotate(
+              true, true_neutral, labels, noisy, k, "wse",
+              kind=kind)["accuracy"]}
+    forms = {form: (main["accuracy"] if form == c.form else
+                    self.reannotate(expr, neutral, labels, noisy, k, "wse",
+                                    form=form)["accuracy"])
+             for form in wsc.FORMS}
     extra = {
         "noisy_label_accuracy": float(np.mean(noisy == labels)),
+        "reannotation_accuracy": main["accuracy"],
+        "features": c.features,
         "num_clusters": main["num_clusters"],
         "modularity": main["modularity"],
         "landmark_nme": float(np.mean(normalised_mean_error(expr, true))),
         "curve": main["curve"],
-        "feature_weights": main["feature_weights"],
+        "feature_weights": main.get("feature_weights"),
+        # Re-annotation accuracy of each feature set (model's landmarks on
+        # the face and the generated neutral; the data set's on the face
+        # and the real neutral) and of each WSE form (issue 21).
+        "feature_kinds": kinds,
+        "wse_forms": forms,
         "baselines": {
-            "pca": self.reannotate(feats["cgan"], labels, noisy, k,
+            "pca": self.reannotate(expr, neutral, labels, noisy, k,
                                    "pca")["accuracy"],
             "not_optimised": self.reannotate(
-                feats["not_optimised"], labels, noisy, k, "wse",
+                expr, None, labels, noisy, k, "wse", kind="geometric",
                 weighted=False)["accuracy"],
             # Upper bound: the data set's landmarks on the face and on its
             # real neutral frame (perfect landmarking and neutral faces).
-            "true_landmarks": self.reannotate(
-                feats["true_landmarks"], labels, noisy, k, "wse")["accuracy"]},
-        "binary": self._binary_task(feats["cgan"], labels),
+            "true_landmarks": kinds[c.features]["true_landmarks"],
+            # The data set's points on the face, the regressor's on the
+            # generated neutral: isolates the face's landmark error.
+            "true_face_generated_neutral": self.reannotate(
+                true, neutral, labels, noisy, k, "wse")["accuracy"]},
+        "binary": self._binary_task(expr, neutral, labels),
         # Diagnostic, true labels: leave-one-out 5-NN accuracy in each
         # feature space, the most a clustering of it can re-annotate.
         "clean_label_knn_accuracy": {
-            name: reannotate.neighbour_vote_accuracy(feats[name], labels)
-            for name in ("cgan", "true_face_generated_neutral",
-                         "true_landmarks")},
+            name: reannotate.neighbour_vote_accuracy(
+                self.feature_matrix(e, n, labels, k)[0], labels)
+            for name, (e, n) in (("cgan", (expr, neutral)),
+                                 ("true_face_generated_neutral",
+                                  (true, neutral)),
+                                 ("true_landmarks", (true, true_neutral)))},
     }
+    # The paper's use of the labels: a classifier trained on them.
+    extra["classifier"] = self._classifier_task(expr, neutral, labels, noisy,
+                                                examples.subjects, k)
+    predicted = main["labels"]
+    if c.score != "reannotation":
+      # accuracy = the held-out halves' classifier predictions.
+      which = c.score.split("_", 1)[1]
+      predicted = np.asarray(extra["classifier"][which]["predictions"])
+    for arm in ("reannotated", "noisy"):
+      extra["classifier"][arm].pop("predictions")
     if out_dir and jax.process_index() == 0:
       save_curve(os.path.join(out_dir, "reannotation.png"), main["curve"],
                  extra["noisy_label_accuracy"])
-    return labels, main["labels"], extra
+    return labels, predicted, extra
 
-  def wsc_config(self):
+  def wsc_config(self, **overrides):
     c = self.cfg
-    return reannotate.WSCConfig(
+    cfg = reannotate.WSCConfig(
         knn_k=c.knn_k, embed_dim=c.embed_dim, lam=c.lam, eta=c.eta,
-        max_iter=c.max_iter, rank_order_k=c.rank_order_k,
-        candidates=tuple(c.candidates), seed=self.config.seed)
+        form=c.form, max_iter=c.max_iter, rank_order_k=c.rank_order_k,
+        candidates=tuple(c.candidates), vote=c.vote,
+        min_cluster_size=c.min_cluster_size, init=c.wse_init,
+        seed=self.config.seed)
+    return dataclasses.replace(cfg, **overrides)
 
-  def reannotate(self, features, labels, noisy, num_classes, embedding,
-                 weighted=True):
-    """One re-annotation: weights, embedding ('wse' | 'pca'), rank-order
+  def feature_matrix(self, expr, neutral, noisy, num_classes, kind=None,
+                     weighted=True):
+    """(x (N, F) to cluster, F1-F12's gain-ratio weights or None).
+
+    kind (``cgan_wsc.features``, clustering.FEATURE_KINDS): 'geometric'
+    F(expr) - F(neutral) (eq. 4-13), standardised and weighted by gain ratio
+    on the noisy labels (eq. 14-18); 'displacement' the 136 landmark moves
+    from the neutral (inter-ocular units, unweighted: one unit for all);
+    'both' the two blocks, each scaled to unit total variance so neither
+    outweighs the other by its width. neutral None: F(expr) alone (the
+    paper's "not optimised" baseline; geometric only).
+    """
+    c = self.cfg
+    kind = kind or c.features
+    blocks, weights = [], None
+    if kind in ("geometric", "both") or neutral is None:
+      f = wsc.geometric_features(expr, neutral)
+      if weighted:
+        weights = wsc.feature_weights(f, noisy, num_classes, c.num_bins,
+                                      select_threshold=c.select_threshold)
+        if not bool(np.any(weights.keep)):
+          # No feature reaches the threshold (near-uniform gain ratios):
+          # keep them all, weighted, rather than an all-zero space.
+          weights = weights._replace(
+              keep=np.ones_like(np.asarray(weights.keep)))
+      blocks.append(reannotate.prepare_features(f, weights))
+    if kind in ("displacement", "both") and neutral is not None:
+      blocks.append(wsc.landmark_displacements(expr, neutral))
+    return reannotate.balance_blocks(blocks), weights
+
+  def reannotate(self, expr, neutral, labels, noisy, num_classes, embedding,
+                 weighted=True, kind=None, **overrides):
+    """One re-annotation: features, embedding ('wse' | 'pca'), rank-order
     clustering, every candidate count scored; the max-modularity count's
     labels."""
-    c = self.cfg
-    weights = (wsc.feature_weights(features, noisy, num_classes, c.num_bins,
-                                   select_threshold=c.select_threshold)
-               if weighted else None)
-    if weights is not None and not bool(np.any(weights.keep)):
-      # No feature reaches the threshold (near-uniform gain ratios): keep
-      # them all, weighted, rather than cluster an all-zero feature space.
-      weights = weights._replace(keep=np.ones_like(np.asarray(weights.keep)))
-    cfg = self.wsc_config()
-    x = reannotate.prepare_features(features, weights, cfg.standardize)
+    x, weights = self.feature_matrix(expr, neutral, noisy, num_classes, kind,
+                                     weighted)
+    n = x.shape[0]
+    cfg = reannotate.resolve(self.wsc_config(**overrides), n, num_classes)
     if embedding == "pca":
       emb = wsc.pca_embedding(x, min(cfg.embed_dim, x.shape[1]))
     else:
       emb = reannotate.embed(x, noisy, num_classes, cfg)[1].embedding
-    src, dst, _, z = reannotate.cluster_embedding(emb, cfg)
+    src, dst, _, z = reannotate.cluster_embedding(emb, cfg, num_classes)
     cands, q, cuts = reannotate.select_num_clusters(z, src, dst,
                                                     cfg.candidates)
-    votes = [np.asarray(reannotate.majority_vote(cut, noisy, int(n),
-                                                 num_classes))
-             for cut, n in zip(cuts, cands)]
+    votes = [np.asarray(reannotate.majority_vote(
+        cut, noisy, int(m), num_classes, cfg.vote, cfg.min_cluster_size))
+             for cut, m in zip(cuts, cands)]
     accs = [float(np.mean(v == labels)) for v in votes]
     best = int(np.argmax(q))
     out = {"labels": votes[best], "accuracy": accs[best],
            "num_clusters": int(cands[best]), "modularity": float(q[best]),
-           "curve": [{"num_clusters": int(n), "modularity": float(m),
-                      "accuracy": a} for n, m, a in zip(cands, q, accs)]}
+           "knn_k": cfg.knn_k, "rank_order_k": cfg.rank_order_k,
+           "curve": [{"num_clusters": int(m), "modularity": float(mq),
+                      "accuracy": a} for m, mq, a in zip(cands, q, accs)]}
     if weights is not None:
       out["feature_weights"] = {
           name: float(w) if bool(keep) else 0.0
@@ -300,7 +371,44 @@ class CGANWSC(base.Method):
                                    np.asarray(weights.keep))}
     return out
 
-  def _binary_task(self, features, labels):
+  def _classifier_task(self, expr, neutral, labels, noisy, subjects,
+                       num_classes):
+    """Two subject-disjoint halves of the split: each half's noisy labels
+    are re-annotated on that half alone, a linear classifier
+    (clustering.linear) is fitted to them (or to the noisy labels), and it
+    predicts the other half, scored with the true labels. Each face is
+    predicted once, by the classifier of the half it is not in."""
+    subjects = np.asarray(subjects)
+    if np.all(subjects < 0):  # no subjects recorded: alternate faces
+      subjects = np.arange(len(labels))
+    ids = np.unique(subjects)
+    half = np.isin(subjects, ids[np.random.default_rng(
+        self.config.seed).permutation(len(ids))[: len(ids) // 2]])
+    # The classifier's input: the feature set's raw columns (it
+    # standardises them on its training half; no weights from labels).
+    x = np.concatenate(
+        ([np.asarray(wsc.geometric_features(expr, neutral))]
+         if self.cfg.features in ("geometric", "both") else [])
+        + ([np.asarray(wsc.landmark_displacements(expr, neutral))]
+           if self.cfg.features in ("displacement", "both") else []), axis=1)
+    out = {arm: {"predictions": np.zeros(len(labels), np.int64)}
+           for arm in ("reannotated", "noisy")}
+    relabel_acc = []
+    for train in (half, ~half):
+      test = ~train
+      r = self.reannotate(expr[train], neutral[train], labels[train],
+                          noisy[train], num_classes, "wse")
+      relabel_acc.append(r["accuracy"])
+      for arm, y in (("reannotated", r["labels"]), ("noisy", noisy[train])):
+        out[arm]["predictions"][test] = np.asarray(linear.fit_predict(
+            x[train], y, x[test], num_classes))
+    for arm in out:
+      out[arm]["accuracy"] = float(np.mean(out[arm]["predictions"]
+                                           == labels))
+    out["halves_reannotation_accuracy"] = relabel_acc
+    return out
+
+  def _binary_task(self, expr, neutral, labels):
     """Positive (happiness, surprise) vs negative (disgust, fear, sadness)
     faces, labels flipped at the same rate."""
     canonical = np.asarray([classes_lib.canonical_index(self.classes[i])
@@ -312,7 +420,7 @@ class CGANWSC(base.Method):
     noisy, _ = wsc.flip_labels(y, self.cfg.label_noise, 2,
                                self.config.seed + 1)
     noisy = np.asarray(noisy, np.int64)
-    r = self.reannotate(np.asarray(features)[mask], y, noisy, 2, "wse")
+    r = self.reannotate(expr[mask], neutral[mask], y, noisy, 2, "wse")
     return {"accuracy": r["accuracy"],
             "noisy_label_accuracy": float(np.mean(noisy == y)),
             "num_clusters": r["num_clusters"], "modularity": r["modularity"],
