@@ -38,6 +38,12 @@ def groupgan_fields():
       # prints it (H x W x C times larger: it then outweighs C's cross-entropy
       # in G's loss instead of the reverse).
       content_reduction="mean",
+      # GANimation's attention (not the paper): G also outputs a mask A in
+      # [0, 1] and its face is A * colour + (1 - A) * weak; G's loss adds
+      # g_attention_l1 * mean(A) + g_attention_tv * TV(A) (the squared
+      # differences of adjacent mask values, summed per image), so that G
+      # changes the face in a few connected regions (issue 16).
+      g_attention=False, g_attention_l1=0.1, g_attention_tv=1e-3,
       d_features=(64, 128, 256, 256), d_fc_width=256,
       # Algorithm 1's pre-training: E on peak frames, G as an autoencoder of
       # faces of `autoencoder_role`. *_steps > 0 overrides *_epochs.

@@ -14,6 +14,7 @@ import pytest
 from fer_jax import config_lib, train
 from fer_jax.data import pipeline, run_data
 from fer_jax.methods import groupgan
+from fer_jax.models import groupgan_nets
 from fer_jax.models.groupgan_nets import MagnifyingGenerator, VGGDiscriminator
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
@@ -98,7 +99,7 @@ class _Decoder(MagnifyingGenerator):
 
   @nn.compact
   def __call__(self, h, x):
-    return self.decode(h, None, False, x)
+    return self.decode(h, None, False, x)[0]
 
 
 def test_resize_upsampling_has_no_checkerboard():
@@ -124,6 +125,77 @@ def test_resize_upsampling_has_no_checkerboard():
   with pytest.raises(ValueError, match="upsample"):
     _Decoder(features=(4, 8, 8, 8), upsample="bilinear").init(
         jax.random.key(0), jnp.ones((1, 2, 2, 8)), jnp.zeros((1, 32, 32, 3)))
+
+
+def test_composite_and_mask_total_variation_by_hand():
+  """GANimation's composite A * colour + (1 - A) * x per pixel, and the
+  mask's TV: squared differences of adjacent values, summed per image,
+  averaged over the batch."""
+  mask = np.array([[[0.0, 0.25, 1.0]]], np.float32)  # (1, 1, 3)
+  colour = np.array([[[[1.0], [1.0], [1.0]]]], np.float32)  # (1, 1, 3, 1)
+  x = np.array([[[[-1.0], [0.2], [0.5]]]], np.float32)
+  out = np.asarray(groupgan_nets.composite(mask[..., None], colour, x))
+  np.testing.assert_allclose(out[0, 0, :, 0], [-1.0, 0.25 + 0.75 * 0.2, 1.0],
+                             rtol=1e-6)
+  m = np.array([[[0.0, 1.0, 1.0], [0.5, 0.5, 1.0]],
+                [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]], np.float32)  # (2, 2, 3)
+  # Image 0: horizontal (0-1)^2 + 0 + 0 + (0.5-1)^2 = 1.25; vertical
+  # 0.25 + 0.25 + 0 = 0.5. Image 1 is constant: 0. Batch mean 0.875.
+  assert float(groupgan_nets.mask_total_variation(m)) == pytest.approx(
+      0.875, rel=1e-6)
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_attention_generator_mask_bounds_and_composite(residual):
+  """g_attention: A = sigmoid(.) lies in [0, 1], starts at 0.5 everywhere
+  (zero head); G's face is exactly A * colour + (1 - A) * x, so where A is
+  0 the face is the input. The residual G still starts as the identity."""
+  g = MagnifyingGenerator(features=(4, 8, 8, 8), residual=residual,
+                          attention=True)
+  x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3), minval=-0.99,
+                         maxval=0.99)
+  f = jax.random.normal(jax.random.key(1), (2, 5))
+  variables = g.init(jax.random.key(2), x, f)
+  out, mask = g.apply(variables, x, f, with_mask=True)
+  assert mask.shape == (2, 32, 32)
+  np.testing.assert_allclose(mask, 0.5, atol=1e-7)
+  np.testing.assert_allclose(g.apply(variables, x, f), out)
+  if residual:
+    np.testing.assert_allclose(out, x, atol=1e-5)
+  params = jax.tree.map(lambda a: a, variables["params"])
+  params["out1_conv"]["kernel"] = params["out1_conv"]["kernel"] + 0.2
+  # A large negative bias left of column 16, a large positive one right.
+  kernel = np.zeros(params["mask_conv"]["kernel"].shape, np.float32)
+  params["mask_conv"]["kernel"] = jnp.asarray(kernel)
+  params["mask_conv"]["bias"] = jnp.asarray([0.0])
+  v = {**variables, "params": params}
+  out, mask = g.apply(v, x, f, with_mask=True)
+  # The colour image: the same G with A forced to 1 (bias +inf).
+  params_one = {**params, "mask_conv": {**params["mask_conv"],
+                                        "bias": jnp.asarray([1e4])}}
+  colour, ones = g.apply({**variables, "params": params_one}, x, f,
+                         with_mask=True)
+  np.testing.assert_allclose(ones, 1.0)
+  np.testing.assert_allclose(
+      out, 0.5 * np.asarray(colour) + 0.5 * np.asarray(x), atol=1e-6)
+  assert float(jnp.max(jnp.abs(colour - x))) > 0.05
+  params_zero = {**params, "mask_conv": {**params["mask_conv"],
+                                         "bias": jnp.asarray([-1e4])}}
+  kept, zeros = g.apply({**variables, "params": params_zero}, x, f,
+                        with_mask=True)
+  np.testing.assert_allclose(zeros, 0.0)
+  np.testing.assert_allclose(kept, x, atol=1e-6)
+  # Trained weights: A stays in [0, 1].
+  params["mask_conv"]["kernel"] = jnp.asarray(
+      np.random.default_rng(0).normal(0, 3.0, kernel.shape), jnp.float32)
+  _, mask = g.apply({**variables, "params": params}, x, f, with_mask=True)
+  assert float(jnp.min(mask)) >= 0.0 and float(jnp.max(mask)) <= 1.0
+  assert float(jnp.std(mask)) > 0.05
+  # Without attention there is no mask.
+  plain = MagnifyingGenerator(features=(4, 8, 8, 8), residual=residual)
+  pv = plain.init(jax.random.key(2), x, f)
+  assert "mask_conv" not in pv["params"]
+  assert plain.apply(pv, x, f, with_mask=True)[1] is None
 
 
 def test_discriminator_takes_the_condition():
@@ -378,6 +450,65 @@ def test_change_l1_penalty_enters_g_loss_only(setup):
   assert params_equal(new0["d"]["params"], new5["d"]["params"])
   assert not params_equal(new0["g"]["params"], new5["g"]["params"])
   assert float(last5["g_change"]) < float(last0["g_change"])
+
+
+def test_attention_penalties_enter_g_loss_only(setup):
+  """g_attention: G's loss gains l1 * mean(A) + tv * TV(A) on the first
+  step (A = 0.5 everywhere, TV 0), the discriminators' updates do not
+  change, and a large l1 weight shrinks the mask over a few steps."""
+  batch = pair_batch(setup("1v2"))
+  key = jax.random.key(0)
+  runs = {}
+  for name, over in (("off", {}),
+                     ("light", dict(g_attention=True, g_attention_l1=0.0,
+                                    g_attention_tv=0.0)),
+                     ("heavy", dict(g_attention=True, g_attention_l1=50.0,
+                                    g_attention_tv=1.0))):
+    trainer = setup("1v2", config=tiny_config("1v2", **over))
+    state = trainer.init_state()["model"]
+    step = jax.jit(trainer.phases[2].step)
+    new, first = step(state, batch, key)
+    s = new
+    for _ in range(6):
+      s, last = step(s, batch, key)
+    runs[name] = (new, first, last)
+  (_, off, _), (new_l, light, last_l), (new_h, heavy, last_h) = (
+      runs["off"], runs["light"], runs["heavy"])
+  assert "g_mask_mean" not in off
+  for m in (light, heavy):
+    assert float(m["g_mask_mean"]) == pytest.approx(0.5, abs=1e-6)
+    assert float(m["g_mask_tv"]) == pytest.approx(0.0, abs=1e-9)
+  np.testing.assert_allclose(float(heavy["g_loss"]) - float(light["g_loss"]),
+                             50.0 * 0.5, rtol=1e-4)
+  assert params_equal(new_l["d"]["params"], new_h["d"]["params"])
+  assert not params_equal(new_l["g"]["params"], new_h["g"]["params"])
+  assert float(last_h["g_mask_mean"]) < 0.45
+  assert float(last_h["g_mask_mean"]) < float(last_l["g_mask_mean"])
+
+
+def test_attention_report_and_picture_have_the_mask(setup, tmp_path):
+  """With g_attention the report gives the mask's mean (0.5 at init),
+  magnified.png gains the mask column, and a negative weight is refused."""
+  trainer = setup("2v2", config=tiny_config("2v2", g_attention=True))
+  method = trainer.method
+  state = method.start_classifier(trainer.init_state()["model"])
+  ex = trainer.data.examples("test", method.eval_kind, "weak")
+  _, _, extra = method.evaluate_split(state, ex, None)
+  assert extra["attention_mask_mean"] == pytest.approx(0.5, abs=1e-6)
+  batch = {k: jnp.asarray(v) for k, v in
+           pipeline.gather(ex, np.arange(2)).items()}
+  method.write_images(state, batch, str(tmp_path))
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  wide = Image.open(tmp_path / "magnified.png").size[0]
+  plain = setup("2v2", workdir=tmp_path / "plain")
+  pstate = plain.method.start_classifier(plain.init_state()["model"])
+  plain.method.write_images(pstate, batch, str(tmp_path / "plain"))
+  assert wide > Image.open(tmp_path / "plain" / "magnified.png").size[0]
+  assert "attention_mask_mean" not in plain.method.evaluate_split(
+      pstate, ex, None)[2]
+  with pytest.raises(ValueError, match="g_attention_l1"):
+    setup("2v2", config=tiny_config("2v2", g_attention=True,
+                                    g_attention_l1=-1.0))
 
 
 def test_content_reduction_sum_is_eq12s_squared_norm_per_image(setup):

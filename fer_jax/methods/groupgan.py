@@ -39,7 +39,9 @@ from fer_jax.data import augment as augment_lib
 from fer_jax.methods import base
 from fer_jax.models import io as params_io
 from fer_jax.models.basenets import BaseNet
-from fer_jax.models.groupgan_nets import MagnifyingGenerator, VGGDiscriminator
+from fer_jax.models.groupgan_nets import (MagnifyingGenerator,
+                                         VGGDiscriminator,
+                                         mask_total_variation)
 from fer_jax.optim import make_optimizer
 
 VARIANTS = ("cnn", "dcgan", "1v2", "2v2")
@@ -92,6 +94,11 @@ class GroupGAN(base.Method):
     self.has_g = c.variant != "cnn"
     self.has_dp = c.variant in ("1v2", "2v2")
     self.has_e = c.variant == "2v2"
+    if c.get("g_attention", False):
+      for field in ("g_attention_l1", "g_attention_tv"):
+        if not c[field] >= 0:
+          raise ValueError(f"config.groupgan.{field}={c[field]!r}: the mask "
+                           "penalty's weight must be >= 0")
     net = dict(fc_width=c.fc_width, base_width=config.model.base_width,
                dropout=c.dropout, init_scheme=c.init, dtype=self.dtype,
                fast_layers=self.fast_layers)
@@ -100,6 +107,7 @@ class GroupGAN(base.Method):
                                  strides=tuple(c.g_strides),
                                  residual=c.g_residual,
                                  upsample=c.g_upsample,
+                                 attention=c.get("g_attention", False),
                                  init_scheme=c.init,
                                  out_channels=self.spec.channels,
                                  dtype=self.dtype)
@@ -315,10 +323,12 @@ class GroupGAN(base.Method):
     def g_forward(params, f):
       out, upd = self.g.apply({"params": params,
                                "batch_stats": g["batch_stats"]}, weak, f,
-                              train=True, mutable=["batch_stats"])
+                              train=True, with_mask=True,
+                              mutable=["batch_stats"])
       return out, upd["batch_stats"]
-    fake, g_vjp, g_stats = jax.vjp(g_forward, g["params"], f_exp,
-                                   has_aux=True)
+    # mask: the attention generator's A (B, H, W), None without it.
+    (fake, mask), g_vjp, g_stats = jax.vjp(g_forward, g["params"], f_exp,
+                                           has_aux=True)
     fake_sg = jax.lax.stop_gradient(fake)
     cond = None if f_exp is None else jax.lax.stop_gradient(f_exp)
 
@@ -383,9 +393,23 @@ class GroupGAN(base.Method):
       return content + c.g_change_l1 * change, (content, change)
     (pixel, (content, change)), dpixel = jax.value_and_grad(
         pixel_fn, has_aux=True)(fake)
+    # g_attention (not the paper): GANimation's penalties on G's mask A,
+    # its mean (an L1, A >= 0: change as little of the face as the other
+    # terms allow) and its total variation (in connected regions, not
+    # speckle); docs/methods.md, GroupGAN.
+    if mask is not None:
+      def mask_fn(m):
+        area, tv = jnp.mean(m), mask_total_variation(m)
+        return c.g_attention_l1 * area + c.g_attention_tv * tv, (area, tv)
+      (mask_loss, (mask_area, mask_tv)), dmask = jax.value_and_grad(
+          mask_fn, has_aux=True)(mask)
+      metrics.update(g_mask_mean=mask_area, g_mask_tv=mask_tv)
+    else:
+      mask_loss, dmask = jnp.zeros(()), None
     gamma = c.gamma_g if self.has_dp else 0.0  # eq. 3 has no Phi_C term
-    g_loss = pixel + c.alpha_g * adv_d + c.beta_g * adv_dp + gamma * ce_fake
-    g_grads, _ = g_vjp(dpixel + g_adv_dfake + gamma * ce_dfake)
+    g_loss = (pixel + c.alpha_g * adv_d + c.beta_g * adv_dp + gamma * ce_fake
+              + mask_loss)
+    g_grads, _ = g_vjp((dpixel + g_adv_dfake + gamma * ce_dfake, dmask))
     new["g"] = self._update("g", g, g_grads, g_loss, g_stats)
     metrics.update(g_loss=g_loss, g_content=content, g_change=change,
                    g_adv_d=adv_d, ce_real=ce_real, ce_fake=ce_fake)
@@ -398,7 +422,8 @@ class GroupGAN(base.Method):
       _, (e_adv_dfake, e_adv_dcond) = jax.value_and_grad(
           adv_fn, argnums=(0, 1), has_aux=True)(fake, f_exp, c.alpha_e,
                                                   c.beta_e)
-      _, f_ct = g_vjp(e_adv_dfake + ce_dfake)
+      _, f_ct = g_vjp((e_adv_dfake + ce_dfake,
+                       None if mask is None else jnp.zeros_like(mask)))
       (e_grads,) = e_vjp(f_ct + e_adv_dcond)
       e_loss = ce_fake + c.alpha_e * adv_d + c.beta_e * adv_dp
       new["e"] = self._update("e", state["e"], e_grads, e_loss, e_stats)
@@ -423,19 +448,23 @@ class GroupGAN(base.Method):
 
   def _logits_and_change_r(self, state, batch):
     weak = self.eval_view(batch, "weak")
-    fake = self.magnify(state, weak)
+    fake, mask = self._magnify_with_mask(state, weak)
     logits, _, _ = self._classify(state["c"], fake, train=False)
     peak = self.eval_view(batch, "peak")
-    return logits, change_map_correlation(weak, fake, peak)
+    # Mean of G's mask A per image (g_attention; NaN without a mask).
+    area = (jnp.full(weak.shape[:1], jnp.nan) if mask is None
+            else jnp.mean(mask, axis=(1, 2)))
+    return logits, change_map_correlation(weak, fake, peak), area
 
   def evaluate_split(self, state, examples, out_dir):
     """The usual predictions (C on G(weak)), plus where G changes the face:
     the change-map correlation with the real peak's change over the split
     (``change_map_correlation``: mean, median and quartiles of the per-image
-    r). The CNN variant has no G: the usual path."""
+    r), and with ``g_attention`` the mean of G's mask A. The CNN variant
+    has no G: the usual path."""
     if not self.has_g:
       return None
-    logits, r = self.eval_outputs(self._logits_and_r, state, examples)
+    logits, r, area = self.eval_outputs(self._logits_and_r, state, examples)
     finite = r[np.isfinite(r)]
     q = (np.percentile(finite, [25, 50, 75]).tolist() if len(finite)
          else [None] * 3)
@@ -445,38 +474,56 @@ class GroupGAN(base.Method):
         "num_images": int(len(r)), "num_unchanged": int(len(r) - len(finite)),
         "what": "per test image, Pearson's r over pixels between "
                 "sum_k (G(weak) - weak)^2 and sum_k (peak - weak)^2"}}
+    if self.g.attention:
+      extra["attention_mask_mean"] = float(np.mean(area))
     return examples.label.astype(np.int64), np.argmax(logits, -1), extra
+
+  def _magnify_with_mask(self, state, x):
+    """(G(x), A) in inference mode; A None without ``g_attention``."""
+    f_exp = self._extract(state, x)[0] if self.has_e else None
+    g = state["g"]
+    return self.g.apply({"params": g["params"],
+                         "batch_stats": g["batch_stats"]}, x, f_exp,
+                        train=False, with_mask=True)
 
   def _picture_arrays(self, state, batch):
     weak = self.eval_view(batch, "weak")
     peak = self.eval_view(batch, "peak")
-    fake = self.magnify(state, weak)
+    fake, mask = self._magnify_with_mask(state, weak)
     return (weak, fake, peak, heat_map(fake, weak), heat_map(peak, weak),
-            heat_map(peak, fake), change_map_correlation(weak, fake, peak))
+            heat_map(peak, fake), change_map_correlation(weak, fake, peak),
+            mask)
 
   def write_images(self, state, batch, out_dir, captions=(), num=8):
     """magnified.png, one row per face: weak input | G(weak) | its change
     from the input | real peak | its change from the input | eq. 22's
-    H = sum_k (peak - G(weak))^2 (paper fig. 5)."""
+    H = sum_k (peak - G(weak))^2 (paper fig. 5) | with ``g_attention``,
+    G's mask A (white = G's colour, black = the weak face)."""
     if not self.has_g:
       return
     small = {k: v[:num] for k, v in batch.items()}
-    weak, fake, peak, h_fake, h_peak, h_err, r = jax.device_get(
+    weak, fake, peak, h_fake, h_peak, h_err, r, mask = jax.device_get(
         self._pictures(state, small))
     size = weak.shape[1]
     rows = []
     for i in range(len(weak)):
-      rows.append(np.stack([
-          viz.to_uint8(weak[i]), viz.to_uint8(fake[i]),
-          viz.heatmap(h_fake[i], size), viz.to_uint8(peak[i]),
-          viz.heatmap(h_peak[i], size), viz.heatmap(h_err[i], size)]))
+      row = [viz.to_uint8(weak[i]), viz.to_uint8(fake[i]),
+             viz.heatmap(h_fake[i], size), viz.to_uint8(peak[i]),
+             viz.heatmap(h_peak[i], size), viz.heatmap(h_err[i], size)]
+      if mask is not None:
+        grey = np.clip(np.rint(mask[i] * 255), 0, 255).astype(np.uint8)
+        row.append(np.repeat(grey[..., None], 3, axis=-1))
+      rows.append(np.stack(row))
+    col_labels = ["weak input", "G(weak)", "G's change", "real peak",
+                  "peak's change", "H, eq. 22:\n(peak - G)^2"]
+    if mask is not None:
+      col_labels.append("G's mask A")
     viz.save_grid(
         os.path.join(out_dir, "magnified.png"), rows,
         row_labels=[f"{cap}\nr = {ri:.2f}" if cap else f"r = {ri:.2f}"
                     for cap, ri in zip(
                         list(captions) + [""] * len(rows), r[:len(rows)])],
-        col_labels=["weak input", "G(weak)", "G's change", "real peak",
-                    "peak's change", "H, eq. 22:\n(peak - G)^2"],
+        col_labels=col_labels,
         title="GroupGAN: G magnifies a weak expression towards its peak "
         "(r: correlation of G's change with the peak's)",
         legend=viz.HEAT_LEGEND)

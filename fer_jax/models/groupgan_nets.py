@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from fer_jax.models.basenets import PAPER_INIT
@@ -98,6 +99,14 @@ class MagnifyingGenerator(_Layers):
   the tanh (in atanh space), so G starts as the identity and only has to
   learn the expression's change instead of redrawing the whole face from
   the bottleneck, which a short CPU run cannot.
+
+  ``attention=True`` (not in the paper; GANimation's attention, Pumarola et
+  al. 2018) adds a one-channel head: a mask A = sigmoid(.) in [0, 1] per
+  pixel, and the output is the composite A * colour + (1 - A) * x of the
+  colour image (as above, residual or plain) and the input, so G changes the
+  face only where A > 0. A's head starts at zero (A = 0.5 everywhere); the
+  method penalises A's mean and total variation (docs/methods.md, GroupGAN)
+  so that G spends its change on a few connected regions.
   """
   features: Sequence[int] = (64, 128, 256, 512)
   kernels: Sequence[int] = (7, 5, 3, 3)
@@ -105,6 +114,7 @@ class MagnifyingGenerator(_Layers):
   out_channels: int = 3
   residual: bool = False
   upsample: str = "transpose"  # "transpose" | "resize"
+  attention: bool = False
 
   def encode(self, x, train: bool):
     total = 1
@@ -151,18 +161,48 @@ class MagnifyingGenerator(_Layers):
     h = nn.relu(self.bn(train, "out0_bn")(
         self.conv(self.features[0], 3, name="out0_conv")(h)))
     if not self.residual:
-      h = self.conv(self.out_channels, 3, name="out1_conv")(h)
-      return jnp.tanh(h.astype(jnp.float32))
-    h = nn.Conv(self.out_channels, (3, 3), padding=((1, 1), (1, 1)),
-                kernel_init=nn.initializers.zeros, dtype=self.dtype,
-                param_dtype=self.param_dtype, name="out1_conv")(h)
-    base = jnp.arctanh(jnp.clip(x.astype(jnp.float32), -0.999, 0.999))
-    return jnp.tanh(base + h.astype(jnp.float32))
+      colour = jnp.tanh(self.conv(self.out_channels, 3, name="out1_conv")(h)
+                        .astype(jnp.float32))
+    else:
+      change = nn.Conv(self.out_channels, (3, 3), padding=((1, 1), (1, 1)),
+                       kernel_init=nn.initializers.zeros, dtype=self.dtype,
+                       param_dtype=self.param_dtype, name="out1_conv")(h)
+      base = jnp.arctanh(jnp.clip(x.astype(jnp.float32), -0.999, 0.999))
+      colour = jnp.tanh(base + change.astype(jnp.float32))
+    if not self.attention:
+      return colour, None
+    mask = jax.nn.sigmoid(nn.Conv(
+        1, (3, 3), padding=((1, 1), (1, 1)),
+        kernel_init=nn.initializers.zeros, dtype=self.dtype,
+        param_dtype=self.param_dtype, name="mask_conv")(h).astype(
+            jnp.float32))
+    return composite(mask, colour, x), mask[..., 0]
 
   @nn.compact
-  def __call__(self, x, f_exp=None, train: bool = False):
-    """x (B, H, W, C) in [-1, 1]; f_exp (B, F) or None (no extractor)."""
-    return self.decode(self.encode(x, train), f_exp, train, x)
+  def __call__(self, x, f_exp=None, train: bool = False,
+               with_mask: bool = False):
+    """x (B, H, W, C) in [-1, 1]; f_exp (B, F) or None (no extractor).
+    Returns G's face, or with ``with_mask`` (face, A (B, H, W) or None
+    without ``attention``)."""
+    out, mask = self.decode(self.encode(x, train), f_exp, train, x)
+    return (out, mask) if with_mask else out
+
+
+def composite(mask, colour, x):
+  """GANimation's composite: A * colour + (1 - A) * x, with A (B, H, W, 1)
+  in [0, 1] broadcast over channels; float32."""
+  return (mask * colour.astype(jnp.float32)
+          + (1.0 - mask) * x.astype(jnp.float32))
+
+
+def mask_total_variation(mask):
+  """GANimation's smoothness term on A (B, H, W): the squared differences
+  of vertically and horizontally adjacent values, summed per image and
+  averaged over the batch (Pumarola et al. 2018, eq. 4's first term)."""
+  m = mask.astype(jnp.float32)
+  dy = jnp.square(m[:, 1:, :] - m[:, :-1, :])
+  dx = jnp.square(m[:, :, 1:] - m[:, :, :-1])
+  return jnp.mean(jnp.sum(dy, axis=(1, 2)) + jnp.sum(dx, axis=(1, 2)))
 
 
 class VGGDiscriminator(_Layers):
