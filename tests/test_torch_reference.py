@@ -1,7 +1,7 @@
 """The PyTorch twins of fer_jax's training steps (benchmarks/torch_reference)
 are the same work: equal parameters per network and equal convolution and
 matmul FLOPs per step; and the side-by-side script's table and its
-RESULTS.md section.
+benchmarks/RESULTS.md section.
 
 FLOPs: fer_jax's side is benchmarks/flop_count.py's ``matmul_flops`` of the
 plain step's jaxpr (convolutions and dots; the elementwise work is left
