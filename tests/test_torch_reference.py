@@ -166,7 +166,7 @@ def test_summary_takes_the_ratio_from_one_pass():
 
 def test_section_is_rewritten_in_place_and_labels_a_dry_run(tmp_path):
   import side_by_side  # pylint: disable=import-outside-toplevel
-  path = tmp_path / "RESULTS.md"
+  path = tmp_path / "results_copy.md"
   path.write_text("# Throughput results\n\nhand-written\n")
   rows = side_by_side.summarise(_records())
   side_by_side.write_section(str(path), side_by_side.section(rows, True, "a"))
@@ -187,7 +187,7 @@ def test_dry_run_end_to_end(tmp_path):
   """The one-call script on the CPU at tiny sizes, GNDL only: both passes,
   the table written with the dry-run label (minutes on 2 shared cores)."""
   import subprocess  # pylint: disable=import-outside-toplevel
-  results = tmp_path / "RESULTS.md"
+  results = tmp_path / "results_copy.md"
   proc = subprocess.run(
       [sys.executable, os.path.join(ROOT, "benchmarks", "side_by_side.py"),
        "--dry_run", "--only=gndl", "--reps=2", "--steps=2", "--warmup=1",
