@@ -333,6 +333,19 @@ def mutual_knn_graph(x, k: int = 100, sigma=None,
 # --- Sparse operators -------------------------------------------------------
 
 
+def _column_tiles(indices, weights, dtype, d: int, tile_elems: int):
+  """The (N, k) neighbour columns in ``steps`` tiles of ``chunk`` columns,
+  (steps, chunk, N) each (zero-weight padding), a tile of ``chunk`` x N x d
+  values within ``tile_elems``: (indices, weights as ``dtype``, steps)."""
+  n, k = indices.shape
+  chunk = max(1, min(k, tile_elems // max(n * d, 1)))
+  steps = -(-k // chunk)
+  pad = steps * chunk - k
+  it = jnp.pad(indices, ((0, 0), (0, pad))).T.reshape(steps, chunk, n)
+  wt = jnp.pad(weights, ((0, 0), (0, pad))).T.reshape(steps, chunk, n)
+  return it, wt.astype(dtype), steps
+
+
 def neighbour_sum(indices, weights, x, tile_bytes: int = DEFAULT_TILE_BYTES):
   """sum_m weights[i, m] x[indices[i, m]]: (N, k) x (N, d) -> (N, d).
 
@@ -341,14 +354,9 @@ def neighbour_sum(indices, weights, x, tile_bytes: int = DEFAULT_TILE_BYTES):
   ``tile_bytes``) in a ``fori_loop``, so memory stays O(N (k + d)).
   """
   x = jnp.asarray(x)
-  n, k = indices.shape
-  d = x.shape[-1]
-  chunk = max(1, min(k, tile_bytes // max(4 * n * d, 1)))
-  steps = -(-k // chunk)
-  pad = steps * chunk - k
-  it = jnp.pad(indices, ((0, 0), (0, pad))).T.reshape(steps, chunk, n)
-  wt = jnp.pad(weights, ((0, 0), (0, pad))).T.reshape(steps, chunk, n)
-  wt = wt.astype(x.dtype)
+  n, d = indices.shape[0], x.shape[-1]
+  it, wt, steps = _column_tiles(indices, weights, x.dtype, d,
+                                tile_bytes // 4)
 
   def body(s, acc):
     return acc + jnp.einsum("cn,cnd->nd", wt[s], x[it[s]])
@@ -365,14 +373,9 @@ def symmetric_adjacency_matmul(indices, weights, x,
   :func:`neighbour_sum` on a symmetric graph (mutual edges only).
   """
   x = jnp.asarray(x)
-  n, k = indices.shape
-  d = x.shape[-1]
-  chunk = max(1, min(k, tile_bytes // max(8 * n * d, 1)))
-  steps = -(-k // chunk)
-  pad = steps * chunk - k
-  it = jnp.pad(indices, ((0, 0), (0, pad))).T.reshape(steps, chunk, n)
-  wt = jnp.pad(weights, ((0, 0), (0, pad))).T.reshape(steps, chunk, n)
-  wt = wt.astype(x.dtype)
+  n, d = indices.shape[0], x.shape[-1]
+  it, wt, steps = _column_tiles(indices, weights, x.dtype, d,
+                                tile_bytes // 8)
 
   def body(s, acc):
     gathered = jnp.einsum("cn,cnd->nd", wt[s], x[it[s]])
