@@ -564,8 +564,10 @@ class GroupGAN(Twin):
     # G: content + adversarial (updated D, D') + gamma CE_fake.
     g_adv_dfake, _ = self._adv(fake, f_exp, c.alpha_g, c.beta_g)
     px = fake.detach().requires_grad_(True)
-    pixel = ((px - peak.float()).square().mean()
-             + c.g_change_l1 * (px - weak.float()).abs().mean())
+    sq = (px - peak.float()).square()
+    content = (sq.flatten(1).sum(1).mean() if c.content_reduction == "sum"
+               else sq.mean())  # fer_jax.methods.groupgan.mse_loss
+    pixel = content + c.g_change_l1 * (px - weak.float()).abs().mean()
     (dpixel,) = torch.autograd.grad(pixel, [px])
     g_params = list(n["g"].parameters())
     set_grads(g_params, torch.autograd.grad(
