@@ -28,6 +28,7 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import tqdm
 from etils import epath
 
 
@@ -322,9 +323,12 @@ class Checkpointer:
 
 
 def say(line: str) -> None:
-  """One line to the console (process 0)."""
+  """One line to the console (process 0). A progress bar on the terminal
+  is cleared first and drawn again under the line (tqdm's external write
+  mode), so the line never lands on the bar's."""
   if jax.process_index() == 0:
-    print(line, flush=True)
+    with tqdm.tqdm.external_write_mode(file=sys.stdout):
+      print(line, flush=True)
 
 
 def has_checkpoint(workdir: str, subdir: str = "checkpoints") -> bool:

@@ -119,8 +119,9 @@ def main(argv):
 
 
 def closing_lines(result, workdir: str) -> str:
-  """What the run ended at and where its report, pictures and TensorBoard
-  logs are, so a user need not know the workdir's layout."""
+  """What the run ended at (and how many steps the non-finite guard
+  skipped, if any) and where its report, pictures and TensorBoard logs
+  are, so a user need not know the workdir's layout."""
   if "accuracy" in result:
     what = (f"{result['split']} accuracy {100 * result['accuracy']:.1f}% "
             f"({result['method']}, fold {result['fold']})")
@@ -134,6 +135,12 @@ def closing_lines(result, workdir: str) -> str:
             f"{len(result.get('folds', []))} folds ({result['method']})")
   from fer_jax import files  # pylint: disable=import-outside-toplevel
   lines = [f"fer_jax: done: {what}"]
+  skipped = result.get("nonfinite_steps", 0)
+  if skipped:  # config.train.nonfinite='skip' kept going past them
+    lines.append(f"  warning:     {skipped} training step(s) were skipped "
+                 "as non-finite (config.train.nonfinite='skip'; "
+                 "train/skipped_steps in metrics.jsonl): lower "
+                 "config.optim.lr")
   if files.exists(files.join(workdir, "cv_report.json")):
     lines.append(f"  report:      {files.join(workdir, 'cv_report.json')}"
                  f" (each fold's in {files.join(workdir, 'fold_*')})")

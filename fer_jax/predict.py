@@ -156,7 +156,7 @@ def _write_pictures(out_dir: str, stem: str, name: str, image: np.ndarray,
     return (photo_path,)
   faces_path = files.join(out_dir, f"{stem}_faces.png")
   viz.save_grid(
-      faces_path, [crops],
+      faces_path, [crops], row_labels=["aligned\nface"],
       title=f"{os.path.basename(name)}: the aligned faces the model saw",
       col_labels=[f"face {i + 1}{'' if r.eyes_found else ' *'}\n"
                   f"{_caption(r)}" for i, r in enumerate(rows)],

@@ -269,12 +269,10 @@ class Trainer:
         loop, best_meta = self.restore_best()
         selection = self.selection(best_meta, total)
         step = selection["selected_step"]
-        if jax.process_index() == 0:
-          bar.write(
-              f"fer_jax: testing the best validation state, step {step} "
-              f"(val accuracy {100 * selection['selected_val_accuracy']:.1f}"
-              f"%), not the last step {total} (config.train.select_by="
-              "'val')")
+        ckpt_lib.say(
+            f"fer_jax: testing the best validation state, step {step} "
+            f"(val accuracy {100 * selection['selected_val_accuracy']:.1f}"
+            f"%), not the last step {total} (config.train.select_by='val')")
       report = self.evaluate(loop, "test", step,
                              files.join(self.workdir, "eval"), selection)
       writer.write(total, {"test/accuracy": report["accuracy"]})
@@ -292,15 +290,13 @@ class Trainer:
              if d.process_index == jax.process_index()]
     on, why = resident.choose(self.config.data, examples,
                               phase.with_landmarks, local[0])
-    if jax.process_index() == 0:
-      print(f"fer_jax: phase {phase.name!r} reads its frames "
-            f"{'from device memory' if on else 'by streaming'} ({why})",
-            flush=True)
+    ckpt_lib.say(f"fer_jax: phase {phase.name!r} reads its frames "
+                 f"{'from device memory' if on else 'by streaming'} ({why})")
     return resident.put(examples, phase.with_landmarks, self.mesh) if on \
         else None
 
-  def _evaluate_during_training(self, loop, step: int, step_meta, writer,
-                                bar) -> None:
+  def _evaluate_during_training(self, loop, step: int, step_meta,
+                                writer) -> None:
     """Scores the eval split (val where the fold has one) and keeps the
     state as best/ when it is the best so far (train.select_by='val')."""
     split = self.data.eval_split
@@ -309,9 +305,8 @@ class Trainer:
     self._keep_if_best(loop, report, step_meta)
     writer.write(step, {f"{split}/accuracy": report["accuracy"]})
     writer.write_pictures(step, out_dir, split)
-    if jax.process_index() == 0:
-      bar.write(f"fer_jax: step {step}: {split} accuracy "
-                f"{100 * report['accuracy']:.1f}% ({out_dir})")
+    ckpt_lib.say(f"fer_jax: step {step}: {split} accuracy "
+                 f"{100 * report['accuracy']:.1f}% ({out_dir})")
 
   def _run_phase(self, phase_idx, phase, offset, loop, start_step, meta,
                  writer, bar, last_saved):
@@ -386,13 +381,13 @@ class Trainer:
       # a run killed after the checkpoint has scored every state up to it.
       # Otherwise the evaluation overlaps the asynchronous save.
       if evaluate and self.select_by_val:
-        self._evaluate_during_training(loop, step, step_meta, writer, bar)
+        self._evaluate_during_training(loop, step, step_meta, writer)
       if save:
         self.ckpt.save(step, loop, step_meta)
         writer.flush()  # a remote workdir's logs reach its checkpoint
         last_saved = step
       if evaluate and not self.select_by_val:
-        self._evaluate_during_training(loop, step, step_meta, writer, bar)
+        self._evaluate_during_training(loop, step, step_meta, writer)
     return loop, last_saved
 
 
@@ -423,9 +418,10 @@ class _LogWindows:
   skipped by the non-finite guard (the only steps it acts on), so the
   caller reads the guard then, not at every log. Skipped steps are written
   as ``train/skipped_steps`` (the other metrics average the steps that were
-  applied); ``too_many_skipped`` is set, (skipped, steps, last step), once
-  more than ``max_skipped`` of the last ``window`` steps (of the phase so
-  far, at its end) were skipped.
+  applied), and the phase's count so far shows in the progress bar
+  (``skipped=N``); ``too_many_skipped`` is set, (skipped, steps, last
+  step), once more than ``max_skipped`` of the last ``window`` steps (of
+  the phase so far, at its end) were skipped.
   """
 
   def __init__(self, writer, bar, phase_name: str, images_per_step: int,
@@ -436,6 +432,7 @@ class _LogWindows:
     self._mark = time.perf_counter()
     self._recent = collections.deque(maxlen=max(1, window))
     self._max_skipped = max_skipped
+    self._skipped_total = 0
     self.too_many_skipped = None
 
   def close(self, step: int, pending, steps: int) -> bool:
@@ -463,9 +460,13 @@ class _LogWindows:
     scalars["train/steps_per_sec"] = steps / dt
     scalars["train/images_per_sec"] = steps * self._images / dt
     self._writer.write(step, scalars)
-    self._bar.set_postfix(phase=self._phase,
-                          loss=f"{scalars['train/loss']:.4f}",
-                          img_s=f"{scalars['train/images_per_sec']:.0f}")
+    self._skipped_total += int(sum(skipped))
+    postfix = {"phase": self._phase,
+               "loss": f"{scalars['train/loss']:.4f}",
+               "img_s": f"{scalars['train/images_per_sec']:.0f}"}
+    if self._skipped_total:  # the phase's steps the guard did not apply
+      postfix["skipped"] = self._skipped_total
+    self._bar.set_postfix(postfix)
     self._recent.extend(skipped)
     self._check_skipped(final, step)
     return bad or self.too_many_skipped is not None
@@ -503,10 +504,11 @@ class _CompileCacheHits:
     if jax.process_index() != 0 or not jax.config.jax_compilation_cache_dir:
       return
     hits = _CACHE_HITS[0] - self._before
-    print(f"fer_jax: {what}: program "
-          f"{'loaded from the compilation cache' if hits else 'compiled'} "
-          f"({time.perf_counter() - self._t0:.1f} s; "
-          f"cache {jax.config.jax_compilation_cache_dir})", flush=True)
+    ckpt_lib.say(
+        f"fer_jax: {what}: program "
+        f"{'loaded from the compilation cache' if hits else 'compiled'} "
+        f"({time.perf_counter() - self._t0:.1f} s; "
+        f"cache {jax.config.jax_compilation_cache_dir})")
 
 
 def write_config(config, workdir: str) -> None:

@@ -443,7 +443,9 @@ class CGANWSC(base.Method):
                               "real neutral\n(same sequence)"],
                   col_labels=list(captions[:num]),
                   title="cGAN: the neutral face G generates from each "
-                  "expression, beside the real one")
+                  "expression, beside the real one",
+                  legend="true: the face's (possibly noisy) label; cGAN+WSC "
+                  "has no classifier, so no pred")
 
 
 def save_curve(path, curve, noisy_accuracy):

@@ -103,9 +103,12 @@ class IFGAN(base.Method):
       files.write_bytes_atomic(path, buf.getvalue())
       viz.save_grid(files.join(workdir, "class_averages.png"),
                     [self.class_avg.round().astype(np.uint8)],
+                    row_labels=["average\ntraining\nface"],
                     col_labels=list(data.classes),
                     title="IF-GAN's targets: each class's average training "
-                    f"face (fold {self.config.data.fold})")
+                    f"face (fold {self.config.data.fold})",
+                    legend="each column: the pixel-wise mean of the fold's "
+                    "training faces of that class, G's target for it")
 
   # -- state
   def _e_input(self, x, other):
@@ -308,7 +311,9 @@ class IFGAN(base.Method):
                               "face of the\ntrue class"],
                   col_labels=list(captions[:num]),
                   title="IF-GAN: G turns a face into its class's average "
-                  "face (eq. 2); pred = E's class")
+                  "face (eq. 2); pred = E's class",
+                  legend="true: the face's label; pred: the class E "
+                  "predicts for it")
     if not maps:
       return
     name = sorted(k for k in maps if k.startswith("decoder"))[0]
