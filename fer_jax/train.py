@@ -466,7 +466,7 @@ class _LogWindows:
                "img_s": f"{scalars['train/images_per_sec']:.0f}"}
     if self._skipped_total:  # the phase's steps the guard did not apply
       postfix["skipped"] = self._skipped_total
-    self._bar.set_postfix(postfix)
+    self._bar.set_postfix(**postfix)
     self._recent.extend(skipped)
     self._check_skipped(final, step)
     return bad or self.too_many_skipped is not None

@@ -72,7 +72,7 @@ class _Bar:
   def __init__(self):
     self.postfix = []
 
-  def set_postfix(self, values):
+  def set_postfix(self, **values):  # tqdm's keyword form
     self.postfix.append(dict(values))
 
 
