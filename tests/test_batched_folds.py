@@ -9,12 +9,14 @@ augmentation draws.
 
 Tolerance: vmap turns each convolution over per-fold weights into one
 grouped convolution, which sums in another order, so a fold's numbers
-equal its separate run's to float rounding, not bit for bit. Adam divides
-a gradient by its own running scale, so a rounding-level difference in a
-near-zero gradient can move a parameter by up to lr (1e-3) in one step:
-states are compared to atol 1e-4 (a tenth of one such step; 4 steps of
-GNDL:tiny measured 8.5e-6) and rtol 1e-4, losses to rtol 1e-5 (measured
-3e-7). Two different folds' states differ by far more (checked too).
+equal its separate run's to float rounding, not bit for bit. Parameters
+and batch statistics are compared to atol = rtol = 1e-4 (measured after
+the runs here: GNDL:tiny 1.4e-6, GroupGAN:tiny 1.5e-5); each network's
+optimizer state (its moments hold the last gradients, which a GAN's losses
+amplify, and leaves near 1e-11 that rounding dominates) as one vector, to a
+relative L2 difference of 1e-2 (measured: GroupGAN's G 7.4e-4); losses to
+rtol 1e-5 (measured 3e-7). The same checks between two different folds
+fail (checked too).
 """
 
 import json
@@ -29,7 +31,7 @@ from fer_jax import config_lib, sharding, train
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                        "configs")
-STATE_RTOL, STATE_ATOL, LOSS_RTOL = 1e-4, 1e-4, 1e-5
+STATE_TOL, OPT_REL, LOSS_RTOL = 1e-4, 1e-2, 1e-5
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -66,13 +68,14 @@ def losses(fold_dir):
 
 
 def run_files(fold_dir):
-  """The files a run wrote, TensorBoard's (named by host and time) by
-  their folder only."""
+  """The files a run wrote; those named by a hash or a clock (Orbax's data
+  files, TensorBoard's events) by their folder only."""
   out = set()
   for root, _, names in os.walk(fold_dir):
     rel = os.path.relpath(root, fold_dir)
     for n in names:
-      out.add(os.path.join(rel, "events.*" if "tfevents" in n else n))
+      hashed = "tfevents" in n or os.path.basename(root) == "d"
+      out.add(os.path.join(rel, "*" if hashed else n))
   return out
 
 
@@ -84,6 +87,30 @@ def run_both(method, tmp, table, load_table, **train_overrides):
     cfg = folds_config(method, batch_folds=batch_folds, **train_overrides)
     out.append((wd, train.train_and_evaluate(cfg, str(wd),
                                              load_table(table))))
+  return out
+
+
+def state_mismatches(want, got) -> list[str]:
+  """What of ``got`` is outside the module docstring's tolerance of
+  ``want`` (the same tree): leaves of parameters and statistics, whole
+  optimizer states."""
+  out, opt = [], {}
+  leaves = jax.tree.leaves(got)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(want), leaves,
+                          strict=True):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    name = jax.tree_util.keystr(path)
+    if "opt_state" in name:
+      net = name[:name.index("opt_state")]
+      opt.setdefault(net, []).append((a.ravel(), b.ravel()))
+    elif not np.allclose(b, a, rtol=STATE_TOL, atol=STATE_TOL):
+      out.append(f"{name}: max difference {np.abs(a - b).max():.3g}")
+  for net, pairs in opt.items():
+    a = np.concatenate([x for x, _ in pairs])
+    b = np.concatenate([y for _, y in pairs])
+    rel = np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-30)
+    if rel > OPT_REL:
+      out.append(f"{net}opt_state: relative L2 difference {rel:.3g}")
   return out
 
 
@@ -101,14 +128,7 @@ def assert_folds_match(separate, batched, num_folds=2):
     assert bat_meta["global_step"] == sep_meta["global_step"]
     assert bat_meta["fold"] == k
     assert bat_meta["iterator"] == sep_meta["iterator"]
-    flat_a = jax.tree_util.tree_leaves_with_path(sep_state)
-    flat_b = jax.tree.leaves(bat_state)
-    assert len(flat_a) == len(flat_b)
-    for (path, x), y in zip(flat_a, flat_b):
-      np.testing.assert_allclose(
-          np.asarray(y, np.float64), np.asarray(x, np.float64),
-          rtol=STATE_RTOL, atol=STATE_ATOL,
-          err_msg=f"fold {k} {jax.tree_util.keystr(path)}")
+    assert not state_mismatches(sep_state, bat_state), k
     la, lb = losses(a), losses(b)
     assert [s for s, _ in lb] == [s for s, _ in la] and la
     np.testing.assert_allclose([v for _, v in lb], [v for _, v in la],
@@ -120,12 +140,7 @@ def assert_folds_match(separate, batched, num_folds=2):
         k, sep_meta["global_step"])
     states.append((sep_state, bat_state))
   # The comparison can fail: fold 0's batched state is not fold 1's.
-  far = [float(np.max(np.abs(np.asarray(x, np.float64)
-                             - np.asarray(y, np.float64))))
-         for x, y in zip(jax.tree.leaves(states[1][0]),
-                         jax.tree.leaves(states[0][1]))
-         if np.issubdtype(np.asarray(x).dtype, np.floating)]
-  assert max(far) > 100 * STATE_ATOL
+  assert len(state_mismatches(states[1][0], states[0][1])) > 10
 
 
 @pytest.fixture(scope="module")
