@@ -21,6 +21,9 @@ fail (checked too).
 
 import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import numpy as np
@@ -211,6 +214,80 @@ def test_groupgan_batched_folds_match_separate_runs(tmp_path, make_table,
       "groupgan", tmp_path, make_table(num_subjects=6, num_frames=8,
                                        image_size=32), load_table)
   assert_folds_match(separate, batched)
+
+
+# ------------------------------------------------- the vmapped dispatch
+
+TOY = textwrap.dedent("""
+    import json, sys
+    import jax, jax.numpy as jnp, numpy as np
+    jax.config.update("jax_default_prng_impl", "threefry2x32")
+    from fer_jax import batched_folds, sharding, steps
+
+    def step(state, batch, rng):
+      x = batch["image"].astype(jnp.float32).mean()
+      noise = jax.random.uniform(rng)
+      new = {"w": state["w"] * 0.5 + x + noise}
+      return new, {"loss": x, "noise": noise, "label": batch["label"].sum()}
+
+    def run(group):
+      mesh = sharding.make_mesh()
+      n = 24
+      host = {"images": np.arange(n * 4, dtype=np.uint8).reshape(n, 2, 2, 1),
+              "rows": {"image": np.arange(n, dtype=np.int32)[::-1].copy()},
+              "label": np.arange(n, dtype=np.int32)}
+      data = jax.device_put(host, sharding.replicated(mesh))
+      offsets = (0, 10)
+      loops = [{"model": {"w": jnp.full((), float(k))}, "step": jnp.zeros((), jnp.int32),
+                "rng": jax.random.PRNGKey(k),
+                "guard": {"nonfinite": jnp.zeros((), jnp.int32),
+                          "first_bad_step": jnp.full((), -1, jnp.int32),
+                          "halted": jnp.zeros((), bool)}} for k in range(2)]
+      shape = (4,) if group == 1 else (group, 4)
+      idx = [np.arange(8, dtype=np.int32)[k * 4:k * 4 + 4].reshape(1, 4).repeat(
+          group, 0).reshape(shape) + k for k in range(2)]
+      put = lambda a: sharding.to_global({"index": a}, mesh, stacked=group > 1)
+      one = jax.jit(steps.dispatch_step(step, True, group, True))
+      want = []
+      for k in range(2):
+        # A separate run's data holds only its fold: rows from offset on.
+        fold = {"images": data["images"],
+                "rows": {"image": data["rows"]["image"][offsets[k]:]},
+                "label": data["label"][offsets[k]:]}
+        l, m = one(loops[k], put(idx[k]), fold)
+        want.append((float(l["model"]["w"]), {a: np.asarray(b).tolist() for a, b in m.items()}))
+      stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *loops)
+      fn = jax.jit(batched_folds.batched_dispatch(step, True, group, offsets, mesh))
+      l, ms = fn(stacked, [put(i) for i in idx], data)
+      got = [(float(l["model"]["w"][k]), {a: np.asarray(b).tolist() for a, b in ms[k].items()})
+             for k in range(2)]
+      return want, got, jax.device_count()
+
+    print(json.dumps({g: run(g) for g in (1, 2)}))
+""")
+
+
+@pytest.mark.parametrize("devices", [1, 4])
+def test_batched_dispatch_gathers_each_folds_rows_with_its_own_key(devices):
+  """``batched_dispatch`` over two folds of a toy step (one and a scan of
+  two steps per dispatch, on 1 and 4 simulated devices) gives each fold
+  what ``steps.dispatch_step`` gives a run over that fold alone: its rows
+  of the shared array (offset), its PRNG stream, its guard and metrics."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  out = subprocess.run([sys.executable, "-c", TOY], env=env,
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  runs = json.loads(out.stdout.strip().splitlines()[-1])
+  for group, (want, got, count) in runs.items():
+    assert count == devices
+    for (w_want, m_want), (w_got, m_got) in zip(want, got):
+      assert w_got == pytest.approx(w_want, rel=1e-6), group
+      for key in m_want:
+        np.testing.assert_allclose(m_got[key], m_want[key], rtol=1e-6)
+    # The folds differ (other rows, other keys): the check can fail.
+    assert got[0][1]["label"] != got[1][1]["label"]
+    assert got[0][1]["noise"] != got[1][1]["noise"]
 
 
 # ------------------------------------------------------------ refusals
