@@ -201,9 +201,9 @@ def _start(trainers) -> tuple[list, list, int]:
   loops, metas = [], []
   for k, (t, (loop, meta, s)) in enumerate(zip(trainers, starts)):
     if s > common:
-      ckpt_lib.say(f"fer_jax: fold {k} is at step {s}, another fold at "
-                   f"{common}: batched folds go on together from step "
-                   f"{common}")
+      ckpt_lib.say(f"fer_jax: fold {k} is at step {s}, and {common} is "
+                   "the newest step every fold saved: batched folds go on "
+                   f"together from step {common}")
       if common:
         loop, meta = t._resume(common)  # pylint: disable=protected-access
       else:
