@@ -153,7 +153,7 @@ def gndl_runs(tmp_path_factory, make_table, load_table):
                                           image_size=16), load_table)
 
 
-@pytest.mark.slow  # ~2 min from a cold compilation cache (threefry keys)
+@pytest.mark.slow  # threefry compiles: 27 min cold on the shared 2-core CPU
 def test_gndl_batched_folds_match_separate_runs(gndl_runs):
   """Two GNDL folds trained as one vmapped program end where each fold's
   own run ends: state, confusion matrix, losses, files."""
