@@ -327,10 +327,13 @@ def reconcile(saved: dict, config, mode: str, source: str) -> list[str]:
 
 
 def with_fold(config, fold: int):
+  """One fold's config (its config.json): nothing left to batch over."""
   c = config.copy_and_resolve_references()
   with c.unlocked():
     c.data.fold = fold
     c.data.all_folds = False
+    if "batch_folds" in c.train:
+      c.train.batch_folds = False
   return c
 
 

@@ -302,6 +302,8 @@ def refusal(cfg, table, load_table, tmp_path):
 
 def test_batch_folds_needs_all_folds():
   cfg = folds_config("gndl", batch_folds=True)
+  # A fold's own config (its config.json) is valid: nothing to batch.
+  config_lib.validate(config_lib.with_fold(cfg, 1))
   cfg.data.all_folds = False
   with pytest.raises(ValueError, match=r"config\.train\.batch_folds.*"
                      r"data\.all_folds=True"):
