@@ -7,6 +7,9 @@
 # It rewrites the generated section of benchmarks/RESULTS.md, copied to $OUT.
 # The fourth, the WSC scaling table alone on the lent GPU (issue 21):
 #   bash benchmarks/device_session.sh "" "" "" 1000,10000,100000,1000000
+# GroupGAN at the paper's batch 4, one fold against its 5 folds as one
+# vmapped step (train.batch_folds; suite entries ...:folds5), same device:
+#   bash benchmarks/device_session.sh "--only=groupgan --dtypes=bfloat16" "" "" ""
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
   --upgrade --target /tmp/site .whl/*.whl || exit 1

@@ -87,9 +87,9 @@ _CHILD_PASS = flags.DEFINE_integer("child_pass", 1, "internal")
 
 # ------------------------------------------------------------------ entries
 def entries(dry_run: bool):
-  """The suite's one-step-per-dispatch entries (a scan of steps has no
-  torch counterpart here)."""
-  return [e for e in suite.ENTRIES if e.group == 1
+  """The suite's one-step-per-dispatch, one-fold entries (a scan of steps
+  and vmapped folds have no torch counterpart here)."""
+  return [e for e in suite.ENTRIES if e.group == 1 and e.folds == 1
           and (not _ONLY.value or e.name in _ONLY.value)]
 
 

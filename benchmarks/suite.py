@@ -36,12 +36,14 @@ class Entry:
   batch: int
   phase: str | None = None  # default: the method's last phase
   group: int = 1  # steps per dispatch (lax.scan)
+  folds: int = 1  # folds' models trained by one vmapped step (batch_folds)
   overrides: tuple = ()  # (("data.resize", 128), ...)
 
   @property
   def label(self) -> str:
     return (f"{self.name}:{self.phase or 'last'}:b{self.batch}"
-            f"{f':scan{self.group}' if self.group > 1 else ''}")
+            f"{f':scan{self.group}' if self.group > 1 else ''}"
+            f"{f':folds{self.folds}' if self.folds > 1 else ''}")
 
 
 ENTRIES = (
@@ -61,6 +63,10 @@ ENTRIES = (
     Entry("groupgan", "groupgan.py", "ckplus_oulu", 64),
     Entry("groupgan", "groupgan.py", "ckplus_oulu", 4),
     Entry("groupgan", "groupgan.py", "ckplus_oulu", 4, group=16),
+    # Its 5 folds (sec. 4) at batch 4 as one vmapped step
+    # (train.batch_folds): examples/s counts every fold's pairs.
+    Entry("groupgan", "groupgan.py", "ckplus_oulu", 4, folds=5),
+    Entry("groupgan", "groupgan.py", "ckplus_oulu", 4, group=16, folds=5),
 )
 
 _ONLY = flags.DEFINE_list("only", None, "Entry names to run (default all).")
@@ -96,16 +102,18 @@ def config_for(entry: Entry, dtype: str, fast: bool = True):
 
 
 def table(rows) -> str:
-  head = ("| method | phase | batch | scan | size | dtype | device | step ms "
+  head = ("| method | phase | batch | scan | folds | size | dtype | device "
+          "| step ms "
           "| examples/s | images/s | compile s | GFLOP/step | TFLOP/s "
           "| util. | peak GB |")
-  out = [head, "| --- " * 15 + "|"]
+  out = [head, "| --- " * 16 + "|"]
   for r in rows:
     util = f"{100 * r['utilisation']:.1f}%" if r["utilisation"] else "-"
     phase = r["phase"] + ("" if r.get("fast_layers", True) else
                           " (plain layers)")
     out.append(
         f"| {r['method']} | {phase} | {r['batch']} | {r['group']} | "
+        f"{r.get('folds', 1)} | "
         f"{r['image_size']} | {r['dtype']} | {r['device']} | "
         f"{r['step_ms']:.2f} | {r['examples_per_sec']:.0f} | "
         f"{r['images_per_sec']:.0f} | {r['compile_s']:.1f} | "
@@ -151,7 +159,8 @@ def main(argv):
       try:
         r = throughput.benchmark(config_for(entry, dtype, fast), entry.batch,
                                  entry.phase, steps=_STEPS.value,
-                                 group=entry.group, profile_dir=profile_dir)
+                                 group=entry.group, profile_dir=profile_dir,
+                                 folds=entry.folds)
       except Exception as e:  # pylint: disable=broad-except
         print(f"suite: {label} failed: {type(e).__name__}: {e}", flush=True)
         skipped.append(f"{label} (failed)")

@@ -29,12 +29,13 @@ import statistics
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
 import flop_count
-from fer_jax import sharding
+from fer_jax import batched_folds, sharding
 from fer_jax import steps as step_lib
 from fer_jax.data import protocols
 from fer_jax.data.classes import resolve_class_set
@@ -150,14 +151,23 @@ def _timed(fn, loop, batches, data, dispatches):
 
 
 def benchmark(config, batch_size=None, phase_name=None, steps=20, warmup=3,
-              group=1, on_device_data=False, profile_dir=None):
+              group=1, on_device_data=False, profile_dir=None, folds=1):
+  """One phase's step timed on random data. ``folds`` > 1: that many
+  folds' models trained by one vmapped step (``train.batch_folds``,
+  frames device-resident); the rates then count every fold's examples."""
   mesh = sharding.make_mesh()
+  on_device_data = on_device_data or folds > 1
   method, phase, image_shape, num_classes = _setup(config, batch_size,
                                                    phase_name)
   s = image_shape[0]
   host = random_batch(phase, image_shape, num_classes)
   loop = jax.jit(lambda: step_lib.init_loop_state(method, 0, host),
                  out_shardings=sharding.replicated(mesh))()
+  if folds > 1:  # each fold from its own seed, as different folds differ
+    loop = jax.jit(lambda: jax.tree.map(
+        lambda *xs: jnp.stack(xs),
+        *[step_lib.init_loop_state(method, k, host) for k in range(folds)]),
+                   out_shardings=sharding.replicated(mesh))()
   data = None
   rng = np.random.default_rng(1)
   if on_device_data:
@@ -168,25 +178,31 @@ def benchmark(config, batch_size=None, phase_name=None, steps=20, warmup=3,
     make = lambda: random_batch(phase, image_shape, num_classes,
                                 seed=int(rng.integers(1 << 30)))
   # Several different batches (groups), cycled, so no cache sees one input.
-  batches = []
-  for _ in range(2):
+  def one_dispatch():
     if group == 1:
-      batches.append(sharding.to_global(make(), mesh))
-    else:
-      many = [make() for _ in range(group)]
-      batches.append(sharding.to_global(
-          {k: np.stack([b[k] for b in many]) for k in many[0]}, mesh,
-          stacked=True))
+      return sharding.to_global(make(), mesh)
+    many = [make() for _ in range(group)]
+    return sharding.to_global(
+        {k: np.stack([b[k] for b in many]) for k in many[0]}, mesh,
+        stacked=True)
+
+  batches = [one_dispatch() if folds == 1
+             else [one_dispatch() for _ in range(folds)] for _ in range(2)]
 
   stop = config.train.nonfinite == "stop"
   # Counted on the same step built with the plain layers (same state).
   plain_phase = _setup(plain(config), batch_size, phase_name)[1]
   one = step_lib.dispatch_step(plain_phase.step, stop, 1, on_device_data)
   first = (sharding.to_global(make(), mesh))
-  counted = flop_count.count(one, loop, first, data)
-  flops = counted.flops
-  fn = jax.jit(step_lib.dispatch_step(phase.step, stop, group, on_device_data),
-               donate_argnums=0)
+  one_loop = loop if folds == 1 else jax.tree.map(lambda x: x[0], loop)
+  counted = flop_count.count(one, one_loop, first, data)
+  flops = counted.flops * folds
+  if folds == 1:
+    fn = jax.jit(step_lib.dispatch_step(phase.step, stop, group,
+                                        on_device_data), donate_argnums=0)
+  else:  # every fold indexes the one random split
+    fn = jax.jit(batched_folds.batched_dispatch(
+        phase.step, stop, group, [0] * folds, mesh), donate_argnums=0)
   t0 = time.perf_counter()
   compiled = fn.lower(loop, batches[0], data).compile()
   compile_s = time.perf_counter() - t0
@@ -209,7 +225,7 @@ def benchmark(config, batch_size=None, phase_name=None, steps=20, warmup=3,
                         top=25, hlo_text=compiled.as_text())
 
   slots = len(protocols.EXAMPLE_KINDS[phase.example_kind])
-  images = phase.batch_size * slots
+  images = phase.batch_size * slots * folds
   dev = jax.devices()[0]
   mem = dev.memory_stats() or {}
   peak = peak_tflops(dev, config.model.dtype)
@@ -217,13 +233,14 @@ def benchmark(config, batch_size=None, phase_name=None, steps=20, warmup=3,
   return {
       "method": config.method, "phase": phase.name,
       "batch": phase.batch_size, "images_per_step": images,
-      "examples_per_sec": phase.batch_size / med,
+      "folds": folds,
+      "examples_per_sec": folds * phase.batch_size / med,
       "image_size": s, "dtype": config.model.dtype, "group": group,
       "resident": bool(on_device_data),
       "device": f"{jax.device_count()}x {dev.device_kind}",
       "step_ms": 1e3 * med, "images_per_sec": images / med,
       "compile_s": compile_s, "gflops_per_step": flops / 1e9,
-      "matmul_gflops_per_step": counted.matmul_flops / 1e9,
+      "matmul_gflops_per_step": folds * counted.matmul_flops / 1e9,
       "achieved_tflops": achieved,
       "utilisation": achieved / peak if peak else None,
       "peak_mem_gb": mem.get("peak_bytes_in_use", 0) / 2**30,
@@ -237,7 +254,7 @@ def _main(argv):
   del argv
   f = flags.FLAGS
   result = benchmark(f.config, f.batch_size, f.phase, f.steps, f.warmup,
-                     f.group, f.resident, f.profile_dir)
+                     f.group, f.resident, f.profile_dir, f.folds)
   print(json.dumps(result, indent=2))
   if f.json_out:
     with open(f.json_out, "a") as out:
@@ -254,6 +271,8 @@ if __name__ == "__main__":
   flags.DEFINE_integer("steps", 20, "Timed steps after warm-up.")
   flags.DEFINE_integer("warmup", 3, "Untimed dispatches after compiling.")
   flags.DEFINE_integer("group", 1, "Steps per dispatch (lax.scan).")
+  flags.DEFINE_integer("folds", 1, "Folds trained at once by one vmapped "
+                       "step (train.batch_folds; implies --resident).")
   flags.DEFINE_bool("resident", False, "Gather the batch inside the step "
                     "from device-resident frames.")
   flags.DEFINE_string("profile_dir", None, "Also trace a few steps here and "

@@ -121,6 +121,10 @@ def base_config() -> ml_collections.ConfigDict:
   # so small steps are not bound by launch overhead. Logs, checkpoints and
   # evaluations still happen at their exact steps (a group ends there).
   t.steps_per_dispatch = 1
+  # With data.all_folds: the k folds' models trained at once, stacked and
+  # vmapped in one jitted step per dispatch (fer_jax/batched_folds.py);
+  # each fold still writes its own fold_<k>/ as a separate run would.
+  t.batch_folds = False
   return c
 
 
@@ -213,6 +217,9 @@ def validate(config, restoring: bool = False) -> None:
   _require(d.get("device_resident", "off") in ("auto", "on", "off"),
            "data.device_resident",
            f"{d.get('device_resident')!r} is not 'auto', 'on' or 'off'")
+  _require(not t.get("batch_folds", False) or d.all_folds,
+           "train.batch_folds", "True trains the folds of data.all_folds "
+           "at once: set data.all_folds=True, or drop train.batch_folds")
   select_by = t.get("select_by", "last")
   _require(select_by in SELECT_BY, "train.select_by",
            f"{select_by!r} is not one of {', '.join(SELECT_BY)}")
@@ -272,7 +279,8 @@ HARMLESS_FIELDS = (
     "train.log_every", "train.checkpoint_every", "train.eval_every",
     "train.max_to_keep", "train.async_checkpoint", "train.progress_bar",
     "train.steps_per_dispatch", "train.nonfinite",
-    "train.max_skipped_fraction", "train.skip_window", "train.select_by")
+    "train.max_skipped_fraction", "train.skip_window", "train.select_by",
+    "train.batch_folds")
 # Harmless for evaluation; in training they may only grow (a longer run).
 LENGTH_FIELDS = ("train.num_steps", "train.num_epochs")
 
@@ -319,10 +327,13 @@ def reconcile(saved: dict, config, mode: str, source: str) -> list[str]:
 
 
 def with_fold(config, fold: int):
+  """One fold's config (its config.json): nothing left to batch over."""
   c = config.copy_and_resolve_references()
   with c.unlocked():
     c.data.fold = fold
     c.data.all_folds = False
+    if "batch_folds" in c.train:
+      c.train.batch_folds = False
   return c
 
 

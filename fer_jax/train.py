@@ -20,6 +20,7 @@ import jax
 import numpy as np
 import tqdm
 
+from fer_jax import batched_folds
 from fer_jax import checkpoint as ckpt_lib
 from fer_jax import config_lib
 from fer_jax import evaluate as eval_lib
@@ -230,23 +231,10 @@ class Trainer:
   def train(self, checkpoint_step: int | None = None) -> dict[str, Any]:
     """Trains to the end and reports the test split. Resumes from the
     newest checkpoint that restores, or from ``checkpoint_step``."""
-    cfg = self.config.train
-    start_step, meta = 0, None
-    if self.ckpt.all_steps():
-      loop, meta = self._resume(checkpoint_step)
-      start_step = int(meta["global_step"])
-    elif checkpoint_step is not None:
-      raise ckpt_lib.CheckpointError(
-          f"--checkpoint_step={checkpoint_step}: no checkpoint under "
-          f"{self.ckpt.directory} to resume from")
-    else:
-      loop = self.init_state()
+    loop, meta, start_step = self.start(checkpoint_step)
     self._start_best(start_step)
     total = sum(p.num_steps for p in self.phases)
-    writer = metrics_lib.MetricWriter(self.workdir, resume_step=start_step)
-    bar = tqdm.tqdm(total=total, initial=start_step, unit="step",
-                    dynamic_ncols=True, mininterval=1.0,
-                    disable=jax.process_index() != 0 or not cfg.progress_bar)
+    writer, bar = self.open_logs(start_step, total)
     last_saved = start_step or None
     offset = 0
     try:
@@ -259,29 +247,55 @@ class Trainer:
             phase_idx, phase, offset, loop, start_step, meta, writer, bar,
             last_saved)
         offset = phase_end
-      self.ckpt.wait()
-      step, selection = total, None
-      if self.best is not None and not self.best.all_steps():
-        ckpt_lib.say("fer_jax: no state was validated since "
-                     "config.train.select_by='val' was set: testing the "
-                     f"last step, {total}")
-      elif self.best is not None:
-        loop, best_meta = self.restore_best()
-        selection = self.selection(best_meta, total)
-        step = selection["selected_step"]
-        ckpt_lib.say(
-            f"fer_jax: testing the best validation state, step {step} "
-            f"(val accuracy {100 * selection['selected_val_accuracy']:.1f}"
-            f"%), not the last step {total} (config.train.select_by='val')")
-      report = self.evaluate(loop, "test", step,
-                             files.join(self.workdir, "eval"), selection)
-      writer.write(total, {"test/accuracy": report["accuracy"]})
-      writer.write_pictures(total, files.join(self.workdir, "eval"),
-                            "test")
+      report = self.finish(loop, total, writer, bar)
     finally:
       bar.close()
       writer.close()
       self.close()
+    return report
+
+  def start(self, checkpoint_step: int | None = None):
+    """(loop, meta, start_step): the checkpoint to resume (the newest that
+    restores, or ``checkpoint_step``), else a fresh state (meta None)."""
+    if self.ckpt.all_steps():
+      loop, meta = self._resume(checkpoint_step)
+      return loop, meta, int(meta["global_step"])
+    if checkpoint_step is not None:
+      raise ckpt_lib.CheckpointError(
+          f"--checkpoint_step={checkpoint_step}: no checkpoint under "
+          f"{self.ckpt.directory} to resume from")
+    return self.init_state(), None, 0
+
+  def open_logs(self, start_step: int, total: int, show_bar: bool = True):
+    """(metric writer, progress bar) of a run that starts at ``start_step``."""
+    writer = metrics_lib.MetricWriter(self.workdir, resume_step=start_step)
+    bar = tqdm.tqdm(total=total, initial=start_step, unit="step",
+                    dynamic_ncols=True, mininterval=1.0,
+                    disable=(jax.process_index() != 0 or not show_bar
+                             or not self.config.train.progress_bar))
+    return writer, bar
+
+  def finish(self, loop, total: int, writer, bar) -> dict[str, Any]:
+    """After the last step: the test report of the last state, or of the
+    best by validation (train.select_by='val'), its metric and pictures."""
+    self.ckpt.wait()
+    step, selection = total, None
+    if self.best is not None and not self.best.all_steps():
+      ckpt_lib.say("fer_jax: no state was validated since "
+                   "config.train.select_by='val' was set: testing the "
+                   f"last step, {total}")
+    elif self.best is not None:
+      loop, best_meta = self.restore_best()
+      selection = self.selection(best_meta, total)
+      step = selection["selected_step"]
+      ckpt_lib.say(
+          f"fer_jax: testing the best validation state, step {step} "
+          f"(val accuracy {100 * selection['selected_val_accuracy']:.1f}"
+          f"%), not the last step {total} (config.train.select_by='val')")
+    report = self.evaluate(loop, "test", step,
+                           files.join(self.workdir, "eval"), selection)
+    writer.write(total, {"test/accuracy": report["accuracy"]})
+    writer.write_pictures(total, files.join(self.workdir, "eval"), "test")
     return report
 
   def _resident_data(self, examples, phase):
@@ -308,20 +322,29 @@ class Trainer:
     ckpt_lib.say(f"fer_jax: step {step}: {split} accuracy "
                  f"{100 * report['accuracy']:.1f}% ({out_dir})")
 
-  def _run_phase(self, phase_idx, phase, offset, loop, start_step, meta,
-                 writer, bar, last_saved):
-    cfg = self.config.train
-    examples = self.data.examples("train", phase.example_kind, phase.role)
-    on_device = self._resident_data(examples, phase)
+  def phase_iterator(self, phase_idx: int, phase: base.Phase, examples,
+                     indices_only: bool, first: int, meta
+                     ) -> pipeline.TrainIterator:
+    """The phase's batches from its ``first`` step (restored to the
+    checkpoint's position when ``meta`` is of this phase)."""
     it = pipeline.TrainIterator(examples, phase.batch_size,
                                 seed=self.config.seed + 1000 * phase_idx,
                                 with_landmarks=phase.with_landmarks,
                                 num_threads=self.config.data.num_threads,
                                 sampler=phase.sampler,
-                                indices_only=on_device is not None)
-    first = max(start_step - offset, 0)
+                                indices_only=indices_only)
     if first and meta is not None and meta.get("phase") == phase_idx:
       it.restore(meta["iterator"])
+    return it
+
+  def _run_phase(self, phase_idx, phase, offset, loop, start_step, meta,
+                 writer, bar, last_saved):
+    cfg = self.config.train
+    examples = self.data.examples("train", phase.example_kind, phase.role)
+    on_device = self._resident_data(examples, phase)
+    first = max(start_step - offset, 0)
+    it = self.phase_iterator(phase_idx, phase, examples,
+                             on_device is not None, first, meta)
     if first == 0 and phase.enter is not None:
       enter = jax.jit(phase.enter, out_shardings=self.replicated,
                       donate_argnums=0)
@@ -335,13 +358,8 @@ class Trainer:
                                  on_device is not None), donate_argnums=0)
         for n in set(groups)}
     batches = pipeline.device_prefetch(it, self.mesh, groups)
-    images_per_step = phase.batch_size * len(
-        protocols.EXAMPLE_KINDS[phase.example_kind])
-    log = _LogWindows(writer, bar, phase.name, images_per_step,
-                      cfg.get("skip_window", 100),
-                      cfg.get("max_skipped_fraction", 0.2))
-    pending, n_last = [], 0
-    step = offset + first
+    run = self.phase_run(phase_idx, phase, offset, first, writer, bar,
+                         last_saved)
     for i, n in enumerate(groups):
       batch, it_state = next(batches)
       if i == 0:
@@ -349,46 +367,83 @@ class Trainer:
       loop, m = step_fns[n](loop, batch, on_device)
       if i == 0:
         self._compile_cache_hits.report(f"phase {phase.name!r}")
-      pending.append((n, m))
-      step += n
-      n_last += n
-      end = step == offset + phase.num_steps
-      save = step % cfg.checkpoint_every == 0 or end
-      # The run's last step is tested, not validated, unless selection by
-      # validation needs its score too.
-      last = end and phase_idx == len(self.phases) - 1
-      evaluate = bool(cfg.eval_every) and (
-          (step % cfg.eval_every == 0 and not last)
-          or (last and self.select_by_val))
-      if step % cfg.log_every == 0 or end:
-        # Read last interval's metrics, long computed, while this one's
-        # steps run: no pipeline drain at a log step.
-        if log.close(step, pending, n_last):
-          self._check_guard(loop, last_saved, log)
-        pending, n_last = [], 0
-      if save or evaluate:  # the phase's end is a save too
-        # These sync anyway; writing the open interval first means a run
-        # killed after its checkpoint has logged every step up to it. The
-        # guard is read before every save.
-        if log.flush(final=end) or save:
-          self._check_guard(loop, last_saved, log)
-      bar.update(n)
-      step_meta = {"method": self.method.name, "phase": phase_idx,
-                   "phase_name": phase.name, "phase_step": step - offset,
-                   "global_step": step, "iterator": it_state,
-                   "fold": self.config.data.fold}
-      # Selecting by validation, a state is scored before its checkpoint:
-      # a run killed after the checkpoint has scored every state up to it.
-      # Otherwise the evaluation overlaps the asynchronous save.
-      if evaluate and self.select_by_val:
-        self._evaluate_during_training(loop, step, step_meta, writer)
-      if save:
-        self.ckpt.save(step, loop, step_meta)
-        writer.flush()  # a remote workdir's logs reach its checkpoint
-        last_saved = step
-      if evaluate and not self.select_by_val:
-        self._evaluate_during_training(loop, step, step_meta, writer)
-    return loop, last_saved
+      run.after(n, m, it_state, lambda: loop)
+    return loop, run.last_saved
+
+  def phase_run(self, phase_idx, phase, offset, first, writer, bar,
+                last_saved) -> "PhaseRun":
+    return PhaseRun(self, phase_idx, phase, offset, first, writer, bar,
+                    last_saved)
+
+
+class PhaseRun:
+  """One fold's bookkeeping through one phase, after each dispatch: logs
+  (one interval late), the guard, checkpoints and evaluations at their
+  steps. The batched-folds path (``fer_jax.batched_folds``) keeps one per
+  fold around its one vmapped dispatch."""
+
+  def __init__(self, trainer: Trainer, phase_idx: int, phase: base.Phase,
+               offset: int, first: int, writer, bar,
+               last_saved: int | None):
+    cfg = trainer.config.train
+    self.trainer, self.phase_idx, self.phase = trainer, phase_idx, phase
+    self.offset, self.writer, self.bar = offset, writer, bar
+    self.last_saved = last_saved
+    self.step = offset + first
+    images_per_step = phase.batch_size * len(
+        protocols.EXAMPLE_KINDS[phase.example_kind])
+    self.log = _LogWindows(writer, bar, phase.name, images_per_step,
+                           cfg.get("skip_window", 100),
+                           cfg.get("max_skipped_fraction", 0.2))
+    self._pending, self._n_last = [], 0
+
+  def after(self, n: int, m, it_state, loop_now) -> None:
+    """The dispatch of ``n`` steps with metrics ``m`` ran; ``loop_now()``
+    gives the fold's loop state (called only to save, evaluate or read the
+    guard) and ``it_state`` its iterator's position after it."""
+    t = self.trainer
+    cfg = t.config.train
+    phase, offset = self.phase, self.offset
+    self._pending.append((n, m))
+    self.step += n
+    self._n_last += n
+    step = self.step
+    end = step == offset + phase.num_steps
+    save = step % cfg.checkpoint_every == 0 or end
+    # The run's last step is tested, not validated, unless selection by
+    # validation needs its score too.
+    last = end and self.phase_idx == len(t.phases) - 1
+    evaluate = bool(cfg.eval_every) and (
+        (step % cfg.eval_every == 0 and not last)
+        or (last and t.select_by_val))
+    if step % cfg.log_every == 0 or end:
+      # Read last interval's metrics, long computed, while this one's
+      # steps run: no pipeline drain at a log step.
+      if self.log.close(step, self._pending, self._n_last):
+        t._check_guard(loop_now(), self.last_saved, self.log)
+      self._pending, self._n_last = [], 0
+    if save or evaluate:  # the phase's end is a save too
+      # These sync anyway; writing the open interval first means a run
+      # killed after its checkpoint has logged every step up to it. The
+      # guard is read before every save.
+      if self.log.flush(final=end) or save:
+        t._check_guard(loop_now(), self.last_saved, self.log)
+    self.bar.update(n)
+    step_meta = {"method": t.method.name, "phase": self.phase_idx,
+                 "phase_name": phase.name, "phase_step": step - offset,
+                 "global_step": step, "iterator": it_state,
+                 "fold": t.config.data.fold}
+    # Selecting by validation, a state is scored before its checkpoint:
+    # a run killed after the checkpoint has scored every state up to it.
+    # Otherwise the evaluation overlaps the asynchronous save.
+    if evaluate and t.select_by_val:
+      t._evaluate_during_training(loop_now(), step, step_meta, self.writer)
+    if save:
+      t.ckpt.save(step, loop_now(), step_meta)
+      self.writer.flush()  # a remote workdir's logs reach its checkpoint
+      self.last_saved = step
+    if evaluate and not t.select_by_val:
+      t._evaluate_during_training(loop_now(), step, step_meta, self.writer)
 
 
 def _per_step(groups) -> list[dict[str, Any]]:
@@ -567,6 +622,9 @@ def train_and_evaluate(config, workdir: str,
   with workdir_lock(workdir):
     if not config.data.all_folds:
       return _train_one(config, workdir, load_data, checkpoint_step)
+    if config.train.get("batch_folds", False):
+      return write_cv_report(_train_batched(config, workdir, load_data),
+                             workdir)
     reports = []
     for fold in range(config.data.num_folds):
       fold_cfg = config_lib.with_fold(config, fold)
@@ -575,6 +633,27 @@ def train_and_evaluate(config, workdir: str,
       print(f"fer_jax: fold {fold + 1}/{config.data.num_folds}", flush=True)
       reports.append(_train_one(fold_cfg, fold_dir, load_data))
     return write_cv_report(reports, workdir)
+
+
+def _train_batched(config, workdir: str, load_data: LoadData
+                   ) -> list[dict[str, Any]]:
+  """Every fold at once (config.train.batch_folds): one Trainer per fold
+  on one mesh, trained by ``batched_folds`` as one vmapped program."""
+  mesh = sharding.make_mesh()
+  trainers = []
+  try:
+    for fold in range(config.data.num_folds):
+      fold_cfg = config_lib.with_fold(config, fold)
+      fold_dir = files.join(workdir, f"fold_{fold}")
+      config_lib.check_workdir(fold_dir)
+      check_config(fold_cfg, fold_dir, "train")
+      write_config(fold_cfg, fold_dir)
+      trainers.append(Trainer(fold_cfg, fold_dir, load_data(fold_cfg), mesh))
+  except BaseException:
+    for t in trainers:
+      t.close()
+    raise
+  return batched_folds.train(trainers)
 
 
 def _train_one(config, workdir: str, load_data: LoadData,

@@ -3,6 +3,8 @@
 import os
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
@@ -145,3 +147,22 @@ def test_jaxpr_flops_of_dots_scans_conds_and_elementwise_work():
   # exp is a transcendental (apart, as XLA counts it); the sum folds 63.
   c = flop_count.count(lambda m: jnp.exp(m * 2.0).sum(), m)
   assert (c.flops, c.transcendentals) == (64 + 63, 64)
+
+
+def test_batched_folds_benchmark_counts_every_folds_work():
+  """--folds=2: one vmapped step of two folds' models (train.batch_folds);
+  its FLOPs, images and examples count both folds."""
+  cfg = load_config_module(os.path.join(ROOT, "configs", "gndl.py")
+                           ).get_config()
+  cfg.data.synth.image_size = cfg.data.resize = cfg.data.crop = 32
+  cfg.model.base_width = 8
+  r = throughput.benchmark(cfg, batch_size=4, steps=2, warmup=1, folds=2)
+  assert r["folds"] == 2 and r["resident"]
+  assert r["images_per_step"] == 2 * 8  # 2 folds x 4 pairs
+  one = throughput.step_flops(cfg, batch_size=4)
+  # Twice one fold's step (the resident gather adds next to nothing).
+  assert abs(r["gflops_per_step"] * 1e9 / (2 * one) - 1) < 0.01
+  assert r["examples_per_sec"] == pytest.approx(8 / (r["step_ms"] / 1e3))
+  import suite  # pylint: disable=import-outside-toplevel
+  row = suite.table([r]).splitlines()[-1]
+  assert row.startswith("| gndl | gndl | 4 | 1 | 2 |"), row

@@ -21,7 +21,8 @@ LAYERS = (
     ("models", ("fer_jax.models", "fer_jax.losses", "fer_jax.optim",
                 "fer_jax.nets", "fer_jax.clustering")),
     ("methods", ("fer_jax.methods",)),
-    ("trainer", ("fer_jax.steps", "fer_jax.evaluate", "fer_jax.train")),
+    ("trainer", ("fer_jax.steps", "fer_jax.evaluate", "fer_jax.train",
+                 "fer_jax.batched_folds")),
     ("commands", ("fer_jax.main", "fer_jax.tools", "fer_jax.compare",
                   "fer_jax.predict", "fer_jax.export")),
 )
