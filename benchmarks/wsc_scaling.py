@@ -84,7 +84,7 @@ def run_one(args) -> dict:
   cfg = reannotate.resolve(reannotate.WSCConfig(
       knn_k=args.knn_k, rank_order_k=args.rank_k, embed_dim=args.dim,
       lam=args.lam, form=args.form, init=args.init, vote=args.vote,
-      min_cluster_size=args.min_cluster_size, candidates=cands,
+      min_cluster_size=args.min_cluster_size, candidates=cands, cut=args.cut,
       tile_bytes=args.tile_mb * 2**20), n, args.classes)
   args.knn_k, args.rank_k = cfg.knn_k, cfg.rank_order_k
   xs = jax.block_until_ready(reannotate.prepare_features(x))
@@ -147,19 +147,18 @@ def run_one(args) -> dict:
   out["rank_order_edges"] = len(src)
 
   def select():
-    cands, q, cuts = reannotate.select_num_clusters(z, src, dst,
-                                                    cfg.candidates)
+    cands, q, cuts = reannotate.select_num_clusters(
+        z, src, dst, cfg.candidates, min_size=reannotate.cut_min_size(cfg))
     best = int(np.argmax(q))
-    new = reannotate.majority_vote(cuts[best], noisy, int(cands[best]),
-                                   args.classes, cfg.vote,
-                                   cfg.min_cluster_size)
+    new = reannotate.vote_at(cuts, best, noisy, args.classes, cfg.vote,
+                             cfg.min_cluster_size)
     return cands, q, np.asarray(new)
 
   cands, q, new = stage("modularity", select)
   out.update(
       knn_k=cfg.knn_k, rank_order_k=cfg.rank_order_k,
       candidates=list(cfg.candidates), form=cfg.form, init=cfg.init,
-      vote=cfg.vote, n=n, device=str(jax.devices()[0]), platform=jax.default_backend(),
+      vote=cfg.vote, cut=cfg.cut, n=n, device=str(jax.devices()[0]), platform=jax.default_backend(),
       times=times, first_call=first, repeat=repeat,
       compile=dict(compile_s), rss_mib=rss, rss_start_mib=rss_start,
       peak_rss_mib=peak_rss_mib(), num_clusters=int(cands[int(np.argmax(q))]),
@@ -230,8 +229,11 @@ def main(argv=None):
                  help="WSE form: normalized | matlab")
   p.add_argument("--init", default="labels", help="WSE start: labels | "
                  "random")
-  p.add_argument("--vote", default="absolute",
-                 help="absolute | plurality")
+  p.add_argument("--vote", default="tree",
+                 help="tree | absolute | plurality (reannotate.VOTES)")
+  p.add_argument("--cut", default="min_size",
+                 help="min_size (count clusters of >= --min_cluster_size "
+                 "points) | count (reannotate.CUTS)")
   p.add_argument("--min_cluster_size", type=int, default=8)
   p.add_argument("--knn_method", default="auto",
                  help="exact | rp_forest | auto (exact up to "

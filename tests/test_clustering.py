@@ -736,3 +736,81 @@ def test_bridged_linkage_joins_components_by_centroid_distance():
                                 agglomerative.cut(z, 4))
   two = agglomerative.cut(zb, 2)
   assert two[0] == two[6] and two[3] == two[9] and two[0] != two[3]
+
+
+# --- Issue 21: cuts that count only clusters of min_size points, tree vote ----
+
+
+def outlier_tree():
+  """7 points: A = {0, 1, 2} and B = {3, 4, 5} merge first, then A with B,
+  and the outlier 6 joins last (what average linkage does with outliers)."""
+  return np.array([[0, 1, 1.0, 2], [3, 4, 1.0, 2], [2, 7, 2.0, 3],
+                   [5, 8, 2.0, 3], [9, 10, 5.0, 6], [6, 11, 9.0, 7]])
+
+
+def test_big_cluster_merges_on_hand_made_tree():
+  z = outlier_tree()
+  # Clusters of >= 3 points after m merges: 0, 0, 0, 1, 2, 1, 1 (m = 0..6).
+  np.testing.assert_array_equal(
+      agglomerative.big_cluster_merges(z, [1, 2, 3], 3), [6, 4, -1])
+  # min_size 1 counts every cluster: c clusters after N - c merges.
+  np.testing.assert_array_equal(
+      agglomerative.big_cluster_merges(z, [1, 2, 7], 1), [6, 5, 0])
+  # The count cut at 2 is {A, B} and the outlier; the min-size cut keeps A
+  # and B apart (the outlier is a third, small cluster).
+  np.testing.assert_array_equal(agglomerative.cut(z, 2),
+                                [0, 0, 0, 0, 0, 0, 1])
+  np.testing.assert_array_equal(agglomerative.cut(z, 7 - 4),
+                                [0, 0, 0, 1, 1, 1, 2])
+
+
+def test_attach_small_clusters_and_min_size_selection():
+  z = outlier_tree()
+  # Graph: A and B internally linked; 6 has two edges into B, one into A.
+  src = np.array([0, 0, 1, 3, 3, 4, 6, 6, 6, 2])
+  dst = np.array([1, 2, 2, 4, 5, 5, 5, 4, 0, 3])
+  got = reannotate.attach_small_clusters([0, 0, 0, 1, 1, 1, 2], src, dst, 3)
+  np.testing.assert_array_equal(got, [0, 0, 0, 1, 1, 1, 1])
+  # A chain of outliers (6 -> 7 -> B) reaches in over rounds; 8 has no
+  # edge at all and stays on its own.
+  got = reannotate.attach_small_clusters(
+      [0, 0, 0, 1, 1, 1, 2, 3, 4], [0, 1, 3, 4, 6, 7], [1, 2, 4, 5, 7, 5], 3)
+  np.testing.assert_array_equal(got, [0, 0, 0, 1, 1, 1, 1, 1, 2])
+  cands, q, cuts = reannotate.select_num_clusters(z, src, dst, [1, 2, 3],
+                                                  min_size=3)
+  np.testing.assert_array_equal(cands, [1, 2])  # no cut has 3 big clusters
+  np.testing.assert_array_equal(cuts[1], [0, 0, 0, 1, 1, 1, 1])
+  # Newman's Q of that partition by hand: 10 edges; inside A 0-1, 0-2, 1-2;
+  # inside B (with 6) 3-4, 3-5, 4-5, 6-5, 6-4; 6-0 and 2-3 cross. Degree
+  # sums: A 3 + 2 + 3 = 8, B 3 + 3 + 3 + 3 = 12.
+  want = (3 + 5) / 10 - (8 / 20) ** 2 - (12 / 20) ** 2  # 0.28
+  np.testing.assert_allclose(q[1], want, rtol=1e-6)
+  # The count cut at 2 lumps A and B with the outlier apart: lower Q.
+  _, q_count, cuts_count = reannotate.select_num_clusters(z, src, dst, [2])
+  np.testing.assert_array_equal(cuts_count[0], [0, 0, 0, 0, 0, 0, 1])
+  assert q[1] > q_count[0]
+
+
+def test_tree_vote_descends_to_decided_sub_clusters():
+  noisy = np.array([0, 0, 0, 0, 1, 1, 1, 1, 0, 1, 2, 2, 2, 1, 1, 0])
+  coarse = np.array([0] * 10 + [1] * 4 + [2] * 2)
+  fine = np.array([0] * 5 + [1] * 5 + [2, 2, 3, 3] + [4] * 2)
+  # Coarse cluster 0 is 5 / 5: undecided; its halves are 4 / 5 for 0 and
+  # 4 / 5 for 1. Coarse cluster 1 (3 of 4 say 2) is decided already; its
+  # halves are too small. Cluster 2 (2 points) is never decided.
+  got = np.asarray(reannotate.tree_vote([coarse, fine], noisy, 3,
+                                        min_cluster_size=3))
+  np.testing.assert_array_equal(got, [0] * 5 + [1] * 5 + [2] * 4 + [1, 0])
+  # One cut: the absolute vote, which returns cluster 0's noisy labels.
+  absolute = np.asarray(reannotate.majority_vote(coarse, noisy, 3, 3,
+                                                 "absolute", 3))
+  np.testing.assert_array_equal(absolute, noisy[:10].tolist() + [2] * 4
+                                + [1, 0])
+  np.testing.assert_array_equal(
+      np.asarray(reannotate.vote_at(np.stack([coarse, fine]), 0, noisy, 3,
+                                    "tree", 3)), got)
+  np.testing.assert_array_equal(
+      np.asarray(reannotate.vote_at(np.stack([coarse, fine]), 0, noisy, 3,
+                                    "absolute", 3)), absolute)
+  with pytest.raises(ValueError, match="cut='x'"):
+    reannotate.cut_min_size(reannotate.WSCConfig(cut="x"))
