@@ -4,12 +4,14 @@
 
 Synthetic 12-d features (a mixture of 6 Gaussian classes, 30% of the labels
 flipped) go through every stage of fer_jax.clustering: the mutual k-NN
-graph (exact blocked search up to 1e5 points, a random-projection forest
-above; --knn_method), the WSE solver with a fixed iteration cap, the
+graph (graph.search_method: on the CPU exact up to 2e4 points, the host's
+k-means cells above; on an accelerator exact up to 1e5, the JAX
+random-projection forest above; --knn_method), the WSE solver with a fixed iteration cap, the
 rank-order graph of the embedding, agglomerative clustering, and the
 modularity of every candidate cut plus the vote. Each size runs in a fresh
 subprocess so its peak RSS (``resource.getrusage``) is its own. Printed: a
-markdown table of seconds per stage (steady state: each stage runs
+markdown table of seconds per stage (wall; the total also in process CPU
+seconds, which a shared CPU does not inflate; steady state: each stage runs
 ``--repeat`` times and the last run counts; above ``--repeat_max_n`` once,
 so XLA compilation is included there), the first-call total and its XLA
 compile seconds (JAX monitoring events), peak RSS, the device, and the
@@ -17,8 +19,10 @@ log-log slope of time against N per stage.
 
 The clustering settings follow N by default (issue 21;
 fer_jax.clustering.reannotate.scaled_settings: --knn_k / --rank_k 0), with
-the normalized WSE form started from the noisy labels and the absolute
-vote; --form=matlab --init=random --vote=plurality --knn_k=100 --rank_k=20
+the normalized WSE form started from the noisy labels, cuts counting only
+clusters of >= 8 points (--cut=min_size) and the absolute vote down the
+tree (--vote=tree); --form=matlab --init=random --vote=plurality --cut=count --knn_k=100
+--rank_k=20
 --candidates=16,32,64,128,256,512 is the earlier fixed setup. Where JAX
 runs on a GPU, the k-NN search, the WSE iterations and the rank-order
 distances run there; the linkage, cuts and modularity are host-side numpy
@@ -89,7 +93,7 @@ def run_one(args) -> dict:
   args.knn_k, args.rank_k = cfg.knn_k, cfg.rank_order_k
   xs = jax.block_until_ready(reannotate.prepare_features(x))
   rss_start = peak_rss_mib()  # JAX, XLA and the inputs, before any stage
-  times, first, rss = {}, {}, {}
+  times, first, rss, cpu = {}, {}, {}, {}
   out = {}
   repeat = args.repeat if n <= args.repeat_max_n else 1
 
@@ -97,12 +101,13 @@ def run_one(args) -> dict:
     """Run fn ``repeat`` times: first call (compiles) and the last one."""
     current[0] = name
     for i in range(repeat):
-      t0 = time.perf_counter()
+      t0, c0 = time.perf_counter(), time.process_time()
       res = jax.block_until_ready(fn())
       dt = time.perf_counter() - t0
       if i == 0:
         first[name] = dt
     times[name] = dt
+    cpu[name] = time.process_time() - c0
     rss[name] = peak_rss_mib()
     return res
 
@@ -159,7 +164,7 @@ def run_one(args) -> dict:
       knn_k=cfg.knn_k, rank_order_k=cfg.rank_order_k,
       candidates=list(cfg.candidates), form=cfg.form, init=cfg.init,
       vote=cfg.vote, cut=cfg.cut, n=n, device=str(jax.devices()[0]), platform=jax.default_backend(),
-      times=times, first_call=first, repeat=repeat,
+      times=times, cpu=cpu, first_call=first, repeat=repeat,
       compile=dict(compile_s), rss_mib=rss, rss_start_mib=rss_start,
       peak_rss_mib=peak_rss_mib(), num_clusters=int(cands[int(np.argmax(q))]),
       max_modularity=float(np.max(q)),
@@ -181,9 +186,9 @@ def slope(ns, ts):
 
 def table(rows) -> str:
   head = ("| N (k-NN search) | k / rank k | " + " | ".join(f"{s} s" for s in STAGES)
-          + " | total s | first call s (XLA compile s)"
+          + " | total s | total CPU s | first call s (XLA compile s)"
           " | peak RSS MiB (stages' growth)"
-          " | edges (mutual / rank-order) | WSE iters"
+          " | edges (mutual / rank-order) | WSE iters | clusters (Q)"
           " | acc noisy -> re-annotated | device |")
   lines = [head, "|" + "---|" * (head.count("|") - 1)]
   for r in rows:
@@ -192,12 +197,15 @@ def table(rows) -> str:
         f"| {r['n']:,} ({r.get('knn_search', 'exact')}) | "
         f"{r.get('knn_k', '?')} / {r.get('rank_order_k', '?')} | "
         + " | ".join(f"{t[s]:.2f}" for s in STAGES)
-        + f" | {sum(t.values()):.2f} | {sum(r['first_call'].values()):.2f}"
+        + f" | {sum(t.values()):.2f}"
+        f" | {sum(r.get('cpu', {}).values()):.2f}"
+        f" | {sum(r['first_call'].values()):.2f}"
         f" ({sum(r['compile'].get(s, 0.0) for s in STAGES):.2f})"
         f" | {r['peak_rss_mib']:.0f}"
         f" (+{r['peak_rss_mib'] - r['rss_start_mib']:.0f})"
         f" | {r['mutual_edges']:,} / {r['rank_order_edges']:,}"
-        f" | {r['wse_iters']} | {r['accuracy_noisy']:.3f} -> "
+        f" | {r['wse_iters']} | {r['num_clusters']} ({r['max_modularity']:.2f})"
+        f" | {r['accuracy_noisy']:.3f} -> "
         f"{r['accuracy_reannotated']:.3f} | {r['device']} |")
   if len(rows) >= 2:
     ns = [r["n"] for r in rows]
@@ -236,8 +244,8 @@ def main(argv=None):
                  "points) | count (reannotate.CUTS)")
   p.add_argument("--min_cluster_size", type=int, default=8)
   p.add_argument("--knn_method", default="auto",
-                 help="exact | rp_forest | auto (exact up to "
-                      "graph.EXACT_MAX_POINTS points)")
+                 help="exact | rp_forest | cells | auto "
+                      "(graph.search_method: by backend and N)")
   p.add_argument("--knn_trees", type=int, default=8,
                  help="random-projection trees of the approximate search")
   p.add_argument("--dim", type=int, default=10)

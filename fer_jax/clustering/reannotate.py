@@ -65,8 +65,8 @@ class WSCConfig:
   # Mutual k-NN graph of the features (Zhao et al.'s k = 100); 0: scaled
   # with N (:func:`scaled_settings`).
   knn_k: int = 0
-  # Neighbour search of both graphs: graph.KNN_METHODS ('auto': exact up to
-  # graph.EXACT_MAX_POINTS points, a random-projection forest above).
+  # Neighbour search of both graphs: graph.KNN_METHODS ('auto':
+  # graph.search_method, by backend and N).
   knn_method: str = "auto"
   knn_trees: int = 8
   embed_dim: int = 10
