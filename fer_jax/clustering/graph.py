@@ -93,8 +93,9 @@ def search_method(method: str, n: int, backend: str | None = None) -> str:
   accelerator: exact up to EXACT_MAX_POINTS, the forest above (both JAX).
   On the CPU: exact up to CPU_EXACT_MAX_POINTS, the host's k-means cells
   above: XLA's CPU sort and top_k, which the forest's merges lean on, ran
-  ~10x slower than numpy's argpartition on the same rows (benchmarks/
-  RESULTS.md, 2026-12-05), and a k-d tree degrades to a scan in 12-d.
+  ~10x slower than numpy's argpartition on the same rows
+  (benchmarks/RESULTS.md, 2026-12-05), and a k-d tree degrades to a scan
+  in 12-d.
   """
   if method not in KNN_METHODS:
     raise ValueError(f"k-NN method {method!r} is not one of {KNN_METHODS}")
