@@ -4,12 +4,14 @@
 
 Synthetic 12-d features (a mixture of 6 Gaussian classes, 30% of the labels
 flipped) go through every stage of fer_jax.clustering: the mutual k-NN
-graph (exact blocked search up to 1e5 points, a random-projection forest
-above; --knn_method), the WSE solver with a fixed iteration cap, the
+graph (graph.search_method: on the CPU exact up to 2e4 points, the host's
+k-means cells above; on an accelerator exact up to 1e5, the JAX
+random-projection forest above; --knn_method), the WSE solver with a fixed iteration cap, the
 rank-order graph of the embedding, agglomerative clustering, and the
 modularity of every candidate cut plus the vote. Each size runs in a fresh
 subprocess so its peak RSS (``resource.getrusage``) is its own. Printed: a
-markdown table of seconds per stage (steady state: each stage runs
+markdown table of seconds per stage (wall; the total also in process CPU
+seconds, which a shared CPU does not inflate; steady state: each stage runs
 ``--repeat`` times and the last run counts; above ``--repeat_max_n`` once,
 so XLA compilation is included there), the first-call total and its XLA
 compile seconds (JAX monitoring events), peak RSS, the device, and the
@@ -17,8 +19,10 @@ log-log slope of time against N per stage.
 
 The clustering settings follow N by default (issue 21;
 fer_jax.clustering.reannotate.scaled_settings: --knn_k / --rank_k 0), with
-the normalized WSE form started from the noisy labels and the absolute
-vote; --form=matlab --init=random --vote=plurality --knn_k=100 --rank_k=20
+the normalized WSE form started from the noisy labels, cuts counting only
+clusters of >= 8 points (--cut=min_size) and the absolute vote down the
+tree (--vote=tree); --form=matlab --init=random --vote=plurality --cut=count --knn_k=100
+--rank_k=20
 --candidates=16,32,64,128,256,512 is the earlier fixed setup. Where JAX
 runs on a GPU, the k-NN search, the WSE iterations and the rank-order
 distances run there; the linkage, cuts and modularity are host-side numpy
@@ -84,12 +88,12 @@ def run_one(args) -> dict:
   cfg = reannotate.resolve(reannotate.WSCConfig(
       knn_k=args.knn_k, rank_order_k=args.rank_k, embed_dim=args.dim,
       lam=args.lam, form=args.form, init=args.init, vote=args.vote,
-      min_cluster_size=args.min_cluster_size, candidates=cands,
+      min_cluster_size=args.min_cluster_size, candidates=cands, cut=args.cut,
       tile_bytes=args.tile_mb * 2**20), n, args.classes)
   args.knn_k, args.rank_k = cfg.knn_k, cfg.rank_order_k
   xs = jax.block_until_ready(reannotate.prepare_features(x))
   rss_start = peak_rss_mib()  # JAX, XLA and the inputs, before any stage
-  times, first, rss = {}, {}, {}
+  times, first, rss, cpu = {}, {}, {}, {}
   out = {}
   repeat = args.repeat if n <= args.repeat_max_n else 1
 
@@ -97,12 +101,13 @@ def run_one(args) -> dict:
     """Run fn ``repeat`` times: first call (compiles) and the last one."""
     current[0] = name
     for i in range(repeat):
-      t0 = time.perf_counter()
+      t0, c0 = time.perf_counter(), time.process_time()
       res = jax.block_until_ready(fn())
       dt = time.perf_counter() - t0
       if i == 0:
         first[name] = dt
     times[name] = dt
+    cpu[name] = time.process_time() - c0
     rss[name] = peak_rss_mib()
     return res
 
@@ -147,20 +152,19 @@ def run_one(args) -> dict:
   out["rank_order_edges"] = len(src)
 
   def select():
-    cands, q, cuts = reannotate.select_num_clusters(z, src, dst,
-                                                    cfg.candidates)
+    cands, q, cuts = reannotate.select_num_clusters(
+        z, src, dst, cfg.candidates, min_size=reannotate.cut_min_size(cfg))
     best = int(np.argmax(q))
-    new = reannotate.majority_vote(cuts[best], noisy, int(cands[best]),
-                                   args.classes, cfg.vote,
-                                   cfg.min_cluster_size)
+    new = reannotate.vote_at(cuts, best, noisy, args.classes, cfg.vote,
+                             cfg.min_cluster_size)
     return cands, q, np.asarray(new)
 
   cands, q, new = stage("modularity", select)
   out.update(
       knn_k=cfg.knn_k, rank_order_k=cfg.rank_order_k,
       candidates=list(cfg.candidates), form=cfg.form, init=cfg.init,
-      vote=cfg.vote, n=n, device=str(jax.devices()[0]), platform=jax.default_backend(),
-      times=times, first_call=first, repeat=repeat,
+      vote=cfg.vote, cut=cfg.cut, n=n, device=str(jax.devices()[0]), platform=jax.default_backend(),
+      times=times, cpu=cpu, first_call=first, repeat=repeat,
       compile=dict(compile_s), rss_mib=rss, rss_start_mib=rss_start,
       peak_rss_mib=peak_rss_mib(), num_clusters=int(cands[int(np.argmax(q))]),
       max_modularity=float(np.max(q)),
@@ -182,9 +186,9 @@ def slope(ns, ts):
 
 def table(rows) -> str:
   head = ("| N (k-NN search) | k / rank k | " + " | ".join(f"{s} s" for s in STAGES)
-          + " | total s | first call s (XLA compile s)"
+          + " | total s | total CPU s | first call s (XLA compile s)"
           " | peak RSS MiB (stages' growth)"
-          " | edges (mutual / rank-order) | WSE iters"
+          " | edges (mutual / rank-order) | WSE iters | clusters (Q)"
           " | acc noisy -> re-annotated | device |")
   lines = [head, "|" + "---|" * (head.count("|") - 1)]
   for r in rows:
@@ -193,12 +197,15 @@ def table(rows) -> str:
         f"| {r['n']:,} ({r.get('knn_search', 'exact')}) | "
         f"{r.get('knn_k', '?')} / {r.get('rank_order_k', '?')} | "
         + " | ".join(f"{t[s]:.2f}" for s in STAGES)
-        + f" | {sum(t.values()):.2f} | {sum(r['first_call'].values()):.2f}"
+        + f" | {sum(t.values()):.2f}"
+        f" | {sum(r.get('cpu', {}).values()):.2f}"
+        f" | {sum(r['first_call'].values()):.2f}"
         f" ({sum(r['compile'].get(s, 0.0) for s in STAGES):.2f})"
         f" | {r['peak_rss_mib']:.0f}"
         f" (+{r['peak_rss_mib'] - r['rss_start_mib']:.0f})"
         f" | {r['mutual_edges']:,} / {r['rank_order_edges']:,}"
-        f" | {r['wse_iters']} | {r['accuracy_noisy']:.3f} -> "
+        f" | {r['wse_iters']} | {r['num_clusters']} ({r['max_modularity']:.2f})"
+        f" | {r['accuracy_noisy']:.3f} -> "
         f"{r['accuracy_reannotated']:.3f} | {r['device']} |")
   if len(rows) >= 2:
     ns = [r["n"] for r in rows]
@@ -230,12 +237,15 @@ def main(argv=None):
                  help="WSE form: normalized | matlab")
   p.add_argument("--init", default="labels", help="WSE start: labels | "
                  "random")
-  p.add_argument("--vote", default="absolute",
-                 help="absolute | plurality")
+  p.add_argument("--vote", default="tree",
+                 help="tree | absolute | plurality (reannotate.VOTES)")
+  p.add_argument("--cut", default="min_size",
+                 help="min_size (count clusters of >= --min_cluster_size "
+                 "points) | count (reannotate.CUTS)")
   p.add_argument("--min_cluster_size", type=int, default=8)
   p.add_argument("--knn_method", default="auto",
-                 help="exact | rp_forest | auto (exact up to "
-                      "graph.EXACT_MAX_POINTS points)")
+                 help="exact | rp_forest | cells | auto "
+                      "(graph.search_method: by backend and N)")
   p.add_argument("--knn_trees", type=int, default=8,
                  help="random-projection trees of the approximate search")
   p.add_argument("--dim", type=int, default=10)

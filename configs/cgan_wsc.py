@@ -43,8 +43,12 @@ def cgan_wsc_fields():
       # spectral embedding) or 'matlab' (the release's W^T W = I).
       form="normalized", wse_init="labels",
       # Re-annotation vote: 'absolute' (a cluster relabels only on a label
-      # holding > half its votes, >= min_cluster_size members) | plurality.
-      vote="absolute", min_cluster_size=8,
+      # holding > half its votes, >= min_cluster_size members) | plurality
+      # | tree (undecided clusters defer to finer cuts). cut: 'count' (every
+      # cluster counts) | 'min_size' (only those of >= min_cluster_size;
+      # clustering.reannotate.CUTS). benchmarks/wsc_scaling.py runs
+      # min_size + tree; the default run was measured with count + absolute.
+      cut="count", vote="absolute", min_cluster_size=8,
       # cgan_wsc.SCORES: what `accuracy` reports (the compare's wsc claim
       # runs the two classifier scores).
       score="reannotation",

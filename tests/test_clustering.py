@@ -309,11 +309,16 @@ def test_rp_forest_recall_and_valid_lists(monkeypatch):
   assert np.all(np.diff(dist, axis=1) >= 0)
   assert not np.any(idx == np.arange(n)[:, None])
   assert all(len(np.unique(r)) == k for r in idx)
-  # 'auto' switches to the forest above the exact limit.
+  # 'auto' switches to the forest (accelerators) or the k-means cells (the
+  # CPU) above the exact limits.
   monkeypatch.setattr(graph_lib, "EXACT_MAX_POINTS", n - 1)
+  monkeypatch.setattr(graph_lib, "CPU_EXACT_MAX_POINTS", n - 1)
+  chosen = graph_lib.search_method("auto", n)
+  assert chosen == ("cells" if jax.default_backend() == "cpu"
+                    else "rp_forest")
   auto_idx, _ = graph_lib.knn(x, k, num_trees=4)
-  forest_idx, _ = graph_lib.knn(x, k, method="rp_forest", num_trees=4)
-  np.testing.assert_array_equal(auto_idx, forest_idx)
+  want_idx, _ = graph_lib.knn(x, k, method=chosen, num_trees=4)
+  np.testing.assert_array_equal(auto_idx, want_idx)
   with pytest.raises(ValueError, match="not one of"):
     graph_lib.knn(x, k, method="kd_tree")
 
@@ -736,3 +741,125 @@ def test_bridged_linkage_joins_components_by_centroid_distance():
                                 agglomerative.cut(z, 4))
   two = agglomerative.cut(zb, 2)
   assert two[0] == two[6] and two[3] == two[9] and two[0] != two[3]
+
+
+# --- Issue 21: cuts that count only clusters of min_size points, tree vote ----
+
+
+def outlier_tree():
+  """7 points: A = {0, 1, 2} and B = {3, 4, 5} merge first, then A with B,
+  and the outlier 6 joins last (what average linkage does with outliers)."""
+  return np.array([[0, 1, 1.0, 2], [3, 4, 1.0, 2], [2, 7, 2.0, 3],
+                   [5, 8, 2.0, 3], [9, 10, 5.0, 6], [6, 11, 9.0, 7]])
+
+
+def test_big_cluster_merges_on_hand_made_tree():
+  z = outlier_tree()
+  # Clusters of >= 3 points after m merges: 0, 0, 0, 1, 2, 1, 1 (m = 0..6).
+  np.testing.assert_array_equal(
+      agglomerative.big_cluster_merges(z, [1, 2, 3], 3), [6, 4, -1])
+  # min_size 1 counts every cluster: c clusters after N - c merges.
+  np.testing.assert_array_equal(
+      agglomerative.big_cluster_merges(z, [1, 2, 7], 1), [6, 5, 0])
+  # The count cut at 2 is {A, B} and the outlier; the min-size cut keeps A
+  # and B apart (the outlier is a third, small cluster).
+  np.testing.assert_array_equal(agglomerative.cut(z, 2),
+                                [0, 0, 0, 0, 0, 0, 1])
+  np.testing.assert_array_equal(agglomerative.cut(z, 7 - 4),
+                                [0, 0, 0, 1, 1, 1, 2])
+
+
+def test_attach_small_clusters_and_min_size_selection():
+  z = outlier_tree()
+  # Graph: A and B internally linked; 6 has two edges into B, one into A.
+  src = np.array([0, 0, 1, 3, 3, 4, 6, 6, 6, 2])
+  dst = np.array([1, 2, 2, 4, 5, 5, 5, 4, 0, 3])
+  got = reannotate.attach_small_clusters([0, 0, 0, 1, 1, 1, 2], src, dst, 3)
+  np.testing.assert_array_equal(got, [0, 0, 0, 1, 1, 1, 1])
+  # A chain of outliers (6 -> 7 -> B) reaches in over rounds; 8 has no
+  # edge at all and stays on its own.
+  got = reannotate.attach_small_clusters(
+      [0, 0, 0, 1, 1, 1, 2, 3, 4], [0, 1, 3, 4, 6, 7], [1, 2, 4, 5, 7, 5], 3)
+  np.testing.assert_array_equal(got, [0, 0, 0, 1, 1, 1, 1, 1, 2])
+  cands, q, cuts = reannotate.select_num_clusters(z, src, dst, [1, 2, 3],
+                                                  min_size=3)
+  np.testing.assert_array_equal(cands, [1, 2])  # no cut has 3 big clusters
+  np.testing.assert_array_equal(cuts[1], [0, 0, 0, 1, 1, 1, 1])
+  # Newman's Q of that partition by hand: 10 edges; inside A 0-1, 0-2, 1-2;
+  # inside B (with 6) 3-4, 3-5, 4-5, 6-5, 6-4; 6-0 and 2-3 cross. Degree
+  # sums: A 3 + 2 + 3 = 8, B 3 + 3 + 3 + 3 = 12.
+  want = (3 + 5) / 10 - (8 / 20) ** 2 - (12 / 20) ** 2  # 0.28
+  np.testing.assert_allclose(q[1], want, rtol=1e-6)
+  # The count cut at 2 lumps A and B with the outlier apart: lower Q.
+  _, q_count, cuts_count = reannotate.select_num_clusters(z, src, dst, [2])
+  np.testing.assert_array_equal(cuts_count[0], [0, 0, 0, 0, 0, 0, 1])
+  assert q[1] > q_count[0]
+
+
+def test_tree_vote_descends_to_decided_sub_clusters():
+  noisy = np.array([0, 0, 0, 0, 1, 1, 1, 1, 0, 1, 2, 2, 2, 1, 1, 0])
+  coarse = np.array([0] * 10 + [1] * 4 + [2] * 2)
+  fine = np.array([0] * 5 + [1] * 5 + [2, 2, 3, 3] + [4] * 2)
+  # Coarse cluster 0 is 5 / 5: undecided; its halves are 4 / 5 for 0 and
+  # 4 / 5 for 1. Coarse cluster 1 (3 of 4 say 2) is decided already; its
+  # halves are too small. Cluster 2 (2 points) is never decided.
+  got = np.asarray(reannotate.tree_vote([coarse, fine], noisy, 3,
+                                        min_cluster_size=3))
+  np.testing.assert_array_equal(got, [0] * 5 + [1] * 5 + [2] * 4 + [1, 0])
+  # One cut: the absolute vote, which returns cluster 0's noisy labels.
+  absolute = np.asarray(reannotate.majority_vote(coarse, noisy, 3, 3,
+                                                 "absolute", 3))
+  np.testing.assert_array_equal(absolute, noisy[:10].tolist() + [2] * 4
+                                + [1, 0])
+  np.testing.assert_array_equal(
+      np.asarray(reannotate.vote_at(np.stack([coarse, fine]), 0, noisy, 3,
+                                    "tree", 3)), got)
+  np.testing.assert_array_equal(
+      np.asarray(reannotate.vote_at(np.stack([coarse, fine]), 0, noisy, 3,
+                                    "absolute", 3)), absolute)
+  with pytest.raises(ValueError, match="cut='x'"):
+    reannotate.cut_min_size(reannotate.WSCConfig(cut="x"))
+
+
+# --- Issue 21: the CPU's k-NN search (k-means cells) ---------------------------
+
+
+def test_cell_knn_is_exact_with_one_cell_and_recalls_with_many():
+  """One cell (N < 2 cell_size) compares every pair: the exact search's
+  lists and distances. Fifty cells of 100 points, 8 probed: recall > 0.9
+  of the exact 30-NN on 5,000 points of 6 classes, lists valid."""
+  x, _ = blobs(5, 100, 12, 3.0, seed=4)
+  want_i, want_d = map(np.asarray, graph_lib.knn(x, 30, method="exact"))
+  got_i, got_d = map(np.asarray, graph_lib.cell_knn(x, 30))
+  np.testing.assert_allclose(got_d, want_d, rtol=1e-5, atol=1e-5)
+  # Lists equal up to the order of equal distances (float ties).
+  same = [set(a) == set(b) for a, b in zip(got_i, want_i)]
+  assert np.mean(same) > 0.99
+  np.testing.assert_array_equal(np.asarray(graph_lib.knn(
+      x, 30, method="cells"))[0], got_i)
+  x, _ = blobs(6, 834, 12, 3.0, seed=5)
+  want_i = np.asarray(graph_lib.knn(x, 30, method="exact")[0])
+  got_i, got_d = map(np.asarray, graph_lib.cell_knn(x, 30, cell_size=100))
+  recall = np.mean([len(set(a) & set(b)) / 30
+                    for a, b in zip(got_i, want_i)])
+  assert 0.9 < recall < 1.0  # approximate, and not by much
+  n = len(x)
+  assert np.all(got_i != np.arange(n)[:, None])
+  assert all(len(set(r)) == 30 for r in got_i.tolist())
+  assert np.all(np.diff(got_d, axis=1) >= 0)
+  np.testing.assert_allclose(
+      got_d, np.linalg.norm(x[:, None, :] - x[got_i], axis=-1), rtol=1e-5,
+      atol=1e-5)
+
+
+def test_search_method_follows_backend_and_n():
+  """docs: the CPU searches exactly up to 2e4 points, by k-means cells
+  above; an accelerator exactly up to 1e5, by the forest above."""
+  sm = graph_lib.search_method
+  assert sm("auto", 20_000, "cpu") == "exact"
+  assert sm("auto", 20_001, "cpu") == "cells"
+  assert sm("auto", 100_000, "gpu") == "exact"
+  assert sm("auto", 100_001, "gpu") == "rp_forest"
+  assert sm("rp_forest", 10, "cpu") == "rp_forest"
+  with pytest.raises(ValueError, match="not one of"):
+    sm("kd", 10)

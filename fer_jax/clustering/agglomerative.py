@@ -263,3 +263,34 @@ def cut(z, num_clusters: int | Sequence[int]):
     order = np.argsort(np.argsort(first))  # relabel by smallest member
     out[row] = order[inv]
   return out[0] if np.ndim(num_clusters) == 0 else out
+
+
+def big_cluster_merges(z, num_clusters: int | Sequence[int],
+                       min_size: int) -> np.ndarray:
+  """For each count c, the most merges (a prefix of Z) after which at least
+  c clusters hold ``min_size`` or more points; -1 where no prefix has c.
+
+  A cut by count alone treats an outlier as a cluster: average linkage on
+  a connected rank-order graph merges the points whose distances are all
+  large last, so at N = 1e4 a cut into 8 clusters is one giant cluster and
+  7 outliers (benchmarks/RESULTS.md). Counting only clusters of
+  ``min_size`` points, the cut stops where c real clusters still stand.
+  Going up the tree the count of big clusters rises by one when two small
+  clusters form a big one and falls by one when two big ones merge, so it
+  is not monotone: the coarsest prefix that has c is taken.
+  """
+  z = np.asarray(z)
+  n = z.shape[0] + 1
+  size = np.concatenate([np.ones(n), z[:, 3]])
+  left, right = z[:, 0].astype(np.int64), z[:, 1].astype(np.int64)
+  step = ((z[:, 3] >= min_size).astype(np.int64)
+          - (size[left] >= min_size) - (size[right] >= min_size))
+  big = np.concatenate([[n if min_size <= 1 else 0],
+                        (n if min_size <= 1 else 0) + np.cumsum(step)])
+  counts = np.atleast_1d(np.asarray(num_clusters, np.int64))
+  out = np.full(len(counts), -1, np.int64)
+  for i, c in enumerate(counts.tolist()):
+    have = np.flatnonzero(big >= c)
+    if len(have):
+      out[i] = have[-1]
+  return out[0] if np.ndim(num_clusters) == 0 else out

@@ -9,7 +9,8 @@ Scalability: nothing here forms an N x N matrix. The search runs query
 blocks of rows against all points (one (block, N) distance tile at a time,
 ``lax.top_k`` per row), so it is exact with memory O(N k + block N) but
 O(N^2 d) work; above ``EXACT_MAX_POINTS`` a random-projection forest finds
-approximate neighbours in O(T N leaf d) (``rp_forest_knn``). The
+approximate neighbours in O(T N leaf d) (``rp_forest_knn``), on the CPU
+above ``CPU_EXACT_MAX_POINTS`` host k-means cells (``cell_knn``). The
 graph is stored padded, as (N, k) neighbour indices, distances, weights and
 a mutual mask (each undirected edge appears in both endpoints' rows), and
 the Laplacian is applied as a sparse matvec gathering a few neighbour
@@ -81,15 +82,26 @@ def _knn_blocked(x, k, block_size, approximate, recall_target):
   return idx.reshape(-1, k)[:n], dist.reshape(-1, k)[:n]
 
 
-KNN_METHODS = ("auto", "exact", "rp_forest")
+KNN_METHODS = ("auto", "exact", "rp_forest", "cells")
 
 
-def search_method(method: str, n: int) -> str:
-  """The search ``knn(method=method)`` runs on n points: 'exact' or
-  'rp_forest' ('auto': exact up to EXACT_MAX_POINTS)."""
+def search_method(method: str, n: int, backend: str | None = None) -> str:
+  """The search ``knn(method=method)`` runs on n points: 'exact',
+  'rp_forest' or 'cells'.
+
+  'auto' follows the backend (default: jax.default_backend()). On an
+  accelerator: exact up to EXACT_MAX_POINTS, the forest above (both JAX).
+  On the CPU: exact up to CPU_EXACT_MAX_POINTS, the host's k-means cells
+  above: XLA's CPU sort and top_k, which the forest's merges lean on, ran
+  ~10x slower than numpy's argpartition on the same rows
+  (benchmarks/RESULTS.md, 2026-12-05), and a k-d tree degrades to a scan
+  in 12-d.
+  """
   if method not in KNN_METHODS:
     raise ValueError(f"k-NN method {method!r} is not one of {KNN_METHODS}")
   if method == "auto":
+    if (backend or jax.default_backend()) == "cpu":
+      return "exact" if n <= CPU_EXACT_MAX_POINTS else "cells"
     return "exact" if n <= EXACT_MAX_POINTS else "rp_forest"
   return method
 
@@ -103,8 +115,9 @@ def knn(x, k: int, block_size: int | None = None,
   Returns (indices (N, k) int32, Euclidean distances (N, k)), nearest first.
   ``method``: 'exact' compares query blocks of ``block_size`` rows (default:
   as many as fit a ``tile_bytes`` float32 (block, N) tile) with all N
-  points; 'rp_forest' is :func:`rp_forest_knn` (approximate, for large N);
-  'auto' is exact up to ``EXACT_MAX_POINTS`` points, the forest above.
+  points; 'rp_forest' is :func:`rp_forest_knn` (approximate, for large N
+  on an accelerator); 'cells' is :func:`cell_knn` (approximate, host
+  numpy, for large N on the CPU); 'auto': :func:`search_method`.
   ``approximate`` makes the exact search use ``lax.approx_min_k``
   (approximate only on TPU).
   """
@@ -112,9 +125,12 @@ def knn(x, k: int, block_size: int | None = None,
   n = x.shape[0]
   if not 0 < k < n:
     raise ValueError(f"k={k} neighbours need 0 < k < N={n} points")
-  if search_method(method, n) == "rp_forest":
+  chosen = search_method(method, n)
+  if chosen == "rp_forest":
     return rp_forest_knn(x, k, num_trees=num_trees, seed=seed,
                          tile_bytes=tile_bytes)
+  if chosen == "cells":
+    return cell_knn(x, k, seed=seed, tile_bytes=tile_bytes)
   if block_size is None:
     block_size = block_rows(n, 4 * n, tile_bytes)
   return _knn_blocked(x, k, int(min(block_size, n)), approximate,
@@ -124,8 +140,96 @@ def knn(x, k: int, block_size: int | None = None,
 # --- Approximate search for large N: a random-projection forest -------------
 
 # Above this many points ``knn(method="auto")`` leaves the exact O(N^2 d)
-# search for the forest (the exact search of 1e5 points takes minutes on CPU).
+# search for the forest on an accelerator, for the k-means cells on the CPU
+# (the exact search of 1e5 points takes minutes on the CPU).
 EXACT_MAX_POINTS = 100_000
+CPU_EXACT_MAX_POINTS = 20_000
+
+
+# --- Approximate search on the host (CPU): k-means cells --------------------
+
+# Points per cell and cells searched per cell (its own and its nearest).
+CELL_SIZE = 500
+CELL_PROBE = 8
+
+
+def _sq_dist(a, b):
+  """(len a, len b) squared distances by the expansion (BLAS matmul)."""
+  return (np.einsum("ij,ij->i", a, a)[:, None]
+          + np.einsum("ij,ij->i", b, b)[None, :] - 2.0 * (a @ b.T))
+
+
+def _nearest_centroid(x, centroids, tile_bytes):
+  rows = block_rows(len(x), 4 * len(centroids), tile_bytes)
+  return np.concatenate([np.argmin(_sq_dist(x[s:s + rows], centroids), 1)
+                         for s in range(0, len(x), rows)])
+
+
+def _kmeans(x, num_cells, iters, rng, tile_bytes):
+  """Lloyd's k-means on a sample of 40 points per cell (a start from sample
+  points; an emptied cell keeps its centroid)."""
+  sample = x[rng.choice(len(x), min(len(x), 40 * num_cells), replace=False)]
+  cen = sample[rng.choice(len(sample), num_cells, replace=False)].copy()
+  for _ in range(iters):
+    a = _nearest_centroid(sample, cen, tile_bytes)
+    count = np.bincount(a, minlength=num_cells)
+    sums = np.zeros_like(cen)
+    np.add.at(sums, a, sample)
+    full = count > 0
+    cen[full] = sums[full] / count[full, None]
+  return cen
+
+
+def cell_knn(x, k: int, cell_size: int = CELL_SIZE, probe: int = CELL_PROBE,
+             kmeans_iters: int = 10, seed: int = 0,
+             tile_bytes: int = DEFAULT_TILE_BYTES):
+  """Approximate k nearest neighbours of every row of x (N, d) on the host.
+
+  The points go into N / ``cell_size`` k-means cells (an inverted file,
+  as in Jegou et al. 2011); each cell's points are compared exactly (BLAS
+  distances, numpy argpartition) with the points of the ``probe`` cells
+  whose centroids lie nearest its own (itself first; more cells while they
+  hold <= k points). Work O(N probe cell_size d), memory O(N k) plus one
+  tile. With ``probe`` >= the number of cells it is the exact search.
+  Returns (indices (N, k) int32, distances (N, k) float32) like :func:`knn`.
+  Recall against the exact lists: tests/test_clustering.py and
+  benchmarks/RESULTS.md (2026-12-05).
+  """
+  x = np.asarray(x, np.float32)
+  n, d = x.shape
+  if not 0 < k < n:
+    raise ValueError(f"k={k} neighbours need 0 < k < N={n} points")
+  x = x - x.mean(axis=0)
+  rng = np.random.default_rng(seed)
+  num_cells = max(1, n // max(int(cell_size), 1))
+  cen = _kmeans(x, num_cells, kmeans_iters, rng, tile_bytes)
+  cell = _nearest_centroid(x, cen, tile_bytes)
+  order = np.argsort(cell, kind="stable")
+  starts = np.searchsorted(cell[order], np.arange(num_cells + 1))
+  size = np.diff(starts)
+  near = np.argsort(_sq_dist(cen, cen), axis=1, kind="stable")
+  idx = np.empty((n, k), np.int32)
+  dist = np.empty((n, k), np.float32)
+  for c in np.flatnonzero(size):
+    reach = np.cumsum(size[near[c]])
+    num = max(min(int(probe), num_cells),
+              int(np.searchsorted(reach, k + 1)) + 1)
+    cand = np.concatenate([order[starts[j]:starts[j + 1]]
+                           for j in near[c, :num]])
+    members = order[starts[c]:starts[c + 1]]
+    xc = x[cand]
+    rows = block_rows(len(members), 4 * 3 * len(cand), tile_bytes)
+    for s in range(0, len(members), rows):
+      q = members[s:s + rows]
+      d2 = _sq_dist(x[q], xc)
+      d2[cand[None, :] == q[:, None]] = np.inf  # never itself
+      part = np.argpartition(d2, k - 1, axis=1)[:, :k]
+      # Exact distances of the chosen pairs (the expansion only ranks).
+      exact = np.linalg.norm(x[q][:, None, :] - xc[part], axis=-1)
+      o = np.argsort(exact, axis=1, kind="stable")
+      idx[q] = cand[np.take_along_axis(part, o, 1)]
+      dist[q] = np.take_along_axis(exact, o, 1)
+  return jnp.asarray(idx), jnp.asarray(dist)
 
 
 def _rp_tree_leaves(x, key, levels: int, leaf_size: int):

@@ -95,8 +95,9 @@ def rank_order_graph(points, k: int = 20,
                      tile_bytes: int = graph_lib.DEFAULT_TILE_BYTES,
                      approximate: bool = False, method: str = "auto",
                      num_trees: int = 8) -> RankOrderGraph:
-  """k-NN of points (N, d) (graph.knn: exact, or the random-projection
-  forest above graph.EXACT_MAX_POINTS), then rank-order distances."""
+  """k-NN of points (N, d) (graph.knn: exact, or above its limit the
+  random-projection forest or the CPU's k-means cells,
+  graph.search_method), then rank-order distances."""
   idx, _ = graph_lib.knn(points, k, tile_bytes=tile_bytes,
                          approximate=approximate, method=method,
                          num_trees=num_trees)

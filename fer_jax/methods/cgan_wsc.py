@@ -302,7 +302,7 @@ class CGANWSC(base.Method):
     cfg = reannotate.WSCConfig(
         knn_k=c.knn_k, embed_dim=c.embed_dim, lam=c.lam, eta=c.eta,
         form=c.form, max_iter=c.max_iter, rank_order_k=c.rank_order_k,
-        candidates=tuple(c.candidates), vote=c.vote,
+        candidates=tuple(c.candidates), cut=c.cut, vote=c.vote,
         min_cluster_size=c.min_cluster_size, init=c.wse_init,
         seed=self.config.seed)
     return dataclasses.replace(cfg, **overrides)
@@ -351,11 +351,11 @@ class CGANWSC(base.Method):
     else:
       emb = reannotate.embed(x, noisy, num_classes, cfg)[1].embedding
     src, dst, _, z = reannotate.cluster_embedding(emb, cfg, num_classes)
-    cands, q, cuts = reannotate.select_num_clusters(z, src, dst,
-                                                    cfg.candidates)
-    votes = [np.asarray(reannotate.majority_vote(
-        cut, noisy, int(m), num_classes, cfg.vote, cfg.min_cluster_size))
-             for cut, m in zip(cuts, cands)]
+    cands, q, cuts = reannotate.select_num_clusters(
+        z, src, dst, cfg.candidates, min_size=reannotate.cut_min_size(cfg))
+    votes = [np.asarray(reannotate.vote_at(cuts, i, noisy, num_classes,
+                                           cfg.vote, cfg.min_cluster_size))
+             for i in range(len(cands))]
     accs = [float(np.mean(v == labels)) for v in votes]
     best = int(np.argmax(q))
     out = {"labels": votes[best], "accuracy": accs[best],
