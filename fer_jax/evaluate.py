@@ -218,8 +218,9 @@ def write_report(report: dict[str, Any], out_dir: str) -> str:
 
 def cv_summary(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
   """Mean/std accuracy, mean class accuracy and macro-F1 over folds (each
-  fold's from its confusion matrix), and the pooled confusion matrix with
-  its own mean class accuracy and macro-F1."""
+  fold's from its confusion matrix), the pooled confusion matrix with its
+  own mean class accuracy and macro-F1, and the skipped steps per fold and
+  in all."""
   acc = np.array([r["accuracy"] for r in reports])
   matrices = [np.array(r["confusion_matrix"]) for r in reports]
   pooled = np.sum(matrices, axis=0)
@@ -231,9 +232,14 @@ def cv_summary(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
       "folds": [{"fold": r["fold"], "accuracy": r["accuracy"],
                  "mean_class_accuracy": m["mean_class_accuracy"],
                  "macro_f1": m["macro_f1"],
-                 "state_digest": r["state_digest"]}
+                 "state_digest": r["state_digest"],
+                 "nonfinite_steps": int(r.get("nonfinite_steps", 0))}
                 for r, m in zip(reports, per_fold)],
       "mean_accuracy": float(acc.mean()), "std_accuracy": float(acc.std()),
+      # Steps the non-finite guard skipped (train.nonfinite='skip'), over
+      # folds: the closing summary warns of them as for one fold.
+      "nonfinite_steps": int(sum(r.get("nonfinite_steps", 0)
+                                 for r in reports)),
   }
   for key in ("mean_class_accuracy", "macro_f1"):
     values = np.array([m[key] for m in per_fold if m[key] is not None])

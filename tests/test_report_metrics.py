@@ -70,7 +70,10 @@ def test_cv_summary_per_fold_and_pooled():
     reports.append(evaluate.make_report(
         method="m", dataset="d", fold=fold, split="test", classes=CLASSES,
         labels=labels, preds=preds, step=1, digest=str(fold)))
+  reports[1]["nonfinite_steps"] = 3  # fold 1 skipped 3 non-finite steps
   s = evaluate.cv_summary(reports)
+  assert [f["nonfinite_steps"] for f in s["folds"]] == [0, 3]
+  assert s["nonfinite_steps"] == 3
   assert [f["macro_f1"] for f in s["folds"]] == pytest.approx([89 / 195, 1])
   assert s["mean_class_accuracy_mean"] == pytest.approx((2 / 3 + 1) / 2)
   assert s["macro_f1_mean"] == pytest.approx((89 / 195 + 1) / 2)
