@@ -296,6 +296,6 @@ def _train(trainers, logs: list) -> list[dict[str, Any]]:
     offset = phase_end
   final = unstack(loop)
   del loop
-  reports = [t.finish(f, total, w, b)
-             for t, f, (w, b) in zip(trainers, final, logs)]
+  reports = [t.finish(f, total, w)
+             for t, f, (w, _) in zip(trainers, final, logs)]
   return reports

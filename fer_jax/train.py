@@ -247,7 +247,7 @@ class Trainer:
             phase_idx, phase, offset, loop, start_step, meta, writer, bar,
             last_saved)
         offset = phase_end
-      report = self.finish(loop, total, writer, bar)
+      report = self.finish(loop, total, writer)
     finally:
       bar.close()
       writer.close()
@@ -275,7 +275,7 @@ class Trainer:
                              or not self.config.train.progress_bar))
     return writer, bar
 
-  def finish(self, loop, total: int, writer, bar) -> dict[str, Any]:
+  def finish(self, loop, total: int, writer) -> dict[str, Any]:
     """After the last step: the test report of the last state, or of the
     best by validation (train.select_by='val'), its metric and pictures."""
     self.ckpt.wait()
