@@ -11,11 +11,11 @@ notebook's paths need it."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
+from conftest import copy_package_sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLAB = os.path.join(ROOT, "colab")
@@ -92,24 +92,13 @@ FAKE_COLAB = {  # google.colab's drive and auth, recording their calls
                 "  open(os.environ['FAKE_COLAB_LOG'], 'a').write("
                 "'authenticate\\n')\n"),
 }
-SOURCES = ("pyproject.toml", "README.md", "fer_jax", "configs",
-           "data_builders")
 
 
 @pytest.fixture(scope="module")
 def source_copy(tmp_path_factory):
   """What ``pip install REPO_URL`` installs, copied (the build's build/ and
   egg-info stay out of the checkout)."""
-  src = tmp_path_factory.mktemp("repo") / "fer_jax"
-  src.mkdir()
-  for name in SOURCES:
-    path = os.path.join(ROOT, name)
-    if os.path.isdir(path):
-      shutil.copytree(path, src / name, ignore=shutil.ignore_patterns(
-          "__pycache__", "*.pyc"))
-    else:
-      shutil.copy(path, src / name)
-  return src
+  return copy_package_sources(tmp_path_factory.mktemp("repo") / "fer_jax")
 
 
 @pytest.mark.parametrize("name,params,colab_calls", [

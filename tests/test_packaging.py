@@ -5,20 +5,16 @@ site-packages), the source checkout imports them by the same names, and
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
 
 import pytest
+from conftest import copy_package_sources
 
 from fer_jax import config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# What a wheel is built from (copied, so the build's build/ and egg-info
-# never land in the checkout, and parallel tests never share them).
-SOURCES = ("pyproject.toml", "README.md", "fer_jax", "configs",
-           "data_builders")
 CONFIGS = ["baseline", "cgan_wsc", "gndl", "groupgan", "ifgan", "sna"]
 
 
@@ -174,15 +170,7 @@ def wheel(tmp_path_factory):
   if major < 68:
     pytest.skip(f"setuptools {setuptools.__version__} < 68 (build-system)")
   tmp = tmp_path_factory.mktemp("wheel")
-  src = tmp / "src"
-  for name in SOURCES:
-    path = os.path.join(ROOT, name)
-    if os.path.isdir(path):
-      shutil.copytree(path, src / name, ignore=shutil.ignore_patterns(
-          "__pycache__", "*.pyc"))
-    else:
-      os.makedirs(src, exist_ok=True)
-      shutil.copy(path, src / name)
+  src = copy_package_sources(tmp / "src")
   out = subprocess.run(
       [sys.executable, "-m", "pip", "wheel", "--no-deps",
        "--no-build-isolation", "-w", str(tmp / "dist"), str(src)],
