@@ -6,7 +6,6 @@ compiles once: the suite's time is mostly XLA compiles on CPU.
 """
 
 import os
-import shutil
 import tempfile
 
 # Before JAX is imported anywhere: env vars reach subprocesses too.
@@ -26,27 +25,6 @@ import pytest  # noqa: E402
 from fer_jax.data import classes as classes_lib
 from fer_jax.data import run_data
 from fer_jax.data.frames import FrameTable
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# What a wheel or ``pip install REPO_URL`` is built from.
-PACKAGE_SOURCES = ("pyproject.toml", "README.md", "fer_jax", "configs",
-                   "data_builders")
-
-
-def copy_package_sources(dst):
-  """Copies the checkout's PACKAGE_SOURCES into ``dst`` (a pathlib.Path),
-  without bytecode, so a build's build/ and egg-info never land in the
-  checkout and parallel tests never share them; returns ``dst``."""
-  dst.mkdir(parents=True, exist_ok=True)
-  for name in PACKAGE_SOURCES:
-    path = os.path.join(ROOT, name)
-    if os.path.isdir(path):
-      shutil.copytree(path, dst / name, ignore=shutil.ignore_patterns(
-          "__pycache__", "*.pyc"))
-    else:
-      shutil.copy(path, dst / name)
-  return dst
-
 
 # The 7 expression classes of a sequence (every canonical class but neutral,
 # which a sequence's frame 0 plays), as canonical indices.

@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import copy_package_sources
+from package_sources import copy_package_sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLAB = os.path.join(ROOT, "colab")

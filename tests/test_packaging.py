@@ -10,7 +10,7 @@ import sys
 import zipfile
 
 import pytest
-from conftest import copy_package_sources
+from package_sources import copy_package_sources
 
 from fer_jax import config_lib
 
