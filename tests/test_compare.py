@@ -228,6 +228,44 @@ def test_claims_from_fake_reports():
   assert one["ci95"] == [-math.inf, math.inf]
 
 
+def test_claim_over_two_seeds_is_over_folds():
+  """Two seeds per fold: each fold's differences are averaged, and the
+  interval has folds - 1 degrees of freedom, not pairs - 1."""
+  diffs = {(0, 0): -0.5, (0, 1): 4.5, (1, 0): 10.5, (1, 1): 3.5,
+           (2, 0): 2.0, (2, 1): 4.0, (3, 0): 6.0, (3, 1): 6.5}
+  runs = [dict(method="groupgan", arm=arm, fold=f, seed=s,
+               accuracy=(40.0 + f + (d if arm == "groupgan" else 0.0)) / 100)
+          for (f, s), d in diffs.items() for arm in ("groupgan", "cnn")]
+  c = cmp.claim_entry(dict(method="groupgan", claim="c", arm="groupgan",
+                           reference="cnn"), runs)
+  per_fold = [2.0, 7.0, 3.0, 6.25]
+  half = sp.t.ppf(0.975, 3) * np.std(per_fold, ddof=1) / 2.0
+  assert c["num_pairs"] == 8 and c["num_folds"] == 4
+  assert c["fold_diffs"] == pytest.approx(per_fold)
+  assert c["mean_diff"] == pytest.approx(np.mean(per_fold))
+  assert c["ci95"] == pytest.approx([np.mean(per_fold) - half,
+                                     np.mean(per_fold) + half])
+  # 8 pairs taken as independent would give a narrower interval.
+  assert stats.paired_difference(list(diffs.values()), [0.0] * 8)[2][0] > (
+      c["ci95"][0])
+
+
+def test_method_seeds_give_one_method_more_seeds():
+  preset = dict(PRESETS["t"], method_seeds={"ifgan": (0, 1)})
+  runs = cmp.plan_runs(preset, ["gndl", "ifgan"], ARMS)
+  seeds = {(r.method, r.seed) for r in runs}
+  assert seeds == {("gndl", 0), ("ifgan", 0), ("ifgan", 1)}
+  assert len(runs) == 3 * 3 + 2 * 3 * 2
+  # --seeds sets every method's seeds.
+  runs = cmp.plan_runs(preset, ["gndl", "ifgan"], ARMS, seeds=(2,))
+  assert {r.seed for r in runs} == {2} and len(runs) == 3 * 3 + 2 * 3
+  # The shipping presets: GroupGAN's claim over two seeds in cpu_all.
+  shipped = cmp.plan_runs(cmp.PRESETS["cpu_all"],
+                          cmp.PRESETS["cpu_all"]["methods"])
+  assert {r.seed for r in shipped if r.method == "groupgan"} == {0, 1}
+  assert {r.seed for r in shipped if r.method != "groupgan"} == {0}
+
+
 def test_compare_writes_runs_claims_and_outputs(tmp_path):
   launcher = FakeLauncher()
   assert run_compare(tmp_path, launcher) == 0
@@ -263,7 +301,7 @@ def test_compare_writes_runs_claims_and_outputs(tmp_path):
   g = claims[("gndl", "gndl")]
   assert (f"| gndl | GNDL beats its ResNet-18 baseline | gndl "
           f"{g['arm_mean']:.1f} ± {g['arm_std']:.1f} | baseline "
-          f"{g['reference_mean']:.1f} ± {g['reference_std']:.1f} | 3 | "
+          f"{g['reference_mean']:.1f} ± {g['reference_std']:.1f} | 3 (3) | "
           f"{g['mean_diff']:.2f} | [{g['ci95'][0]:.2f}, {g['ci95'][1]:.2f}]"
           " | yes |") in md
   assert "| ifgan | baseline | 3 × 1 |" in md
@@ -563,7 +601,8 @@ def test_cpu_all_plans_exactly_the_runs_of_cpu_and_cpu_gan():
                                    selected=cmp.select_arms(preset, methods))}
   both = planned("cpu") | planned("cpu_gan")
   assert planned("cpu_all") == both
-  assert len(both) == 4 * (3 + 2 + 2 + 3)
+  # 4 folds: gndl 3 arms, ifgan 2, groupgan 2 over 2 seeds, sna 3.
+  assert len(both) == 4 * (3 + 2 + 2 * 2 + 3)
 
 
 def test_wsc_claim_arms_and_preset(tmp_path):
