@@ -49,8 +49,8 @@ def cgan_wsc_fields():
       # clustering.reannotate.CUTS). benchmarks/wsc_scaling.py runs
       # min_size + tree; the default run was measured with count + absolute.
       cut="count", vote="absolute", min_cluster_size=8,
-      # cgan_wsc.SCORES: what `accuracy` reports (the compare's wsc claim
-      # runs the two classifier scores).
+      # cgan_wsc.SCORES: what `accuracy` reports (the report holds all
+      # three; the compare's wsc claim reads both classifiers from it).
       score="reannotation",
   )
 

@@ -129,6 +129,13 @@ def write_fake_run(run_dir, method, arm, fold, seed):
             "label_noise": {"rate": 0.3, "kind": "symmetric", "seed": seed,
                             "flipped_train_fraction": 0.28, "rows": [1, 2]},
             "curve": [1, 2], "note": "text"}
+  if method == "cgan_wsc":  # its claims read these (the re-annotated
+    # classifier 5 points up on folds 0-2, 3 on fold 3)
+    report["noisy_label_accuracy"] = 0.7
+    noisy = 0.2 + 0.01 * fold
+    report["classifier"] = {
+        "noisy": {"accuracy": noisy},
+        "reannotated": {"accuracy": noisy + 0.05 - 0.02 * (fold == 3)}}
   with open(os.path.join(run_dir, "eval", "report.json"), "w") as f:
     json.dump(report, f)
 
@@ -606,40 +613,52 @@ def test_cpu_all_plans_exactly_the_runs_of_cpu_and_cpu_gan():
 
 
 def test_wsc_claim_arms_and_preset(tmp_path):
-  """Issue 21's `wsc` claim: its two cgan_wsc arms differ only in what the
-  run scores (classifier on re-annotated vs noisy labels), both scores are
-  the method's, and the cpu_wsc preset runs them to a claim row."""
-  from fer_jax.methods import cgan_wsc
+  """Issue 21's `wsc` claim pairs two numbers of one cgan_wsc run (the
+  classifier on re-annotated vs on noisy labels), and the cpu_wsc preset
+  runs that one arm to a claim row."""
   cmp.check_tables()
   claim = [c for c in cmp.CLAIMS if c["claim"].startswith("wsc:")]
   assert len(claim) == 1 and not claim[0].get("informational")
   claim = claim[0]
-  arm = cmp.ARMS["cgan_wsc"][claim["arm"]]
-  ref = cmp.ARMS["cgan_wsc"][claim["reference"]]
-  assert arm[0] == ref[0] == "configs/cgan_wsc.py"
-  assert set(arm[1]) == set(ref[1]) == {"cgan_wsc.score"}
-  assert arm[1]["cgan_wsc.score"] == "classifier_reannotated"
-  assert ref[1]["cgan_wsc.score"] == "classifier_noisy"
-  assert {arm[1]["cgan_wsc.score"], ref[1]["cgan_wsc.score"]} <= set(
-      cgan_wsc.SCORES)
+  assert claim["arm"] == claim["reference"] == "cgan_wsc"
+  assert cmp.ARMS["cgan_wsc"] == {"cgan_wsc": "configs/cgan_wsc.py"}
   preset = cmp.PRESETS["cpu_wsc"]
   assert preset["methods"] == ("cgan_wsc",)
-  # Fake reports: the re-annotated arm 5 points up on folds 0-2, 3 on 3.
-  runs = [dict(method="cgan_wsc", arm=a, fold=f, seed=0,
-               accuracy=0.6 + 0.01 * f
-               + (0.05 - 0.02 * (f == 3)) * (a == "wsc_classifier"))
-          for a in ("wsc_classifier", "noisy_classifier")
-          for f in preset["folds"]]
-  c = cmp.claim_entry(claim, runs)
-  assert c["num_pairs"] == 4
-  assert c["mean_diff"] == pytest.approx(4.5)
-  assert c["holds"] is True
-  presets = {"w": dict(preset, folds=(0, 1))}
+  presets = {"w": dict(preset, folds=(0, 1, 2, 3))}
   launcher = FakeLauncher()
   assert cmp.compare("w", str(tmp_path), launcher=launcher, presets=presets,
                      arms=cmp.ARMS, claims=cmp.CLAIMS,
                      out=lambda *_: None) == 0
-  assert {(m, a) for m, a, *_ in launcher.calls} == {
-      ("cgan_wsc", "wsc_classifier"), ("cgan_wsc", "noisy_classifier")}
+  # One run per fold, not one per side of the claim.
+  assert sorted(launcher.calls) == [("cgan_wsc", "cgan_wsc", f, 0)
+                                    for f in range(4)]
   result = read_json(tmp_path / "compare.json")
-  assert [c["arm"] for c in result["claims"]] == ["wsc_classifier"]
+  c, informational = result["claims"]
+  assert c["metric"] == "extra.classifier.reannotated.accuracy"
+  assert c["num_pairs"] == 4
+  assert c["mean_diff"] == pytest.approx(4.5)
+  assert c["reference_mean"] == pytest.approx(21.5)
+  assert c["holds"] is True
+  # Re-annotation (the run's accuracy) against the noisy labels' 0.7.
+  assert informational["informational"]
+  assert informational["mean_diff"] == pytest.approx(
+      100 * np.mean([fake_accuracy("cgan_wsc", "cgan_wsc", f, 0)
+                     for f in range(4)]) - 70.0)
+  md = (tmp_path / "compare.md").read_text()
+  assert "| cgan_wsc: classifier.reannotated.accuracy 26.0 ± " in md
+  assert "| cgan_wsc: classifier.noisy.accuracy 21.5 ± " in md
+
+
+def test_claim_metric_must_name_a_report_number():
+  bad = [dict(method="gndl", claim="c", arm="gndl", reference="baseline",
+              metric="classifier.accuracy")]
+  with pytest.raises(cmp.CompareError, match="metric 'classifier.accuracy'"):
+    cmp.check_tables(ARMS, bad)
+  # A run whose report lacks the metric is left out of the pairs.
+  runs = [dict(method="gndl", arm=a, fold=f, seed=0, accuracy=0.5,
+               extra={"x": 0.6} if f else {})
+          for a in ("gndl", "baseline") for f in range(3)]
+  c = cmp.claim_entry(dict(method="gndl", claim="c", arm="gndl",
+                           metric="extra.x", reference="baseline"), runs)
+  assert c["pairs"] == [[1, 0], [2, 0]]
+  assert c["mean_diff"] == pytest.approx(10.0)

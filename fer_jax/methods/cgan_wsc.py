@@ -45,7 +45,8 @@ from fer_jax.optim import make_optimizer
 FEATURE_SETS = ("cgan", "not_optimised", "pca")
 # What a run's accuracy scores (cgan_wsc.score): the re-annotated labels
 # of the split, or a linear classifier's held-out predictions, trained on
-# re-annotated or on noisy labels (the compare's `wsc` claim).
+# re-annotated or on noisy labels (both are in every report's
+# `classifier` block, which the compare's `wsc` claim reads).
 SCORES = ("reannotation", "classifier_reannotated", "classifier_noisy")
 
 
