@@ -189,12 +189,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpu": dict(folds=tuple(range(10)), num_folds=10, seeds=(0, 1),
                 methods=None, overrides={}),
 }
-# cpu and cpu_gan as one table (same folds, fold count and seed): every
-# claim of the four methods in one compare.json, as docs/results holds it;
-# a workdir holding both presets' finished runs launches nothing.
+# cpu, cpu_gan and cpu_wsc as one table (same folds, fold count and
+# seeds): every claim of the five methods in one compare.json, as
+# docs/results holds it; a workdir holding the three presets' finished runs
+# launches nothing.
 PRESETS["cpu_all"] = dict(
     PRESETS["cpu"],
-    methods=PRESETS["cpu"]["methods"] + PRESETS["cpu_gan"]["methods"],
+    methods=(PRESETS["cpu"]["methods"] + PRESETS["cpu_gan"]["methods"]
+             + PRESETS["cpu_wsc"]["methods"]),
     method_seeds=PRESETS["cpu_gan"]["method_seeds"],
     arms={**PRESETS["cpu"]["arms"], **PRESETS["cpu_gan"]["arms"]})
 
@@ -1239,7 +1241,10 @@ def define_flags():
   flags.DEFINE_enum("preset", None, list(PRESETS),
                     "cpu: folds 0..3 of 4, seed 0, methods "
                     f"{','.join(PRESETS['cpu']['methods'])} (claims and "
-                    "oracle, no ablation); gpu: folds 0..9 of 10, seeds 0 "
+                    "oracle, no ablation); cpu_gan: the same for "
+                    f"{','.join(PRESETS['cpu_gan']['methods'])} (GroupGAN "
+                    "over seeds 0 and 1); cpu_wsc: cgan_wsc; cpu_all: the "
+                    "three as one table; gpu: folds 0..9 of 10, seeds 0 "
                     "and 1, every method and arm.")
   flags.DEFINE_string("workdir", None,
                       "Compare directory: runs/, compare.json, compare.md, "

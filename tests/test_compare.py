@@ -596,9 +596,9 @@ def test_run_trained_under_an_edited_config_is_refused(tmp_path):
   assert "fast_layers" not in state.detail
 
 
-def test_cpu_all_plans_exactly_the_runs_of_cpu_and_cpu_gan():
-  """docs/results is one workdir holding both presets' runs: cpu_all must
-  ask for the same run specs, so it finds them finished."""
+def test_cpu_all_plans_exactly_the_runs_of_cpu_cpu_gan_and_cpu_wsc():
+  """docs/results is one workdir holding the three presets' runs: cpu_all
+  must ask for the same run specs, so it finds them finished."""
   def planned(name):
     preset = cmp.PRESETS[name]
     methods = preset["methods"]
@@ -606,10 +606,11 @@ def test_cpu_all_plans_exactly_the_runs_of_cpu_and_cpu_gan():
              r.overrides)
             for r in cmp.plan_runs(preset, methods,
                                    selected=cmp.select_arms(preset, methods))}
-  both = planned("cpu") | planned("cpu_gan")
-  assert planned("cpu_all") == both
-  # 4 folds: gndl 3 arms, ifgan 2, groupgan 2 over 2 seeds, sna 3.
-  assert len(both) == 4 * (3 + 2 + 2 * 2 + 3)
+  every = planned("cpu") | planned("cpu_gan") | planned("cpu_wsc")
+  assert planned("cpu_all") == every
+  # 4 folds: gndl 3 arms, ifgan 2, groupgan 2 over 2 seeds, sna 3,
+  # cgan_wsc 1.
+  assert len(every) == 4 * (3 + 2 + 2 * 2 + 3 + 1)
 
 
 def test_wsc_claim_arms_and_preset(tmp_path):
