@@ -465,8 +465,21 @@ def test_a_missing_config_file_or_unknown_preset_is_one_line(
   assert not (tmp_path / "wd").exists()
 
 
+def _flip_bytes(path):
+  """Inverts 64 bytes in the middle of ``path`` (a disk or copy error that
+  keeps the size)."""
+  size = os.path.getsize(path)
+  with open(path, "r+b") as f:
+    f.seek(size // 2)
+    chunk = f.read(64)
+    f.seek(size // 2)
+    f.write(bytes(b ^ 0xFF for b in chunk))
+
+
+@pytest.mark.parametrize("damage", [_cut, _flip_bytes],
+                         ids=["truncated", "bytes flipped"])
 def test_a_corrupt_shard_names_it_and_the_rebuild_command(capsys, tmp_path,
-                                                         monkeypatch):
+                                                         monkeypatch, damage):
   from fer_jax.data import frames  # pylint: disable=import-outside-toplevel
   data_dir = tmp_path / "tfds"
   monkeypatch.setenv("FER_JAX_DATA_DIR", str(data_dir))
@@ -475,7 +488,7 @@ def test_a_corrupt_shard_names_it_and_the_rebuild_command(capsys, tmp_path,
   built = frames.get_builder(cfg.data).data_dir
   shard = [os.path.join(built, f) for f in os.listdir(built)
            if ".array_record-" in f][0]
-  _cut(shard)
+  damage(shard)
   code, err = run_main(
       capsys, "--config=configs/gndl.py:tiny", f"--workdir={tmp_path / 'wd'}")
   assert code == 2
