@@ -803,13 +803,18 @@ def _interval(lo, hi) -> str:
   return f"[{_fmt(lo, 2)}, {_fmt(hi, 2)}]"
 
 
-def _side(claim: Mapping[str, Any], arm: str, metric: str) -> str:
+def _side(claim: Mapping[str, Any], arm: str, metric: str,
+          short: bool = False) -> str:
   """A claim side's name: the arm, and the metric where it is not the
-  run's accuracy ('cgan_wsc: classifier.noisy.accuracy')."""
+  run's accuracy ('cgan_wsc: classifier.noisy.accuracy'; ``short``, for
+  the figure: 'classifier.noisy')."""
   m = claim.get(metric, "accuracy")
   if m == "accuracy":
     return claim[arm]
-  return f"{claim[arm]}: {m.removeprefix('extra.')}"
+  m = m.removeprefix("extra.")
+  if short:
+    return m.removesuffix(".accuracy")
+  return f"{claim[arm]}: {m}"
 
 
 def markdown(result: Mapping[str, Any]) -> str:
@@ -896,8 +901,8 @@ def plot(result: Mapping[str, Any], path: str) -> None:
     top.set_title(method)
     top.set_xlabel("test accuracy (%), mean and 95% t interval")
     claims = [c for c in result["claims"] if c["method"] == method]
-    bars(bottom, [f"{_side(c, 'arm', 'metric')}\n− "
-                  f"{_side(c, 'reference', 'reference_metric')} "
+    bars(bottom, [f"{_side(c, 'arm', 'metric', True)}\n− "
+                  f"{_side(c, 'reference', 'reference_metric', True)} "
                   f"(folds={c['num_folds']})"
                   + ("\ninformational" if c["informational"] else "")
                   for c in claims],
