@@ -1,5 +1,6 @@
 """Dev: train only the cGAN (variant config) and track how much expression
-the generated neutral keeps (alpha, as seen by the s1_default regressor)."""
+the generated neutral keeps (alpha, as seen by the regressor of RUN, a full run with its checkpoints:
+here s1_lm800, the name its workdir had was s1_default)."""
 import sys, time, json, numpy as np, jax, jax.numpy as jnp
 from fer_jax import evaluate, nets
 from fer_jax.registry import method_class

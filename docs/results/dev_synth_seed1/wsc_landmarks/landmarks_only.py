@@ -1,4 +1,5 @@
-"""Dev (synth seed 1, fold 0 test split of the s1_default run): retrain only
+"""Dev (synth seed 1, fold 0 test split of RUN, a full run with
+its checkpoints: here s1_lm800, whose workdir was named s1_default): retrain only
 the landmark regressor with a variant config, keep that run's G, score NME,
 clean 5-NN and re-annotation."""
 import sys, time, json, numpy as np, jax, jax.numpy as jnp
