@@ -3,13 +3,18 @@ r"""Train each method's arms over folds and seeds, then test its claims.
   python -m fer_jax.compare --preset=cpu --workdir=workdirs/compare
   python -m fer_jax.compare --preset=cpu_gan --workdir=workdirs/compare_gan
   python -m fer_jax.compare --preset=gpu --workdir=/runs/compare --parallel=2
+  python -m fer_jax.compare --preset=gpu --workdir=/runs/compare_batched \
+      --methods=groupgan --batch_folds
   python -m fer_jax.compare --preset=cpu --workdir=workdirs/compare \
       --methods=gndl --folds=0,1 --set=train.num_steps=300 --dry_run
 
 A claim ("GNDL beats its ResNet-18 baseline") compares two arms of a method
 (two configs) on the same folds and seeds. Each (method, arm, fold, seed) is
 one ``python -m fer_jax.main`` subprocess in
-WORKDIR/runs/<method>/<arm>/fold<f>_seed<s> (its output in log.txt there).
+WORKDIR/runs/<method>/<arm>/fold<f>_seed<s> (its output in log.txt there);
+with --batch_folds, each (method, arm, seed) is one subprocess training all
+its folds as one vmapped program, in WORKDIR/runs/<method>/<arm>/
+seed<s>_batched (fold f's run in fold_<f> there).
 Differences are paired over the (fold, seed) both arms finished, with a
 Student-t 95% interval; a claim holds when the interval's lower end is
 above 0.
@@ -202,7 +207,7 @@ PRESETS["cpu_all"] = dict(
 
 # Set by the compare for every run; an override may not change them.
 RESERVED = ("data.fold", "data.num_folds", "seed", "data.all_folds",
-            "train.progress_bar")
+            "train.batch_folds", "train.progress_bar")
 # One thread per process: N runs at once share the cores instead of each
 # starting a thread per core.
 SINGLE_THREAD_XLA_FLAGS = ("--xla_cpu_multi_thread_eigen=false "
@@ -284,7 +289,14 @@ def format_value(value: Any) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-  """One training: an arm of a method on one fold with one seed."""
+  """One training: an arm of a method on one fold with one seed.
+
+  ``batched``: trained with the other folds of its (method, arm, seed) in
+  one ``fer_jax.main`` process, as one vmapped program
+  (``config.train.batch_folds``, ``fer_jax.batched_folds``); its directory
+  is then that process's ``fold_<k>/``, which holds what a separate run's
+  holds (the same config.json: ``config_lib.with_fold``).
+  """
   method: str
   arm: str
   fold: int
@@ -292,25 +304,43 @@ class Run:
   num_folds: int
   config: str  # "configs/gndl.py:baseline", relative to the repository
   overrides: tuple[tuple[str, Any], ...] = ()
+  batched: bool = False
 
   @property
   def name(self) -> str:
     return f"{self.method}/{self.arm} fold {self.fold} seed {self.seed}"
 
   @property
+  def group_dir(self) -> str:
+    """The workdir of the process that trains the run: its own, or for a
+    batched run its folds' common one."""
+    if self.batched:
+      return f"runs/{self.method}/{self.arm}/seed{self.seed}_batched"
+    return self.rel_dir
+
+  @property
   def rel_dir(self) -> str:
+    if self.batched:
+      return f"{self.group_dir}/fold_{self.fold}"
     return f"runs/{self.method}/{self.arm}/fold{self.fold}_seed{self.seed}"
 
   def args(self) -> list[str]:
     """fer_jax.main's arguments but --workdir, with the config path as given
     (relative to the repository): what the spec hash covers, so moving the
-    repository or the compare's workdir does not change it."""
-    return ([f"--config={self.config}",
-             f"--config.data.fold={self.fold}",
-             f"--config.data.num_folds={self.num_folds}",
-             f"--config.seed={self.seed}",
-             "--config.train.progress_bar=False"]
+    repository or the compare's workdir does not change it. A batched run's
+    are its process's (every fold; the fold is its directory)."""
+    folds = (["--config.data.all_folds=True", "--config.train.batch_folds=True"]
+             if self.batched else [f"--config.data.fold={self.fold}"])
+    return ([f"--config={self.config}"] + folds
+            + [f"--config.data.num_folds={self.num_folds}",
+               f"--config.seed={self.seed}",
+               "--config.train.progress_bar=False"]
             + [f"--config.{k}={format_value(v)}" for k, v in self.overrides])
+
+  def fold_args(self) -> list[str]:
+    """The arguments of the run's fold alone: what its config.json holds
+    (for a batched run, the separate run of that fold)."""
+    return dataclasses.replace(self, batched=False).args()
 
   def spec(self) -> dict[str, Any]:
     args = self.args()
@@ -338,7 +368,8 @@ def resolved_config(run: Run) -> dict[str, Any]:
   repository this compare runs)."""
   from absl import flags  # pylint: disable=import-outside-toplevel
   from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
-  argv = ["compare", f"--config={config_path(run.config)}"] + run.args()[1:]
+  argv = (["compare", f"--config={config_path(run.config)}"]
+          + run.fold_args()[1:])
   values = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "the run's config",
                                   flag_values=values, lock_config=True,
@@ -378,12 +409,18 @@ def spec_hash(args: Sequence[str]) -> str:
 
 @dataclasses.dataclass
 class Job:
-  """What a launcher gets: the run, its directory, command and environment."""
+  """What a launcher gets: the run, its directory, command and environment;
+  ``runs``: every run the process trains (a batched run's folds, whose
+  directories are under ``run_dir``), ``(run,)`` by default."""
   run: Run
   run_dir: str
   argv: list[str]
   env: dict[str, str]
   log_path: str
+  runs: tuple[Run, ...] = ()
+
+  def __post_init__(self):
+    self.runs = tuple(self.runs) or (self.run,)
 
 
 Launcher = Callable[[Job], int]  # returns the exit status
@@ -488,7 +525,8 @@ def run_state(run: Run, run_dir: str) -> State:
     only_new = [a for a in planned if a not in recorded_args]
     return State("mismatch", f"it was trained with {only_old or '(none)'} "
                  f"where this compare asks for {only_new or '(none)'}")
-  pid = _alive_pid(run_dir)
+  # A batched run's process holds its folds' common directory.
+  pid = _alive_pid(os.path.dirname(run_dir) if run.batched else run_dir)
   if pid is not None:
     return State("running", f"pid {pid} is still training it")
   changed = config_drift(run, run_dir)
@@ -534,10 +572,12 @@ def select_arms(preset: Mapping[str, Any], methods: Sequence[str],
 def plan_runs(preset: Mapping[str, Any], methods: Sequence[str],
               arms=None, folds=None, seeds=None,
               sets: Mapping[str, Any] | None = None,
-              selected: Mapping[str, Sequence[str]] | None = None
-              ) -> list[Run]:
+              selected: Mapping[str, Sequence[str]] | None = None,
+              batch_folds: bool = False) -> list[Run]:
   """Every run, fold-major: a compare stopped early holds complete pairs.
-  ``selected``: {method: arms} to run (default: every arm in ``arms``)."""
+  ``selected``: {method: arms} to run (default: every arm in ``arms``);
+  ``batch_folds``: each (method, arm, seed)'s folds in one process, which
+  trains all ``num_folds`` of them."""
   arms = ARMS if arms is None else arms
   folds = tuple(preset["folds"] if folds is None else folds)
   # A preset's method_seeds give a method its own seeds; --seeds sets them
@@ -550,6 +590,11 @@ def plan_runs(preset: Mapping[str, Any], methods: Sequence[str],
   if bad:
     raise CompareError(f"folds {bad} are outside 0..{num_folds - 1} "
                        f"(num_folds={num_folds})")
+  if batch_folds and sorted(set(folds)) != list(range(num_folds)):
+    raise CompareError(
+        f"--batch_folds trains every fold of a method's arm in one program, "
+        f"all {num_folds} (num_folds), and these folds are "
+        f"{', '.join(map(str, folds))}: drop --folds, or drop --batch_folds")
   sets = dict(sets or {})
   _check_reserved(sets, "--set")
   preset_overrides = preset.get("overrides", {})
@@ -569,7 +614,8 @@ def plan_runs(preset: Mapping[str, Any], methods: Sequence[str],
                     **preset_overrides.get(method, {}), **arm_overrides,
                     **sets}
           runs.append(Run(method, arm, int(fold), int(seed), num_folds,
-                          config, tuple(sorted(merged.items()))))
+                          config, tuple(sorted(merged.items())),
+                          batched=batch_folds))
   return runs
 
 
@@ -662,7 +708,9 @@ def run_entry(run: Run, run_dir: str, workdir: str) -> dict[str, Any]:
       "mean_class_accuracy": mean_class_accuracy(report),
       "macro_f1": report.get("macro_f1"),  # null in reports written before it
       "num_examples": report.get("num_examples"), "step": report.get("step"),
-      "wall_time_s": wall_time(run_dir),
+      # A batched run's is its process's, which trained all its folds.
+      "wall_time_s": wall_time(os.path.dirname(run_dir) if run.batched
+                               else run_dir),
       "config_hash": _sha256_file(os.path.join(run_dir, "config.json")),
       "workdir": os.path.relpath(run_dir, workdir),
       # The code its last launch ran (a resumed run may span commits).
@@ -672,6 +720,8 @@ def run_entry(run: Run, run_dir: str, workdir: str) -> dict[str, Any]:
                              if k not in REPORT_FIELDS) if n is not None}
   if extra:
     entry["extra"] = extra
+  if run.batched:
+    entry["batched_folds"] = run.num_folds
   return entry
 
 
@@ -1024,10 +1074,30 @@ def prebuild_data(runs: Sequence[Run]) -> None:
 
 # ---------------------------------------------------------------- compare
 
+def make_jobs(runs: Sequence[Run], workdir: str, env: Mapping[str, str]
+              ) -> list[Job]:
+  """One process per run, or per batched group (its folds, in fold order),
+  in the runs' order."""
+  groups: dict[str, list[Run]] = {}
+  for r in runs:
+    groups.setdefault(r.group_dir, []).append(r)
+  jobs = []
+  for rel, members in groups.items():
+    members.sort(key=lambda r: r.fold)
+    run_dir = os.path.join(workdir, rel)
+    jobs.append(Job(members[0], run_dir, members[0].argv(run_dir), dict(env),
+                    os.path.join(run_dir, "log.txt"), tuple(members)))
+  return jobs
+
+
 def _execute(job: Job, launcher: Launcher, out=print) -> dict[str, Any]:
   """Writes the spec, launches, records the launch; never raises Exception
   (a failure is returned), only BaseException (the compare is stopping)."""
-  out(f"compare: start {job.run.name} (log: {job.log_path})")
+  what = (job.run.name if len(job.runs) == 1 else
+          f"{job.run.method}/{job.run.arm} folds "
+          f"{','.join(str(r.fold) for r in job.runs)} seed {job.run.seed}, "
+          "batched")
+  out(f"compare: start {what} (log: {job.log_path})")
   t0 = time.time()
 
   def record(rc, error):
@@ -1049,6 +1119,13 @@ def _execute(job: Job, launcher: Launcher, out=print) -> dict[str, Any]:
     spec.update(argv=job.argv, git_commit=commit, git_diff_sha256=diff,
                 written=datetime.datetime.now().isoformat(timespec="seconds"))
     _write_json(os.path.join(job.run_dir, "run_spec.json"), spec)
+    # A batched process's folds: each directory names the process's spec
+    # (run_state reads it there).
+    for run in job.runs:
+      if run.batched:
+        fold_dir = os.path.join(job.run_dir, f"fold_{run.fold}")
+        os.makedirs(fold_dir, exist_ok=True)
+        _write_json(os.path.join(fold_dir, "run_spec.json"), spec)
     rc = launcher(job)
   except Exception as e:  # pylint: disable=broad-except
     return record(None, f"{type(e).__name__}: {e}")
@@ -1067,9 +1144,11 @@ def compare(preset: str, workdir: str, *, methods: Sequence[str] | None = None,
             xla_flags: str = "auto", launcher: Launcher | None = None,
             command: Sequence[str] | None = None, arms=None, claims=None,
             presets=None, chosen_arms: Sequence[str] | None = None,
-            out=print) -> int:
+            batch_folds: bool | None = None, out=print) -> int:
   """Runs what is missing and writes the outputs; returns the exit status
-  (0 all runs finished, 1 some failed, 2 refused to start)."""
+  (0 all runs finished, 1 some failed, 2 refused to start). ``batch_folds``
+  (default: the preset's, else False): each arm's folds of one seed in one
+  process, one vmapped program (``fer_jax.batched_folds``)."""
   arms = ARMS if arms is None else arms
   claims = CLAIMS if claims is None else claims
   presets = PRESETS if presets is None else presets
@@ -1098,7 +1177,10 @@ def compare(preset: str, workdir: str, *, methods: Sequence[str] | None = None,
     if parallel < 1:
       raise CompareError(f"--parallel={parallel} must be >= 1")
     selected = select_arms(chosen, methods, chosen_arms, arms)
-    runs = plan_runs(chosen, methods, arms, folds, seeds, sets, selected)
+    if batch_folds is None:
+      batch_folds = bool(chosen.get("batch_folds", False))
+    runs = plan_runs(chosen, methods, arms, folds, seeds, sets, selected,
+                     batch_folds)
   except CompareError as e:
     err(e)
     return 2
@@ -1107,19 +1189,27 @@ def compare(preset: str, workdir: str, *, methods: Sequence[str] | None = None,
   refused = [r for r in runs if states[r].status == "mismatch"]
   running = [r for r in runs if states[r].status == "running"]
 
+  # A batched process trains every fold of its group, done or not.
+  launch = {r.group_dir for r in runs if states[r].status != "done"}
+
   if dry_run:
     counts: dict[str, int] = {}
+    shown = set()
     for r in runs:
       s = states[r]
       counts[s.status] = counts.get(s.status, 0) + 1
       what = {"done": "done", "new": "launch", "resume": "launch (resume)",
               "mismatch": "restart" if restart else "REFUSED (spec)",
               "running": "REFUSED (running)"}[s.status]
+      if s.status == "done" and r.group_dir in launch:
+        what = "done (retrained)"  # its batch-mates are not done
       out(f"{what:<16} {r.name:<34} {r.rel_dir}"
           + (f"  [{s.detail}]" if s.detail else ""))
-      if s.status in ("new", "resume") or (s.status == "mismatch"
-                                             and restart):
-        out("    " + shlex.join(r.argv(os.path.join(workdir, r.rel_dir))))
+      if r.group_dir in launch and r.group_dir not in shown and (
+          s.status in ("new", "resume", "done")
+          or (s.status == "mismatch" and restart)):
+        shown.add(r.group_dir)
+        out("    " + shlex.join(r.argv(os.path.join(workdir, r.group_dir))))
     out("compare: dry run, nothing launched: " + ", ".join(
         f"{n} {k}" for k, n in counts.items()))
 
@@ -1137,9 +1227,12 @@ def compare(preset: str, workdir: str, *, methods: Sequence[str] | None = None,
   if dry_run:
     return 0
   for r in refused:
-    run_dir = os.path.join(workdir, r.rel_dir)
-    out(f"compare: --restart: deleting {run_dir}")
-    shutil.rmtree(run_dir)
+    # A batched run's process directory goes whole: its folds restart
+    # together.
+    run_dir = os.path.join(workdir, r.group_dir)
+    if os.path.isdir(run_dir):
+      out(f"compare: --restart: deleting {run_dir}")
+      shutil.rmtree(run_dir)
     states[r] = State("new")
 
   os.makedirs(workdir, exist_ok=True)
@@ -1159,38 +1252,37 @@ def compare(preset: str, workdir: str, *, methods: Sequence[str] | None = None,
     if figure:
       last_figure[0] = time.time()
 
-  todo = [r for r in runs if states[r].status != "done"]
+  todo = [r for r in runs if r.group_dir in launch]
   out(f"compare: {len(runs) - len(todo)} of {len(runs)} runs done, "
-      f"{len(todo)} to train in {workdir}")
+      f"{len(todo)} to train in {workdir}"
+      + (f" (each arm's {chosen['num_folds']} folds of a seed batched in "
+         "one process)" if batch_folds else ""))
   refresh()
   env = run_env(parallel, xla_flags)
   if launcher is None:
     launcher = subprocess_launcher
-    if parallel > 1 and len(todo) > 1:
+    if parallel > 1 and len({r.group_dir for r in todo}) > 1:
       prebuild_data(todo)
-  jobs = {}
-  for r in todo:
-    run_dir = os.path.join(workdir, r.rel_dir)
-    jobs[r] = Job(r, run_dir, r.argv(run_dir), env,
-                  os.path.join(run_dir, "log.txt"))
+  jobs = make_jobs(todo, workdir, env)
   finished = len(runs) - len(todo)
   pool = concurrent.futures.ThreadPoolExecutor(max_workers=parallel)
   try:
-    futures = {}
-    for r in todo:
-      futures[pool.submit(_execute, jobs[r], launcher, out)] = r
+    futures = {pool.submit(_execute, job, launcher, out): job
+               for job in jobs}
     for fut in concurrent.futures.as_completed(futures):
-      r = futures[fut]
+      job = futures[fut]
       res = fut.result()
-      job = jobs[r]
-      ok = (res["returncode"] == 0
-            and read_report(job.run_dir) is not None)
-      finished += 1
-      if ok:
-        entry = run_entry(r, job.run_dir, workdir)
-        out(f"compare: [{finished}/{len(runs)}] {r.name}: "
-            f"{100 * entry['accuracy']:.1f}% ({res['wall_s']:.0f} s)")
-      else:
+      for r in job.runs:
+        run_dir = os.path.join(workdir, r.rel_dir)
+        ok = res["returncode"] == 0 and read_report(run_dir) is not None
+        finished += 1
+        if ok:
+          entry = run_entry(r, run_dir, workdir)
+          out(f"compare: [{finished}/{len(runs)}] {r.name}: "
+              f"{100 * entry['accuracy']:.1f}% ({res['wall_s']:.0f} s"
+              + (f" for {len(job.runs)} folds" if len(job.runs) > 1 else "")
+              + ")")
+          continue
         why = res["error"] or (
             f"exit status {res['returncode']}" if res["returncode"] else
             "exit status 0 but no eval/report.json")
@@ -1269,7 +1361,17 @@ def define_flags():
       "set", [], "field=value for every run (part of its spec, so changing "
       "it later refuses the old runs), e.g. --set=train.num_steps=300 "
       "--set=model.dtype=bfloat16.")
-  flags.DEFINE_integer("parallel", 1, "Runs trained at once.")
+  flags.DEFINE_integer("parallel", 1, "Runs trained at once (with "
+                       "--batch_folds: processes, each training k folds).")
+  flags.DEFINE_bool(
+      "batch_folds", None,
+      "Train each arm's folds of a seed in one fer_jax.main process, as one "
+      "vmapped program (config.train.batch_folds: one compile, k folds per "
+      "step; for small steps on a GPU). Its runs live in runs/<method>/"
+      "<arm>/seed<s>_batched/fold_<k>, apart from separate runs'. Needs "
+      "every fold of the preset (no --folds), and configs whose folds share "
+      "one program (fixed step counts); fer_jax.main names what to change "
+      "where they do not. Default: the preset's (none sets it).")
   flags.DEFINE_string(
       "xla_flags", "auto",
       "XLA_FLAGS added to each run's environment. auto: with --parallel > 1, "
@@ -1302,7 +1404,7 @@ def main(argv):
   signal.signal(signal.SIGTERM, on_term)
   sys.exit(compare(f.preset, f.workdir, methods=f.methods, folds=folds,
                    seeds=seeds, sets=sets, parallel=f.parallel,
-                   chosen_arms=f.arms,
+                   chosen_arms=f.arms, batch_folds=f.batch_folds,
                    dry_run=f.dry_run, restart=f.restart,
                    xla_flags=f.xla_flags,
                    command=["python", "-m", "fer_jax.compare",

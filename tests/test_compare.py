@@ -2,6 +2,7 @@
 fake launcher: claims from run reports, resume after a kill, refused specs,
 failures, outputs; the real launcher and CLI on tiny commands."""
 
+import dataclasses
 import json
 import math
 import os
@@ -663,3 +664,172 @@ def test_claim_metric_must_name_a_report_number():
                            metric="extra.x", reference="baseline"), runs)
   assert c["pairs"] == [[1, 0], [2, 0]]
   assert c["mean_diff"] == pytest.approx(10.0)
+
+
+# ---------------------------------------------------------------- batched folds
+
+class BatchedFakeLauncher:
+  """fer_jax.main with config.train.batch_folds: one process per (method,
+  arm, seed) writes each fold's run in its fold_<k>/. ``fail``: (method,
+  arm) whose process exits 1 after writing fold 0's report."""
+
+  def __init__(self, fail=()):
+    self.calls, self.fail = [], set(fail)
+
+  def __call__(self, job):
+    r = job.run
+    self.calls.append((r.method, r.arm, r.seed,
+                       tuple(x.fold for x in job.runs)))
+    assert "--config.data.all_folds=True" in job.argv
+    assert "--config.train.batch_folds=True" in job.argv
+    assert not any(a.startswith("--config.data.fold=") for a in job.argv)
+    assert f"--workdir={job.run_dir}" in job.argv
+    assert job.log_path == os.path.join(job.run_dir, "log.txt")
+    for x in job.runs:
+      fold_dir = os.path.join(job.run_dir, f"fold_{x.fold}")
+      assert read_json(os.path.join(fold_dir, "run_spec.json"))[
+          "spec_hash"] == cmp.spec_hash(x.args())
+      if x.fold and (r.method, r.arm) in self.fail:
+        return 1
+      write_fake_run(fold_dir, r.method, r.arm, x.fold, r.seed)
+    return 0
+
+
+def test_batched_run_args_dirs_and_config():
+  run = cmp.Run("gndl", "baseline", 2, 1, 4, "configs/gndl.py:baseline",
+                (("train.num_steps", 3),), batched=True)
+  assert run.rel_dir == "runs/gndl/baseline/seed1_batched/fold_2"
+  assert run.group_dir == "runs/gndl/baseline/seed1_batched"
+  assert run.args() == [
+      "--config=configs/gndl.py:baseline", "--config.data.all_folds=True",
+      "--config.train.batch_folds=True", "--config.data.num_folds=4",
+      "--config.seed=1", "--config.train.progress_bar=False",
+      "--config.train.num_steps=3"]
+  # Its config.json is its fold's alone (config_lib.with_fold): what the
+  # separate run of that fold resolves to.
+  separate = cmp.Run("gndl", "baseline", 2, 1, 4, "configs/gndl.py:baseline",
+                     (("train.num_steps", 3),))
+  assert run.fold_args() == separate.args()
+  resolved = cmp.resolved_config(run)
+  assert resolved["data"]["fold"] == 2 and not resolved["data"]["all_folds"]
+  assert not resolved["train"]["batch_folds"]
+  with pytest.raises(cmp.CompareError, match="sets data.fold"):
+    cmp.check_tables({"m": {"a": ("configs/gndl.py",
+                                  {"train.batch_folds": True})}}, [])
+
+
+def test_batched_compare_one_process_per_arm_and_seed(tmp_path, capsys):
+  launcher = BatchedFakeLauncher()
+  assert run_compare(tmp_path, launcher, batch_folds=True) == 0
+  arms = [(m, a) for m, arms in ARMS.items() for a in arms]
+  assert sorted(launcher.calls) == sorted((m, a, 0, (0, 1, 2))
+                                          for m, a in arms)
+  out = read_json(tmp_path / "compare.json")
+  assert len(out["runs"]) == len(ALL_RUNS) and not out["failures"]
+  run = next(r for r in out["runs"] if (r["method"], r["arm"], r["fold"])
+             == ("gndl", "gndl", 1))
+  assert run["workdir"] == "runs/gndl/gndl/seed0_batched/fold_1"
+  assert run["accuracy"] == pytest.approx(fake_accuracy("gndl", "gndl", 1, 0))
+  assert run["batched_folds"] == 3 and run["wall_time_s"] >= 0
+  # The same claims as separate runs give.
+  separate = tmp_path / "separate"
+  assert run_compare(separate, FakeLauncher()) == 0
+  claims = lambda d: [(c["arm"], c["mean_diff"], c["ci95"], c["holds"])  # noqa: E731
+                      for c in read_json(d / "compare.json")["claims"]]
+  assert claims(tmp_path) == claims(separate)
+  # A rerun launches nothing; a fold without its report relaunches its
+  # arm's process, every fold of it.
+  again = BatchedFakeLauncher()
+  assert run_compare(tmp_path, again, batch_folds=True) == 0
+  assert again.calls == []
+  os.remove(tmp_path / "runs/ifgan/baseline/seed0_batched/fold_2/eval/"
+            "report.json")
+  lines = []
+  assert run_compare(tmp_path, again, batch_folds=True, dry_run=True,
+                     out=lines.append) == 0
+  text = "\n".join(lines)
+  assert text.count("--config.train.batch_folds=True") == 1
+  assert text.count("done (retrained)") == 2
+  assert run_compare(tmp_path, again, batch_folds=True) == 0
+  assert again.calls == [("ifgan", "baseline", 0, (0, 1, 2))]
+  # A subset of the folds cannot be batched.
+  assert run_compare(tmp_path, again, batch_folds=True, folds=[0, 1]) == 2
+  assert "--batch_folds trains every fold" in capsys.readouterr().err
+
+
+def test_batched_process_that_dies_fails_its_missing_folds(tmp_path, capsys):
+  launcher = BatchedFakeLauncher(fail=[("gndl", "oracle")])
+  assert run_compare(tmp_path, launcher, batch_folds=True,
+                     methods=["gndl"]) == 1
+  out = read_json(tmp_path / "compare.json")
+  # The process failed: none of its folds counts, though fold 0 wrote its
+  # report (as a separate run that exits non-zero does not count).
+  assert sorted((f["arm"], f["fold"]) for f in out["failures"]) == [
+      ("oracle", 0), ("oracle", 1), ("oracle", 2)]
+  assert out["failures"][0]["log"] == "runs/gndl/oracle/seed0_batched/log.txt"
+  assert len(out["runs"]) == 6
+  # --restart is not needed: the rerun resumes the process.
+  assert run_compare(tmp_path, BatchedFakeLauncher(), batch_folds=True,
+                     methods=["gndl"]) == 0
+  assert "FAILED" in capsys.readouterr().err
+
+
+def test_running_batched_process_is_refused(tmp_path, capsys):
+  """A batched process still training (its running.json in the folds'
+  common directory) refuses a second compare on any of its folds."""
+  runs = cmp.plan_runs(PRESETS["t"], ["ifgan"], ARMS,
+                       selected={"ifgan": ("ifgan",)}, batch_folds=True)
+  group = tmp_path / runs[0].group_dir
+  group.mkdir(parents=True)
+  proc = subprocess.Popen([sys.executable, "-c", "import time; "
+                           "time.sleep(120)", "fer_jax.main",
+                           f"--workdir={group}"])
+  try:
+    (group / "running.json").write_text(json.dumps({"pid": proc.pid}))
+    for r in runs:
+      d = tmp_path / r.rel_dir
+      d.mkdir()
+      (d / "run_spec.json").write_text(json.dumps(r.spec()))
+      assert cmp.run_state(r, str(d)).status == "running"
+    launcher = BatchedFakeLauncher()
+    assert run_compare(tmp_path, launcher, batch_folds=True,
+                       methods=["ifgan"]) == 2
+    assert launcher.calls == []
+    assert "is still training it" in capsys.readouterr().err
+  finally:
+    proc.kill()
+    proc.wait()
+
+
+@pytest.mark.slow
+def test_end_to_end_batched_folds_match_separate_runs(tmp_path, monkeypatch):
+  """Real fer_jax.main subprocesses: each arm's 2 folds batched in one
+  process give the separate runs' accuracies, and their fold directories'
+  config.json is what a separate run of the fold resolves to (done, no
+  drift). Threefry keys, as runs use (rbg's bits differ under vmap:
+  tests/test_batched_folds.py)."""
+  monkeypatch.setenv("FER_JAX_DATA_DIR", str(tmp_path / "tfds"))
+  monkeypatch.setenv("JAX_DEFAULT_PRNG_IMPL", "threefry2x32")
+  arms = {"toy": {"a": "configs/baseline.py",
+                  "b": ("configs/baseline.py", {"train.max_to_keep": 2})}}
+  claims = [dict(method="toy", claim="a beats b", arm="a", reference="b")]
+  presets = {"tiny": dict(folds=(0, 1), num_folds=2, seeds=(0,),
+                          methods=None, overrides={"*": TINY})}
+  kw = dict(arms=arms, claims=claims, presets=presets, out=print)
+  wd = tmp_path / "cmp"
+  assert cmp.compare("tiny", str(wd), batch_folds=True, **kw) == 0
+  assert cmp.compare("tiny", str(wd), **kw) == 0
+  assert len(read_json(wd / "compare.json")["runs"]) == 4
+  for run in cmp.plan_runs(presets["tiny"], ["toy"], arms,
+                           batch_folds=True):
+    assert cmp.run_state(run, str(wd / run.rel_dir)).status == "done"
+    report = read_json(wd / run.rel_dir / "eval" / "report.json")
+    separate = read_json(wd / dataclasses.replace(run, batched=False).rel_dir
+                         / "eval" / "report.json")
+    assert report["fold"] == run.fold and report["step"] == 3
+    assert report["accuracy"] == separate["accuracy"]
+  launched = []
+  assert cmp.compare("tiny", str(wd), batch_folds=True,
+                     launcher=launched.append, **kw) == 0
+  assert launched == []
+
