@@ -757,10 +757,9 @@ def claim_entry(claim: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]
   b = by_pair(claim["reference"], reference_metric)
   pairs = sorted(set(a) & set(b))
   xa, xb = [a[p] for p in pairs], [b[p] for p in pairs]
-  folds = sorted({f for f, _ in pairs})
-  per_fold = [[a[p] - b[p] for p in pairs if p[0] == f] for f in folds]
-  fold_diffs = [float(sum(d) / len(d)) for d in per_fold]
-  n, diff, (lo, hi) = stats.mean_interval(fold_diffs)
+  folds = [f for f, _ in pairs]
+  n, diff, (lo, hi) = stats.paired_difference(xa, xb, groups=folds)
+  _, fold_diffs = stats.group_means([x - y for x, y in zip(xa, xb)], folds)
   mean = lambda x: float(sum(x) / len(x)) if x else math.nan  # noqa: E731
   return {
       "method": claim["method"], "claim": claim["claim"],

@@ -163,19 +163,37 @@ def mean_interval(x: Sequence[float], confidence: float = 0.95
   return n, mean, (mean - half, mean + half)
 
 
+def group_means(x: Sequence[float], groups: Sequence
+                ) -> tuple[list, list[float]]:
+  """(the groups in sorted order, the mean of ``x`` in each)."""
+  if len(x) != len(groups):
+    raise ValueError(f"{len(x)} values but {len(groups)} group labels")
+  keys = sorted(set(groups))
+  sums = {k: [0.0, 0] for k in keys}
+  for v, g in zip(x, groups):
+    sums[g][0] += float(v)
+    sums[g][1] += 1
+  return keys, [sums[k][0] / sums[k][1] for k in keys]
+
+
 def paired_difference(a: Sequence[float], b: Sequence[float],
-                      confidence: float = 0.95
+                      confidence: float = 0.95, groups: Sequence | None = None
                       ) -> tuple[int, float, tuple[float, float]]:
   """(n, mean of a - b, t interval of it, df = n - 1) for paired samples.
 
   Pairing (same fold and seed in both) removes the fold-to-fold spread
   that both arms share, so a small gain can be told from fold noise.
+  ``groups``: each pair's unit (its fold). Pairs of one unit are not
+  independent (a fold's seeds share its test faces), so their differences
+  are averaged first and n counts units: the interval is over units.
   """
   a = np.asarray(a, np.float64).ravel()
   b = np.asarray(b, np.float64).ravel()
   if a.shape != b.shape:
     raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
-  return mean_interval(a - b, confidence)
+  if groups is None:
+    return mean_interval(a - b, confidence)
+  return mean_interval(group_means(a - b, groups)[1], confidence)
 
 
 def std(x: Sequence[float]) -> float:

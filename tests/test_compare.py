@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -61,6 +62,22 @@ def test_paired_difference_matches_scipy(n):
   want = sp.t.interval(0.95, n - 1, loc=d.mean(), scale=sp.sem(d))
   assert got_n == n and diff == pytest.approx(d.mean(), rel=1e-12)
   assert (lo, hi) == pytest.approx(want, rel=1e-10, abs=1e-10)
+
+
+def test_paired_difference_over_groups_by_hand():
+  """Pairs of one group (a fold's seeds) are averaged first; the interval
+  is over groups, df = groups - 1."""
+  a, b = [5.0, 7.0, 1.0, 4.0, 6.0], [1.0, 1.0, 0.0, 0.0, 0.0]
+  groups = [2, 2, 0, 1, 1]
+  assert stats.group_means([4.0, 6.0, 1.0, 4.0, 6.0], groups) == (
+      [0, 1, 2], [1.0, 5.0, 5.0])
+  n, diff, (lo, hi) = stats.paired_difference(a, b, groups=groups)
+  d = [1.0, 5.0, 5.0]
+  half = sp.t.ppf(0.975, 2) * np.std(d, ddof=1) / math.sqrt(3)
+  assert n == 3 and diff == pytest.approx(11 / 3)
+  assert (lo, hi) == pytest.approx((11 / 3 - half, 11 / 3 + half))
+  with pytest.raises(ValueError, match="5 values but 4 group labels"):
+    stats.paired_difference(a, b, groups=groups[:4])
 
 
 def test_paired_difference_edge_cases():
@@ -538,7 +555,6 @@ def test_running_run_is_refused_and_stopped_runs_end(tmp_path, capsys):
   """A run still training (left by a killed compare) is not started twice;
   stopping the compare terminates the runs it started."""
   import threading
-  import time
   presets = {"one": dict(folds=(0,), num_folds=2, seeds=(0,),
                          methods=("ifgan",), overrides={})}
   runs = cmp.plan_runs(presets["one"], ["ifgan"])
@@ -786,6 +802,12 @@ def test_running_batched_process_is_refused(tmp_path, capsys):
                            f"--workdir={group}"])
   try:
     (group / "running.json").write_text(json.dumps({"pid": proc.pid}))
+    cmdline = f"/proc/{proc.pid}/cmdline"
+    for _ in range(400):  # until the child has exec'd its command line
+      if not os.path.exists(cmdline) or b"fer_jax.main" in open(
+          cmdline, "rb").read():
+        break
+      time.sleep(0.05)
     for r in runs:
       d = tmp_path / r.rel_dir
       d.mkdir()
