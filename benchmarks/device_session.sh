@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One device lease: install the carried wheels, then run the named parts.
-#   carry: .whl (wheels the device image lacks) and .tfds (a built synthetic set)
+#   carry: .whl (the wheels the device image lacks: made here beforehand by
+#   bash benchmarks/prepare_device.sh); optionally .tfds (synthetic sets built
+#   here; otherwise built on the device at first use)
 #   bash benchmarks/device_session.sh "suite-args" "e2e-args" "side-by-side-args" "wsc-sizes"
 # The third part (benchmarks/side_by_side.py: fer_jax against its PyTorch
 # twins on this GPU) uses the image's own torch; pass "-" for its defaults.
