@@ -1366,7 +1366,8 @@ def define_flags():
       "batch_folds", None,
       "Train each arm's folds of a seed in one fer_jax.main process, as one "
       "vmapped program (config.train.batch_folds: one compile, k folds per "
-      "step; for small steps on a GPU). Its runs live in runs/<method>/"
+      "step; meant for small steps on a GPU: on a 2-core CPU it was 1.5-1.7x "
+      "slower than separate runs). Its runs live in runs/<method>/"
       "<arm>/seed<s>_batched/fold_<k>, apart from separate runs'. Needs "
       "every fold of the preset (no --folds), and configs whose folds share "
       "one program (fixed step counts); fer_jax.main names what to change "
