@@ -516,19 +516,26 @@ TINY = {"data.synth.num_subjects": 6, "data.synth.num_frames": 8,
         "train.eval_every": 0}
 
 
+def toy_tables():
+  """(arms, presets, compare's keywords) of a toy method: two arms of the
+  baseline config at TINY sizes over 2 folds. Arm b differs by a field
+  outside the step (one compile serves both)."""
+  arms = {"toy": {"a": "configs/baseline.py",
+                  "b": ("configs/baseline.py", {"train.max_to_keep": 2})}}
+  claims = [dict(method="toy", claim="a beats b", arm="a", reference="b")]
+  presets = {"tiny": dict(folds=(0, 1), num_folds=2, seeds=(0,),
+                          methods=None, overrides={"*": TINY})}
+  return arms, presets, dict(arms=arms, claims=claims, presets=presets,
+                             out=print)
+
+
 @pytest.mark.slow
 def test_end_to_end_tiny_runs(tmp_path, monkeypatch):
   """Four real fer_jax.main subprocesses (2 folds x 2 arms, 3 steps at
   32 px), two at a time on a data set the compare built first, then a rerun
   that finds them all done."""
   monkeypatch.setenv("FER_JAX_DATA_DIR", str(tmp_path / "tfds"))
-  # Arm b differs by a field outside the step (one compile serves both).
-  arms = {"toy": {"a": "configs/baseline.py",
-                  "b": ("configs/baseline.py", {"train.max_to_keep": 2})}}
-  claims = [dict(method="toy", claim="a beats b", arm="a", reference="b")]
-  presets = {"tiny": dict(folds=(0, 1), num_folds=2, seeds=(0,),
-                          methods=None, overrides={"*": TINY})}
-  kw = dict(arms=arms, claims=claims, presets=presets, out=print)
+  _, _, kw = toy_tables()
   wd = tmp_path / "cmp"
   assert cmp.compare("tiny", str(wd), parallel=2, **kw) == 0
   out = read_json(wd / "compare.json")
@@ -832,12 +839,7 @@ def test_end_to_end_batched_folds_match_separate_runs(tmp_path, monkeypatch):
   tests/test_batched_folds.py)."""
   monkeypatch.setenv("FER_JAX_DATA_DIR", str(tmp_path / "tfds"))
   monkeypatch.setenv("JAX_DEFAULT_PRNG_IMPL", "threefry2x32")
-  arms = {"toy": {"a": "configs/baseline.py",
-                  "b": ("configs/baseline.py", {"train.max_to_keep": 2})}}
-  claims = [dict(method="toy", claim="a beats b", arm="a", reference="b")]
-  presets = {"tiny": dict(folds=(0, 1), num_folds=2, seeds=(0,),
-                          methods=None, overrides={"*": TINY})}
-  kw = dict(arms=arms, claims=claims, presets=presets, out=print)
+  arms, presets, kw = toy_tables()
   wd = tmp_path / "cmp"
   assert cmp.compare("tiny", str(wd), batch_folds=True, **kw) == 0
   assert cmp.compare("tiny", str(wd), **kw) == 0
