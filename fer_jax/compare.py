@@ -354,6 +354,12 @@ class Run:
             f"--workdir={run_dir}"] + self.args()[1:]
 
 
+def process_dir(run: Run, run_dir: str) -> str:
+  """The workdir of the process that trains ``run`` (in ``run_dir``): a
+  batched run's is its folds' common one (running.json, launches.jsonl)."""
+  return os.path.dirname(run_dir) if run.batched else run_dir
+
+
 def config_path(spec: str) -> str:
   """An arm's config spec ("configs/x.py[:arg]") with an absolute path: the
   repository's file in a source checkout, the packaged one
@@ -525,8 +531,7 @@ def run_state(run: Run, run_dir: str) -> State:
     only_new = [a for a in planned if a not in recorded_args]
     return State("mismatch", f"it was trained with {only_old or '(none)'} "
                  f"where this compare asks for {only_new or '(none)'}")
-  # A batched run's process holds its folds' common directory.
-  pid = _alive_pid(os.path.dirname(run_dir) if run.batched else run_dir)
+  pid = _alive_pid(process_dir(run, run_dir))
   if pid is not None:
     return State("running", f"pid {pid} is still training it")
   changed = config_drift(run, run_dir)
@@ -709,8 +714,7 @@ def run_entry(run: Run, run_dir: str, workdir: str) -> dict[str, Any]:
       "macro_f1": report.get("macro_f1"),  # null in reports written before it
       "num_examples": report.get("num_examples"), "step": report.get("step"),
       # A batched run's is its process's, which trained all its folds.
-      "wall_time_s": wall_time(os.path.dirname(run_dir) if run.batched
-                               else run_dir),
+      "wall_time_s": wall_time(process_dir(run, run_dir)),
       "config_hash": _sha256_file(os.path.join(run_dir, "config.json")),
       "workdir": os.path.relpath(run_dir, workdir),
       # The code its last launch ran (a resumed run may span commits).

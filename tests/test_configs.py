@@ -33,6 +33,13 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                        "docs", "results")
 
 
+def committed_config_paths():
+  """Every config.json a run saved under docs/results."""
+  import glob
+  return sorted(glob.glob(os.path.join(RESULTS, "**", "config.json"),
+                          recursive=True))
+
+
 def _leaves(tree, prefix=""):
   if not isinstance(tree, dict):
     return {prefix[:-1]}
@@ -44,11 +51,9 @@ def committed_configs_covering_missing_fields():
   """Per method, committed run configs (docs/results) chosen greedily until
   every field that some of its configs lack is lacking in a chosen one:
   the few configs whose steps, traced, read each field older runs miss."""
-  import glob
   import json
   by_method = {}
-  for path in sorted(glob.glob(os.path.join(RESULTS, "**", "config.json"),
-                               recursive=True)):
+  for path in committed_config_paths():
     with open(path) as f:
       config = json.load(f)
     by_method.setdefault(config["method"], []).append((path,
@@ -73,12 +78,10 @@ def test_every_committed_run_config_still_builds_its_method():
   phases with today's code. A field a method added since is read with
   ``.get(old default)``; an attribute read of it fails here, as it would
   for a user restoring an older run."""
-  import glob
   from fer_jax import evaluate
   from fer_jax.data import classes as classes_lib
   from fer_jax.registry import method_class
-  paths = sorted(glob.glob(os.path.join(RESULTS, "**", "config.json"),
-                           recursive=True))
+  paths = committed_config_paths()
   assert len(paths) >= 50
   methods = set()
   for path in paths:
