@@ -79,14 +79,21 @@ def tiny_config(method: str):
       os.path.join(ROOT, "configs", f"{method}.py")).get_config("tiny")
 
 
-def digest(method: str, workdir: str) -> str:
-  """Train ``method``'s ``:tiny`` run in ``workdir``; its state digest."""
-  sys.path.insert(0, os.path.join(ROOT, "tests"))
-  from conftest import build_table  # pylint: disable=import-outside-toplevel
+TABLE = dict(num_subjects=6, num_frames=8, image_size=16,
+             with_landmarks=True)
+
+
+def digest(method: str, workdir: str, build_table=None) -> str:
+  """Train ``method``'s ``:tiny`` run in ``workdir`` on
+  ``build_table(**TABLE)`` (tests/conftest.build_table by default; the
+  tests pass their fixture's, since another conftest may own the module
+  name there); its state digest."""
+  if build_table is None:
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from conftest import build_table  # pylint: disable=import-outside-toplevel
   from fer_jax import train  # pylint: disable=import-outside-toplevel
   from fer_jax.data import run_data  # pylint: disable=import-outside-toplevel
-  table = build_table(num_subjects=6, num_frames=8, image_size=16,
-                      with_landmarks=True)
+  table = build_table(**TABLE)
   config = tiny_config(method)
   report = train.Trainer(config, workdir,
                          run_data.from_table(config, table)).train()

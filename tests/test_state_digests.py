@@ -25,11 +25,11 @@ def test_the_record_names_every_method_and_its_platform():
 
 
 @pytest.mark.parametrize("method", state_digests.METHODS)
-def test_tiny_run_ends_in_the_recorded_state(method, tmp_path):
+def test_tiny_run_ends_in_the_recorded_state(method, tmp_path, make_table):
   other = state_digests.platform_difference(RECORD)
   if other:
     pytest.skip(f"digests recorded on another platform: {other}")
-  got = state_digests.digest(method, str(tmp_path))
+  got = state_digests.digest(method, str(tmp_path), make_table)
   assert got == RECORD["digests"][method], (
       f"{method}'s :tiny run ends in state {got}, recorded "
       f"{RECORD['digests'][method]}: this change moves training's numbers. "
