@@ -284,11 +284,14 @@ def test_method_seeds_give_one_method_more_seeds():
   # --seeds sets every method's seeds.
   runs = cmp.plan_runs(preset, ["gndl", "ifgan"], ARMS, seeds=(2,))
   assert {r.seed for r in runs} == {2} and len(runs) == 3 * 3 + 2 * 3
-  # The shipping presets: GroupGAN's claim over two seeds in cpu_all.
+  # The shipping presets: GroupGAN's claim over two seeds, GNDL's over
+  # three, in cpu_all.
   shipped = cmp.plan_runs(cmp.PRESETS["cpu_all"],
                           cmp.PRESETS["cpu_all"]["methods"])
-  assert {r.seed for r in shipped if r.method == "groupgan"} == {0, 1}
-  assert {r.seed for r in shipped if r.method != "groupgan"} == {0}
+  seeds_of = {m: {r.seed for r in shipped if r.method == m}
+              for m in cmp.PRESETS["cpu_all"]["methods"]}
+  assert seeds_of == {"gndl": {0, 1, 2}, "ifgan": {0}, "groupgan": {0, 1},
+                      "sna": {0}, "cgan_wsc": {0}}
 
 
 def test_compare_writes_runs_claims_and_outputs(tmp_path):
@@ -632,9 +635,9 @@ def test_cpu_all_plans_exactly_the_runs_of_cpu_cpu_gan_and_cpu_wsc():
                                    selected=cmp.select_arms(preset, methods))}
   every = planned("cpu") | planned("cpu_gan") | planned("cpu_wsc")
   assert planned("cpu_all") == every
-  # 4 folds: gndl 3 arms, ifgan 2, groupgan 2 over 2 seeds, sna 3,
-  # cgan_wsc 1.
-  assert len(every) == 4 * (3 + 2 + 2 * 2 + 3 + 1)
+  # 4 folds: gndl 3 arms over 3 seeds, ifgan 2, groupgan 2 over 2 seeds,
+  # sna 3, cgan_wsc 1.
+  assert len(every) == 4 * (3 * 3 + 2 + 2 * 2 + 3 + 1)
 
 
 def test_wsc_claim_arms_and_preset(tmp_path):
