@@ -159,3 +159,32 @@ def test_second_run_on_a_live_workdir_is_refused(tmp_path, data_dir):
   assert f"fer_jax: error: the workdir is in use by another run (pid " \
          f"{holder.pid} on host" in out.stderr
   assert "Traceback" not in out.stderr
+
+
+def test_reproduce_run_retrains_a_run_spec_and_compares_its_state(
+    tmp_path, data_dir, monkeypatch, capsys):
+  """benchmarks/reproduce_run.py: a run retrained from its run_spec.json
+  at the same code ends in the same state (exit 0); a committed digest
+  that differs is reported (exit 1)."""
+  run = tmp_path / "run"
+  args = ["--config=configs/gndl.py", "--compilation_cache=", *TINY,
+          "--config.train.num_steps=4"]
+  out = run_cli(run, "--config.train.num_steps=4", data_dir=data_dir)
+  assert out.returncode == 0, out.stderr[-3000:]
+  with open(run / "run_spec.json", "w") as f:
+    json.dump({"module": "fer_jax.main", "args": args,
+               "git_commit": "abc"}, f)
+  monkeypatch.setenv("FER_JAX_DATA_DIR", str(data_dir))
+  sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+  import reproduce_run  # pylint: disable=import-outside-toplevel
+  assert reproduce_run.main([str(run), f"--keep={tmp_path / 'again'}"]) == 0
+  line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert line["reproduced"] and line["trained_at"] == "abc"
+  assert (tmp_path / "again" / "run0" / "eval" / "report.json").exists()
+  report = json.load(open(run / "eval" / "report.json"))
+  report["state_digest"] = "0" * 16
+  with open(run / "eval" / "report.json", "w") as f:
+    json.dump(report, f)
+  assert reproduce_run.main([str(run)]) == 1
+  line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert not line["reproduced"] and line["digest"][0] == "0" * 16
