@@ -37,8 +37,12 @@ def read_json(path: str) -> dict:
 
 
 def retrain(run_dir: str, workdir: str) -> dict:
-  """Train ``run_dir``'s spec into ``workdir``; {digest, accuracy, seconds,
-  commit} of the committed run and of the new one."""
+  """Train ``run_dir``'s spec into ``workdir`` (which must not exist: an
+  old run there would be resumed, not retrained); {run, trained_at,
+  digest, accuracy, seconds}, digest and accuracy as (committed, now)."""
+  if os.path.exists(workdir):
+    raise SystemExit(f"reproduce_run: {workdir} exists; a retrain needs a "
+                     "fresh workdir (give --keep an empty or new folder)")
   spec = read_json(os.path.join(run_dir, "run_spec.json"))
   committed = read_json(os.path.join(run_dir, "eval", "report.json"))
   if spec.get("module") != "fer_jax.main" or "args" not in spec:
@@ -47,7 +51,7 @@ def retrain(run_dir: str, workdir: str) -> dict:
   cmd = [sys.executable, "-m", spec["module"], f"--workdir={workdir}",
          *spec["args"]]
   start = time.time()
-  with open(os.path.join(workdir + ".log"), "w", encoding="utf-8") as log:
+  with open(workdir + ".log", "w", encoding="utf-8") as log:
     proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                           check=False)
   if proc.returncode:
@@ -69,9 +73,9 @@ def main(argv) -> int:
     return 2
   differ = 0
   with tempfile.TemporaryDirectory() as scratch:
+    base = keep or scratch
+    os.makedirs(base, exist_ok=True)
     for i, run_dir in enumerate(runs):
-      base = keep or scratch
-      os.makedirs(base, exist_ok=True)
       out = retrain(os.path.abspath(run_dir),
                     os.path.join(base, f"run{i}"))
       same = out["digest"][0] == out["digest"][1]

@@ -181,6 +181,8 @@ def test_reproduce_run_retrains_a_run_spec_and_compares_its_state(
   line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert line["reproduced"] and line["trained_at"] == "abc"
   assert (tmp_path / "again" / "run0" / "eval" / "report.json").exists()
+  with pytest.raises(SystemExit, match="exists; a retrain needs a fresh"):
+    reproduce_run.main([str(run), f"--keep={tmp_path / 'again'}"])
   report = json.load(open(run / "eval" / "report.json"))
   report["state_digest"] = "0" * 16
   with open(run / "eval" / "report.json", "w") as f:
